@@ -1,0 +1,191 @@
+"""Wire models of the agent <-> control plane protocol (DESIGN.md section 3).
+
+Both sides import this module, so it depends on pydantic only: an agent host must not need
+FastAPI, SQLAlchemy or Celery. Every request carries ``protocol_version``; the control plane
+answers 400 to a version it does not speak, so an old agent fails loudly instead of silently
+misreporting.
+
+Endpoints (all JSON, all initiated by the agent):
+
+- ``POST /v1/agent/register``                      RegisterRequest  -> RegisterResponse
+  (the single-use bootstrap token is in the body; no Authorization header)
+- ``POST /v1/agent/nodes/{node_id}/reports``       ReportRequest    -> ReportResponse
+- ``GET  /v1/agent/nodes/{node_id}/desired?after=G&wait=S``          -> DesiredState
+  (long poll: answers at once if the generation is newer than G, else holds up to S seconds
+  and then answers with the current state, whose generation may equal G)
+- ``POST /v1/agent/nodes/{node_id}/logs``          LogUpload        -> LogUploadResponse
+
+The node routes need ``Authorization: Bearer <node credential>``; a credential is valid for
+its own node only.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PROTOCOL_VERSION = 1
+
+Uuid = Annotated[str, Field(min_length=1, max_length=96)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class _Wire(BaseModel):
+    # Unknown fields are refused in both directions: a typo is an error, not silence.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuInventory(_Wire):
+    """Static facts about one GPU, sent at registration."""
+
+    index: Count
+    uuid: Uuid
+    name: str = Field(max_length=96)
+    serial: str | None = Field(default=None, max_length=64)
+    pci_bus_id: str | None = Field(default=None, max_length=32)
+    memory_total_mib: Count
+    power_limit_default_w: float | None = None
+    power_limit_min_w: float | None = None
+    power_limit_max_w: float | None = None
+    # NVLink domain identity from nvmlDeviceGetGpuFabricInfoV; None where the GPU has no fabric.
+    fabric_cluster_uuid: str | None = Field(default=None, max_length=64)
+    fabric_clique_id: int | None = None
+    fabric_state: str | None = Field(default=None, max_length=32)  # "completed", "in_progress", ...
+    module_id: int | None = None
+
+
+class NodeInventory(_Wire):
+    hostname: str = Field(min_length=1, max_length=253)
+    # Where the node's peers reach it (MASTER_ADDR for multi-node workloads).
+    address: str = Field(min_length=1, max_length=253)
+    backend: str = Field(max_length=16)  # "sim" | "nvml"
+    driver_version: str | None = Field(default=None, max_length=32)
+    gpus: list[GpuInventory] = Field(max_length=64)
+
+
+class RegisterRequest(_Wire):
+    protocol_version: int
+    bootstrap_token: str = Field(min_length=8, max_length=256)
+    inventory: NodeInventory
+
+
+class RegisterResponse(_Wire):
+    protocol_version: int = PROTOCOL_VERSION
+    node_id: str
+    credential: str
+    report_interval_s: float
+    watch_timeout_s: float
+    lease_ttl_s: float
+
+
+class GpuTelemetry(_Wire):
+    """One GPU's sample. None means the backend could not read that field ("absent")."""
+
+    uuid: Uuid
+    index: Count
+    utilization_gpu_pct: float | None = None
+    utilization_memory_pct: float | None = None
+    memory_used_mib: float | None = None
+    memory_total_mib: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    # Cumulative counter in mJ since driver load (NVML nvmlDeviceGetTotalEnergyConsumption).
+    energy_mj: int | None = None
+    temperature_gpu_c: float | None = None
+    temperature_memory_c: float | None = None
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+    xid_last: int | None = None
+    xid_count: Count = 0  # cumulative since the agent started
+
+
+class AssignmentPhase(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    # The process ended on its own; exit_code says how.
+    EXITED = "exited"
+    # The agent stopped it because it left the desired state (cancel, preemption, timeout).
+    STOPPED = "stopped"
+    # The agent could not start it (bad command, stale epoch, unknown GPU); message says why.
+    REJECTED = "rejected"
+
+
+class AssignmentStatus(_Wire):
+    workload_id: str
+    epoch: int
+    rank: Count
+    phase: AssignmentPhase
+    pid: int | None = None
+    exit_code: int | None = None
+    started_at: float | None = None  # unix seconds
+    finished_at: float | None = None
+    message: str | None = Field(default=None, max_length=2000)
+
+
+class ReportRequest(_Wire):
+    protocol_version: int
+    seq: Count  # strictly increasing per node across agent restarts (persisted by the agent)
+    sent_at: float  # unix seconds, agent clock
+    gpus: list[GpuTelemetry] = Field(max_length=64)
+    assignments: list[AssignmentStatus] = Field(default_factory=list, max_length=256)
+    # The newest desired-state generation the agent has fully reconciled (started what it lists,
+    # stopped what it dropped). The control plane frees a dropped assignment's GPUs only once
+    # this reaches the generation that dropped it, so no GPU is handed over while the old
+    # process may still run.
+    applied_generation: int = 0
+
+
+class ReportResponse(_Wire):
+    accepted: bool
+    duplicate: bool = False
+    # The node's current desired-state generation: an agent that has seen less polls at once.
+    generation: int
+
+
+class Assignment(_Wire):
+    """One process the agent must run: one rank of a workload on this node's GPUs."""
+
+    workload_id: str
+    epoch: int
+    rank: Count
+    world_size: int = Field(ge=1)  # number of nodes (processes) in the gang
+    gpu_uuids: list[str] = Field(min_length=1)
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    master_addr: str
+    master_port: int
+    peers: list[str] = Field(default_factory=list)  # node addresses by rank
+    # Simulator only: the GPU utilisation the workload drives while it runs.
+    sim_utilization: float = Field(default=0.9, ge=0.0, le=1.0)
+
+
+class DesiredState(_Wire):
+    node_id: str
+    generation: int
+    assignments: list[Assignment] = Field(default_factory=list)
+
+
+class LogChunk(_Wire):
+    """Bytes [offset, offset+len(data)) of a rank's combined stdout+stderr, base64-encoded."""
+
+    workload_id: str
+    rank: Count
+    offset: Count
+    data_b64: str = Field(max_length=1_500_000)
+
+
+class LogUpload(_Wire):
+    protocol_version: int
+    chunks: list[LogChunk] = Field(max_length=64)
+
+
+class LogUploadResponse(_Wire):
+    # Per (workload_id, rank): the byte offset the control plane holds up to, so an agent that
+    # sent a gap or a duplicate resumes from the right place.
+    acked: dict[str, int]
+
+
+def log_key(workload_id: str, rank: int) -> str:
+    return f"{workload_id}/{rank}"

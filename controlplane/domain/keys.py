@@ -57,7 +57,7 @@ def is_bootstrap_token(token: str) -> bool:
 
 
 def _well_formed(key: str, prefix: str) -> bool:
-    rest = key[len(prefix):]
+    rest = key[len(prefix) :]
     if len(rest) != 43 + 6:
         return False
     body, check = rest[:43], rest[43:]

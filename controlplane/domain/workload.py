@@ -9,8 +9,9 @@ S = WorkloadState
 
 _ALLOWED: dict[WorkloadState, frozenset[WorkloadState]] = {
     S.PENDING: frozenset({S.SCHEDULED, S.CANCELLED, S.FAILED}),
-    S.SCHEDULED: frozenset({S.STARTING, S.RUNNING, S.PENDING, S.SUCCEEDED, S.FAILED, S.CANCELLED,
-                            S.PREEMPTED}),
+    S.SCHEDULED: frozenset(
+        {S.STARTING, S.RUNNING, S.PENDING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.PREEMPTED}
+    ),
     S.STARTING: frozenset({S.RUNNING, S.PENDING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.PREEMPTED}),
     S.RUNNING: frozenset({S.PENDING, S.SUCCEEDED, S.FAILED, S.CANCELLED, S.PREEMPTED}),
 }

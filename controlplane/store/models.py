@@ -193,9 +193,7 @@ class WorkloadRank(Base):
     """One process of a workload: one node's share of the gang, as its agent last reported it."""
 
     __tablename__ = "workload_ranks"
-    workload_id: Mapped[str] = mapped_column(
-        ForeignKey("workloads.id", ondelete="CASCADE"), primary_key=True
-    )
+    workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id", ondelete="CASCADE"), primary_key=True)
     rank: Mapped[int] = mapped_column(Integer, primary_key=True)
     node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
     phase: Mapped[str] = mapped_column(String(16), default="assigned")

@@ -1,0 +1,1 @@
+"""GPU backends behind one Protocol (``base.GpuBackend``): ``sim`` now, ``nvml`` later."""

@@ -1,0 +1,56 @@
+"""The contract every GPU backend meets, so the daemon never knows which one it drives.
+
+Only the wire models cross this boundary: a backend turns whatever its source speaks (NVML,
+the simulator's physics) into ``GpuInventory`` and ``GpuTelemetry``, with ``None`` for a field
+it cannot read rather than a made-up zero.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from agents.protocol import GpuInventory, GpuTelemetry
+
+
+class GpuBackend(Protocol):
+    """A source of GPU facts for one node."""
+
+    name: str  # "sim" | "nvml": what the agent declares in its inventory
+
+    def driver_version(self) -> str | None: ...
+
+    def inventory(self) -> list[GpuInventory]: ...
+
+    def sample(self) -> list[GpuTelemetry]:
+        """Read every GPU once. Cumulative counters (energy, XID count) never go backwards
+        except across a driver reload, which the control plane detects as a reset."""
+        ...
+
+    def memory_reserved_mib(self) -> dict[str, float]:
+        """Framebuffer the driver keeps for itself, by GPU UUID (NVML ``Memory_v2.reserved``).
+
+        Static per GPU and absent from the wire telemetry; the exporter needs it for
+        ``DCGM_FI_DEV_FB_RESERVED`` and a dcgm-compatible ``DCGM_FI_DEV_FB_FREE``.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class PowerLimitControl(Protocol):
+    """Backends that can cap a GPU's power (NVML as root, the simulator)."""
+
+    def set_power_limit(self, uuid: str, watts: float) -> float:
+        """Apply a limit and return the value read back: hardware clamps and may refuse."""
+        ...
+
+
+@runtime_checkable
+class LoadDriver(Protocol):
+    """Only the simulator has it: the daemon tells it which GPUs a running workload keeps busy,
+    since a simulated GPU cannot observe the tenant process itself."""
+
+    def set_load(self, uuid: str, utilization: float, memory_used_mib: float) -> None: ...
+
+    def clear_load(self, uuid: str) -> None: ...

@@ -1,0 +1,1 @@
+"""How the agent runs tenant workloads on its GPUs (processes now, containers where an engine exists)."""

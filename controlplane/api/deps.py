@@ -1,0 +1,59 @@
+"""Request dependencies: the runtime, the caller's identity per audience, common headers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
+
+from controlplane.domain.enums import KeyScope
+from controlplane.domain.errors import Forbidden, Unauthorized
+from controlplane.runtime import Runtime
+from controlplane.services.auth import Principal, authenticate
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime = request.app.state.runtime
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("missing Authorization: Bearer <API key>")
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <API key>'")
+    return secret.strip()
+
+
+def _principal(runtime: Runtime, authorization: str | None) -> Principal:
+    secret = _bearer(authorization)
+    with runtime.sessions() as session:
+        return authenticate(session, pepper=runtime.pepper, secret=secret)
+
+
+def _require(scope: KeyScope):  # type: ignore[no-untyped-def]
+    async def dependency(
+        runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+    ) -> Principal:
+        principal = await run_in_threadpool(_principal, runtime, authorization)
+        if principal.scope is not scope:
+            raise Forbidden(f"this route needs a {scope.value} key, not a {principal.scope.value} key")
+        return principal
+
+    return dependency
+
+
+TenantPrincipal = Annotated[Principal, Depends(_require(KeyScope.TENANT))]
+OperatorPrincipal = Annotated[Principal, Depends(_require(KeyScope.OPERATOR))]
+AgentPrincipal = Annotated[Principal, Depends(_require(KeyScope.AGENT))]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$"),
+]

@@ -1,0 +1,199 @@
+"""Operator routes: the fleet with live state, cordon/drain, tenants and their keys."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import func, select
+
+from controlplane.api.convert import gpu_out, key_out, node_out, workload_out
+from controlplane.api.deps import OperatorPrincipal, RuntimeDep
+from controlplane.api.schemas import (
+    CordonRequest,
+    GpuOut,
+    KeyCreate,
+    KeyOut,
+    NodeOut,
+    RackOut,
+    SiteOut,
+    TenantCreate,
+    TenantOut,
+    WorkloadPage,
+)
+from controlplane.domain.enums import KeyScope, WorkloadState
+from controlplane.domain.errors import NotFound
+from controlplane.runtime import Runtime
+from controlplane.services import admin, fleet, workloads
+from controlplane.store.models import ApiKey, Node, Rack, Tenant
+
+router = APIRouter(prefix="/operator", tags=["operator"])
+Id = Annotated[str, Path(min_length=1, max_length=40)]
+
+
+@router.get("/sites", response_model=list[SiteOut])
+def list_sites(_: OperatorPrincipal, runtime: RuntimeDep) -> list[SiteOut]:
+    with runtime.sessions() as session:
+        counts = dict(session.execute(select(Rack.site_id, func.count()).group_by(Rack.site_id)).all())
+        return [
+            SiteOut(
+                id=s.id,
+                name=s.name,
+                description=s.description,
+                grid_capacity_mw=s.grid_capacity_mw,
+                pue=s.pue,
+                racks=counts.get(s.id, 0),
+            )
+            for s in fleet.list_sites(session)
+        ]
+
+
+@router.get("/racks", response_model=list[RackOut])
+def list_racks(
+    _: OperatorPrincipal, runtime: RuntimeDep, site_id: Annotated[str | None, Query(max_length=40)] = None
+) -> list[RackOut]:
+    with runtime.sessions() as session:
+        registered = dict(session.execute(select(Node.rack_id, func.count()).group_by(Node.rack_id)).all())
+        return [
+            RackOut(
+                id=r.id,
+                site_id=r.site_id,
+                name=r.name,
+                model=r.model,
+                nodes_expected=r.nodes_expected,
+                nodes_registered=registered.get(r.id, 0),
+                power_capacity_kw=r.power_capacity_kw,
+                nvlink_domain=f"{r.fabric_cluster_uuid}.{r.fabric_clique_id}",
+            )
+            for r in fleet.list_racks(session, site_id)
+        ]
+
+
+def _nodes(runtime: Runtime, node_ids: list[str] | None, rack_id: str | None) -> list[NodeOut]:
+    now = time.time()
+    with runtime.sessions() as session:
+        nodes = fleet.list_nodes(session, rack_id)
+        if node_ids is not None:
+            nodes = [n for n in nodes if n.id in node_ids]
+        states = fleet.gpu_states(session)
+    samples = runtime.live.gpu_samples([n.id for n in nodes])
+    by_node: dict[str, list[GpuOut]] = {}
+    for st in states:
+        by_node.setdefault(st.node.id, []).append(gpu_out(st, samples.get(st.gpu.uuid)))
+    return [
+        node_out(n, by_node.get(n.id, []), lease_alive=runtime.live.lease_alive(n.id, now=now)) for n in nodes
+    ]
+
+
+@router.get("/nodes", response_model=list[NodeOut])
+def list_nodes(
+    _: OperatorPrincipal, runtime: RuntimeDep, rack_id: Annotated[str | None, Query(max_length=40)] = None
+) -> list[NodeOut]:
+    return _nodes(runtime, None, rack_id)
+
+
+@router.get("/nodes/{node_id}", response_model=NodeOut)
+def get_node(node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> NodeOut:
+    found = _nodes(runtime, [node_id], None)
+    if not found:
+        raise NotFound(f"no node {node_id!r}")
+    return found[0]
+
+
+@router.get("/gpus", response_model=list[GpuOut])
+def list_gpus(
+    _: OperatorPrincipal,
+    runtime: RuntimeDep,
+    state: Annotated[str | None, Query(max_length=16)] = None,
+) -> list[GpuOut]:
+    with runtime.sessions() as session:
+        states = fleet.gpu_states(session)
+    samples = runtime.live.gpu_samples(sorted({st.node.id for st in states}))
+    return [gpu_out(st, samples.get(st.gpu.uuid)) for st in states if state is None or st.state == state]
+
+
+@router.post("/nodes/{node_id}/cordon", response_model=NodeOut)
+def cordon(
+    node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: CordonRequest | None = None
+) -> NodeOut:
+    with runtime.uow() as session:
+        fleet.cordon(session, node_id=node_id, reason=(body or CordonRequest()).reason)
+    return get_node(node_id, _, runtime)
+
+
+@router.post("/nodes/{node_id}/drain", response_model=NodeOut)
+def drain(
+    node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: CordonRequest | None = None
+) -> NodeOut:
+    reason = body.reason if body else "drained by an operator"
+    with runtime.uow() as session:
+        fleet.cordon(session, node_id=node_id, reason=reason, drain=True)
+    return get_node(node_id, _, runtime)
+
+
+@router.post("/nodes/{node_id}/uncordon", response_model=NodeOut)
+def uncordon(node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> NodeOut:
+    with runtime.uow() as session:
+        fleet.uncordon(session, node_id=node_id)
+    return get_node(node_id, _, runtime)
+
+
+@router.get("/workloads", response_model=WorkloadPage)
+def list_all_workloads(
+    _: OperatorPrincipal,
+    runtime: RuntimeDep,
+    state: WorkloadState | None = None,
+    limit: Annotated[int, Query(ge=1, le=workloads.MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+) -> WorkloadPage:
+    with runtime.sessions() as session:
+        rows, next_cursor = workloads.list_page(
+            session, tenant_id=None, state=state, limit=limit, cursor=cursor
+        )
+        return WorkloadPage(items=[workload_out(session, w) for w in rows], next_cursor=next_cursor)
+
+
+@router.get("/tenants", response_model=list[TenantOut])
+def list_tenants(_: OperatorPrincipal, runtime: RuntimeDep) -> list[TenantOut]:
+    with runtime.sessions() as session:
+        rows = session.scalars(select(Tenant).order_by(Tenant.name)).all()
+        return [TenantOut(id=t.id, name=t.name, created_at=t.created_at) for t in rows]
+
+
+@router.post("/tenants", response_model=TenantOut, status_code=201)
+def create_tenant(body: TenantCreate, _: OperatorPrincipal, runtime: RuntimeDep) -> TenantOut:
+    with runtime.uow() as session:
+        t = admin.create_tenant(session, name=body.name)
+        return TenantOut(id=t.id, name=t.name, created_at=t.created_at)
+
+
+@router.get("/tenants/{tenant_id}/keys", response_model=list[KeyOut])
+def list_keys(tenant_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> list[KeyOut]:
+    with runtime.sessions() as session:
+        tenant = admin.get_tenant(session, tenant_id)
+        rows = session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant.id).order_by(ApiKey.id)).all()
+        return [key_out(k) for k in rows]
+
+
+@router.post("/tenants/{tenant_id}/keys", response_model=KeyOut, status_code=201)
+def create_key(
+    tenant_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: KeyCreate | None = None
+) -> KeyOut:
+    """The secret is in this response only; it is stored as an HMAC and cannot be shown again."""
+    with runtime.uow() as session:
+        tenant = admin.get_tenant(session, tenant_id)
+        issued = admin.issue_api_key(
+            session,
+            pepper=runtime.pepper,
+            scope=KeyScope.TENANT,
+            name=(body or KeyCreate()).name,
+            tenant_id=tenant.id,
+        )
+        return key_out(issued.key, issued.secret)
+
+
+@router.post("/keys/{key_id}/revoke", response_model=KeyOut)
+def revoke_key(key_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> KeyOut:
+    with runtime.uow() as session:
+        return key_out(admin.revoke_api_key(session, key_id=key_id))

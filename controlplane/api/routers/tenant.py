@@ -1,0 +1,124 @@
+"""Tenant routes: workloads, their logs, and what GPUs are on offer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+
+from controlplane.api.convert import workload_out
+from controlplane.api.deps import IdempotencyKey, RuntimeDep, TenantPrincipal
+from controlplane.api.schemas import CancelRequest, OfferingOut, WorkloadCreate, WorkloadOut, WorkloadPage
+from controlplane.domain.enums import NvlinkPolicy, PriorityClass, WorkloadState
+from controlplane.domain.specs import WorkloadSpec
+from controlplane.services import fleet, workloads
+
+router = APIRouter(tags=["tenant"])
+WorkloadId = Annotated[str, Path(min_length=1, max_length=40)]
+
+
+def _tenant_id(principal: TenantPrincipal) -> str:
+    assert principal.tenant_id is not None
+    return principal.tenant_id
+
+
+@router.post("/workloads", status_code=201, response_model=WorkloadOut)
+def create_workload(
+    body: WorkloadCreate,
+    tenant: TenantPrincipal,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> WorkloadOut:
+    """Submit a workload. Retrying with the same Idempotency-Key returns the original (200)."""
+    spec = WorkloadSpec(
+        gpu_count=body.gpus,
+        gpu_model=body.gpu_model,
+        nvlink=NvlinkPolicy(body.nvlink),
+        priority=PriorityClass(body.priority),
+        command=tuple(body.command),
+        env=dict(body.env),
+        max_duration_s=body.max_duration_s,
+        name=body.name,
+        sim_utilization=body.sim_utilization,
+    )
+    with runtime.uow() as session:
+        result = workloads.submit(
+            session,
+            tenant_id=_tenant_id(tenant),
+            spec=spec,
+            idempotency_key=idempotency_key,
+            default_max_duration_s=runtime.settings.default_max_duration_s,
+        )
+        out = workload_out(session, result.workload)
+    if not result.created:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/workloads/{out.id}"
+    return out
+
+
+@router.get("/workloads", response_model=WorkloadPage)
+def list_workloads(
+    tenant: TenantPrincipal,
+    runtime: RuntimeDep,
+    state: WorkloadState | None = None,
+    limit: Annotated[int, Query(ge=1, le=workloads.MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+) -> WorkloadPage:
+    with runtime.sessions() as session:
+        rows, next_cursor = workloads.list_page(
+            session, tenant_id=_tenant_id(tenant), state=state, limit=limit, cursor=cursor
+        )
+        return WorkloadPage(items=[workload_out(session, w) for w in rows], next_cursor=next_cursor)
+
+
+@router.get("/workloads/{workload_id}", response_model=WorkloadOut)
+def get_workload(workload_id: WorkloadId, tenant: TenantPrincipal, runtime: RuntimeDep) -> WorkloadOut:
+    with runtime.sessions() as session:
+        wl = workloads.get(session, tenant_id=_tenant_id(tenant), workload_id=workload_id)
+        return workload_out(session, wl, history=True)
+
+
+@router.post("/workloads/{workload_id}/cancel", response_model=WorkloadOut)
+def cancel_workload(
+    workload_id: WorkloadId,
+    tenant: TenantPrincipal,
+    runtime: RuntimeDep,
+    body: CancelRequest | None = None,
+) -> WorkloadOut:
+    reason = (body or CancelRequest()).reason
+    with runtime.uow() as session:
+        wl = workloads.cancel(session, tenant_id=_tenant_id(tenant), workload_id=workload_id, reason=reason)
+        return workload_out(session, wl)
+
+
+@router.get("/workloads/{workload_id}/logs", response_class=Response)
+def read_logs(
+    workload_id: WorkloadId,
+    tenant: TenantPrincipal,
+    runtime: RuntimeDep,
+    rank: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,
+) -> Response:
+    """A rank's combined stdout+stderr from ``offset``; ``X-Next-Offset`` says where to go on."""
+    with runtime.sessions() as session:
+        piece = workloads.read_log(
+            session,
+            tenant_id=_tenant_id(tenant),
+            workload_id=workload_id,
+            rank=rank,
+            offset=offset,
+            limit=limit,
+        )
+    return Response(
+        content=piece.data,
+        media_type="text/plain; charset=utf-8",
+        headers={"X-Next-Offset": str(piece.next_offset), "X-Log-Complete": str(piece.complete).lower()},
+    )
+
+
+@router.get("/offerings", response_model=list[OfferingOut])
+def list_offerings(tenant: TenantPrincipal, runtime: RuntimeDep) -> list[OfferingOut]:
+    with runtime.sessions() as session:
+        return [OfferingOut(**o.__dict__) for o in fleet.offerings(session)]

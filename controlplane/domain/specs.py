@@ -1,0 +1,62 @@
+"""What a tenant asks for, validated: the service layer's input, independent of the API schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from controlplane.domain.errors import InvalidRequest
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Set by the agent from the placement; a tenant cannot override them.
+RESERVED_ENV = frozenset(
+    {
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+        "RANK",
+        "NODE_RANK",
+        "NNODES",
+        "WORLD_SIZE",
+        "LOCAL_WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    }
+)
+RESERVED_ENV_PREFIXES = ("SWITCHYARD_", "PET_")
+TENANT_PRIORITIES = frozenset({PriorityClass.RESERVED, PriorityClass.ON_DEMAND, PriorityClass.SPOT})
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    gpu_count: int
+    gpu_model: str
+    nvlink: NvlinkPolicy
+    priority: PriorityClass
+    command: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    max_duration_s: int | None = None
+    name: str = ""
+    sim_utilization: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.gpu_count < 1:
+            raise InvalidRequest("gpus must be at least 1")
+        if self.priority not in TENANT_PRIORITIES:
+            raise InvalidRequest(f"priority {self.priority.value!r} is not available to tenants")
+        if not self.command or any(not part for part in self.command[:1]):
+            raise InvalidRequest("command must name a program to run")
+        for name in self.env:
+            if not ENV_NAME.match(name):
+                raise InvalidRequest(f"env name {name!r} is not a valid variable name")
+            if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
+                raise InvalidRequest(f"env {name!r} is set by Switchyard from the placement")
+
+    def fingerprint(self) -> str:
+        """Canonical hash of the request, to tell an idempotent retry from a conflicting reuse."""
+        payload = asdict(self)
+        payload["command"] = list(self.command)
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()

@@ -1,0 +1,134 @@
+"""The scheduler's shell: build the snapshot, run the pure core, commit decisions.
+
+The commit is one transaction. Every allocation carries the scheduler's fencing epoch, and the
+partial unique index on live allocations makes a second owner of a GPU impossible even if two
+schedulers ever run at once: the loser's transaction fails as a whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controlplane.domain.enums import NodeStatus, NvlinkPolicy, PriorityClass, WorkloadState
+from controlplane.scheduling.snapshot import (
+    FleetSnapshot,
+    GpuSlot,
+    NodeView,
+    Placement,
+    Unplaced,
+    WorkloadRequest,
+)
+from controlplane.services import lifecycle
+from controlplane.services.uow import wakeups
+from controlplane.store.models import Allocation, Gpu, Node, Workload, WorkloadRank
+from controlplane.store.types import utcnow
+
+
+def build_snapshot(session: Session) -> FleetSnapshot:
+    allocated = set(session.scalars(select(Allocation.gpu_id).where(Allocation.released_at.is_(None))).all())
+    gpus_by_node: dict[str, list[GpuSlot]] = {}
+    for gpu in session.scalars(select(Gpu).where(Gpu.present)).all():
+        gpus_by_node.setdefault(gpu.node_id, []).append(
+            GpuSlot(
+                gpu_id=gpu.id,
+                index=gpu.index,
+                model=gpu.model,
+                healthy=gpu.health == "healthy",
+                allocated=gpu.id in allocated,
+            )
+        )
+    nodes = []
+    for node in session.scalars(select(Node).order_by(Node.id)).all():
+        nodes.append(
+            NodeView(
+                node_id=node.id,
+                domain=node.nvlink_domain,
+                unschedulable=_unschedulable(node),
+                gpus=tuple(gpus_by_node.get(node.id, ())),
+            )
+        )
+    return FleetSnapshot(nodes=tuple(nodes))
+
+
+def _unschedulable(node: Node) -> str:
+    if node.status != NodeStatus.READY.value:
+        return node.status
+    if node.draining:
+        return "draining"
+    if node.cordoned:
+        return "cordoned"
+    return ""
+
+
+def pending_queue(session: Session) -> list[WorkloadRequest]:
+    rows = session.scalars(select(Workload).where(Workload.state == WorkloadState.PENDING.value)).all()
+    return [
+        WorkloadRequest(
+            workload_id=w.id,
+            gpu_count=w.gpu_count,
+            gpu_model=w.gpu_model,
+            nvlink=NvlinkPolicy(w.nvlink),
+            priority=PriorityClass(w.priority),
+            submitted_at=w.created_at.timestamp(),
+        )
+        for w in rows
+    ]
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    placed: int
+    still_pending: int
+
+
+def commit(
+    session: Session,
+    *,
+    decisions: list[Placement | Unplaced],
+    epoch: int,
+    now: datetime | None = None,
+) -> CommitResult:
+    now = now or utcnow()
+    placed = 0
+    touched_nodes: set[str] = set()
+    for decision in decisions:
+        wl = session.get(Workload, decision.workload_id, with_for_update=True)
+        if wl is None or wl.state != WorkloadState.PENDING.value:
+            continue  # cancelled (or placed by someone else) since the snapshot
+        if isinstance(decision, Unplaced):
+            if wl.reason != decision.reason:
+                wl.reason = decision.reason
+            continue
+        for rank_no, rank in enumerate(decision.ranks):
+            session.add(WorkloadRank(workload_id=wl.id, rank=rank_no, node_id=rank.node_id, phase="assigned"))
+            for gpu_id in rank.gpu_ids:
+                session.add(
+                    Allocation(
+                        workload_id=wl.id,
+                        gpu_id=gpu_id,
+                        node_id=rank.node_id,
+                        rank=rank_no,
+                        epoch=epoch,
+                        created_at=now,
+                    )
+                )
+            touched_nodes.add(rank.node_id)
+        wl.epoch = epoch
+        nodes = len(decision.ranks)
+        lifecycle.transition(
+            session,
+            wl,
+            WorkloadState.SCHEDULED,
+            f"placed on {decision.gpu_count} GPUs across {nodes} node{'s' if nodes > 1 else ''}",
+            now=now,
+        )
+        placed += 1
+    session.flush()  # the unique index speaks here, inside the transaction
+    lifecycle.bump_generations(session, touched_nodes)
+    if placed:
+        wakeups(session).nodes.update(touched_nodes)
+    return CommitResult(placed=placed, still_pending=sum(isinstance(d, Unplaced) for d in decisions))

@@ -1,0 +1,74 @@
+"""Live node state in Redis: report dedup by (node, seq), the node lease, the latest GPU sample.
+
+One Lua script does all three atomically, so two API replicas receiving the same retried
+report cannot both accept it, and a stale report never overwrites a newer sample.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from agents.protocol import GpuTelemetry
+from controlplane.bus import Keys
+
+# KEYS: seq key, gpus hash, leases zset. ARGV: seq, lease expiry, node id, ttl_ms, then uuid/json pairs.
+_RECORD = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local seq = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+if seq <= last then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
+
+class LiveState:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._record = client.register_script(_RECORD)
+
+    def record_report(
+        self, *, node_id: str, seq: int, gpus: list[GpuTelemetry], now: float, lease_ttl_s: float
+    ) -> bool:
+        """Renew the lease; store the sample unless this seq was already seen. True if fresh."""
+        args: list[Any] = [seq, now + lease_ttl_s, node_id, int(max(lease_ttl_s * 20, 60) * 1000)]
+        for gpu in gpus:
+            sample = gpu.model_dump(exclude_none=True)
+            sample["at"] = now
+            args += [gpu.uuid, json.dumps(sample, separators=(",", ":"))]
+        keys = [self.keys.node_seq(node_id), self.keys.node_gpus(node_id), self.keys.leases]
+        return bool(self._record(keys=keys, args=args))
+
+    def renew_lease(self, *, node_id: str, now: float, lease_ttl_s: float) -> None:
+        self.redis.zadd(self.keys.leases, {node_id: now + lease_ttl_s})
+
+    def expired_leases(self, *, now: float) -> list[str]:
+        return [str(node_id) for node_id in self.redis.zrangebyscore(self.keys.leases, "-inf", now)]
+
+    def lease_alive(self, node_id: str, *, now: float) -> bool:
+        expiry = self.redis.zscore(self.keys.leases, node_id)
+        return expiry is not None and float(expiry) > now
+
+    def forget_node(self, node_id: str) -> None:
+        self.redis.zrem(self.keys.leases, node_id)
+
+    def gpu_samples(self, node_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Latest sample per GPU UUID for the given nodes (absent fields are simply missing)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for node_id in node_ids:
+            pipe.hgetall(self.keys.node_gpus(node_id))
+        out: dict[str, dict[str, Any]] = {}
+        for raw in pipe.execute():
+            for uuid, blob in raw.items():
+                out[uuid] = json.loads(blob)
+        return out

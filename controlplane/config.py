@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     bootstrap_token_ttl_s: float = Field(default=24 * 3600, gt=0)
     default_max_duration_s: int = Field(default=7 * 24 * 3600, gt=0)
     log_level: str = "INFO"
+    # Folder holding sites.json (default: ../shared/scenarios beside the repository).
+    scenarios_dir: Path | None = None
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

@@ -70,5 +70,7 @@ def digest(key: str, pepper: bytes) -> str:
 
 def display_prefix(key: str) -> str:
     """What we may show after creation: enough to recognise a key, useless to use it."""
-    cut = key.rfind("_") + 1
-    return key[: cut + 6]
+    for prefix in (*_PREFIX.values(), BOOTSTRAP_PREFIX):
+        if key.startswith(prefix):
+            return key[: len(prefix) + 6]
+    return key[:6]

@@ -66,6 +66,7 @@ def create_site(session: Session, *, name: str, spec: dict[str, Any]) -> Site:
             spec=spec,
         )
         session.add(site)
+        session.flush()  # racks reference it; the unit of work does not order by foreign keys
         for number in range(1, int(racks["count"]) + 1):
             rname = rack_name(number)
             session.add(

@@ -1,0 +1,337 @@
+"""`switchyard`: one command for every process and the operator's admin tasks.
+
+Imports are lazy so `switchyard agent` works on a GPU host that has only the agent's
+dependencies (no FastAPI, SQLAlchemy or Celery).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _settings() -> Any:
+    from controlplane.config import get_settings
+
+    return get_settings()
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from controlplane.api.app import create_app
+
+    settings = _settings()
+    _logging(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=args.access_log,
+        timeout_graceful_shutdown=3,
+    )
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from controlplane.processes import scheduler
+
+    settings = _settings()
+    _logging(settings.log_level)
+    return scheduler.main(settings, _stop_event())
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from controlplane.workers.app import create_celery
+
+    settings = _settings()
+    app = create_celery(settings)
+    argv = [
+        "worker",
+        f"--loglevel={settings.log_level}",
+        f"--concurrency={args.concurrency}",
+        "--pool=threads",
+    ]
+    argv += ["--without-gossip", "--without-mingle", "--hostname", f"switchyard@{args.name}"]
+    if args.beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from controlplane.workers.app import create_celery
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_celery(settings)
+    app.start(
+        [
+            "beat",
+            f"--loglevel={settings.log_level}",
+            "--schedule",
+            str(settings.data_dir / "celerybeat-schedule"),
+        ]
+    )
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from agents.daemon import main as agent_main
+
+    code: int = agent_main(args.agent_args)
+    return code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from controlplane.processes.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from controlplane.store.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url, args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def _with_uow(fn: Callable[[Any, Any], int]) -> int:
+    from controlplane.store.db import make_engine, make_session_factory, transaction
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            return fn(session, settings)
+    finally:
+        engine.dispose()
+
+
+def cmd_site_create(args: argparse.Namespace) -> int:
+    from controlplane.scenarios import sites_file
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        path = Path(args.sites_file) if args.sites_file else sites_file(settings.scenarios_dir)
+        spec = admin.load_scenario(path, args.name)
+        site = admin.create_site(session, name=args.name, spec=spec)
+        print(f"created site {site.name} ({site.id}) with {spec['racks']['count']} racks from {path}")
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        tenant = admin.create_tenant(session, name=args.name)
+        print(f"created tenant {tenant.name} ({tenant.id})")
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_key_create(args: argparse.Namespace) -> int:
+    from controlplane.domain.enums import KeyScope
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        if args.operator:
+            issued = admin.issue_api_key(
+                session, pepper=settings.pepper_bytes(), scope=KeyScope.OPERATOR, name=args.name
+            )
+        else:
+            tenant = admin.get_tenant(session, args.tenant)
+            issued = admin.issue_api_key(
+                session,
+                pepper=settings.pepper_bytes(),
+                scope=KeyScope.TENANT,
+                name=args.name,
+                tenant_id=tenant.id,
+            )
+        if args.quiet:
+            print(issued.secret)
+        else:
+            print(f"key {issued.key.id} ({issued.key.scope}); shown once, store it now:\n{issued.secret}")
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_key_revoke(args: argparse.Namespace) -> int:
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        key = admin.revoke_api_key(session, key_id=args.key_id)
+        print(f"revoked {key.id}")
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_bootstrap_token(args: argparse.Namespace) -> int:
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        for _ in range(args.count):
+            _, secret = admin.issue_bootstrap_token(
+                session,
+                pepper=settings.pepper_bytes(),
+                site_name=args.site,
+                rack=args.rack,
+                ttl_s=args.ttl or settings.bootstrap_token_ttl_s,
+            )
+            print(secret)
+        return 0
+
+    return _with_uow(run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchyard", description="GPU-as-a-Service control plane")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("api", help="run the REST API")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--access-log", action="store_true")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("scheduler", help="run the scheduler (one leader at a time)")
+    p.set_defaults(func=cmd_scheduler)
+
+    p = sub.add_parser("worker", help="run a Celery worker (sweeps, deadlines)")
+    p.add_argument(
+        "--beat", action="store_true", help="also run the periodic scheduler (beat) in this process"
+    )
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--name", default="worker")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("beat", help="run Celery beat (the periodic task clock)")
+    p.set_defaults(func=cmd_beat)
+
+    p = sub.add_parser("agent", help="run the node agent (see `switchyard agent --help`)", add_help=False)
+    p.add_argument("agent_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("demo", help="run a whole simulated site on this machine")
+    p.add_argument("--site", default="demo-rack")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data-dir", default=".switchyard/demo")
+    p.add_argument("--no-workloads", action="store_true", help="do not submit the demo workloads")
+    p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
+    p.add_argument("--no-table", action="store_true", help="print events instead of the live table")
+    p.set_defaults(func=cmd_demo)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    p = db.add_parser("upgrade", help="apply migrations")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_db_upgrade)
+
+    admin = sub.add_parser("admin", help="operator administration").add_subparsers(
+        dest="admin_command", required=True
+    )
+    p = admin.add_parser("create-site", help="create a site and its racks from the scenario file")
+    p.add_argument("name")
+    p.add_argument("--sites-file", help="default: ../shared/scenarios/sites.json")
+    p.set_defaults(func=cmd_site_create)
+
+    p = admin.add_parser("create-tenant", help="create a tenant")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_tenant_create)
+
+    p = admin.add_parser("create-key", help="issue an API key (shown once)")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant", help="tenant name or id")
+    who.add_argument("--operator", action="store_true")
+    p.add_argument("--name", default="")
+    p.add_argument("--quiet", action="store_true", help="print only the key")
+    p.set_defaults(func=cmd_key_create)
+
+    p = admin.add_parser("revoke-key", help="revoke an API key")
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_key_revoke)
+
+    p = admin.add_parser("bootstrap-token", help="print single-use agent bootstrap tokens")
+    p.add_argument("--site", required=True)
+    p.add_argument("--rack")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--ttl", type=float, help="seconds (default: 24 h)")
+    p.set_defaults(func=cmd_bootstrap_token)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - only known user-facing errors are printed plainly
+        message = _user_error(exc)
+        if message is None:
+            raise
+        print(f"switchyard: {message}", file=sys.stderr)
+        return 2
+
+
+def _user_error(exc: Exception) -> str | None:
+    if isinstance(exc, CliError):
+        return str(exc)
+    try:
+        from pydantic import ValidationError
+
+        from controlplane.config import ConfigError
+        from controlplane.domain.errors import DomainError
+    except ImportError:
+        return None
+    if isinstance(exc, DomainError):
+        return exc.detail
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        return f"invalid configuration: {exc}"
+    try:
+        from sqlalchemy.exc import OperationalError
+    except ImportError:
+        return None
+    if isinstance(exc, OperationalError):
+        return f"cannot use the database: {exc.orig}"
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Shared fixtures: real PostgreSQL and SQLite (the same tests on both), a real Redis.
+
+Each backend is migrated once per session with Alembic; each test starts from empty tables and
+its own Redis key prefix, so tests are isolated without paying for a migration each.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("SWITCHYARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SWITCHYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PEPPER = "test-pepper-not-a-secret-0123456789"
+
+
+def _pg_database(name: str, *, drop: bool) -> str:
+    import psycopg
+
+    base = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not drop:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def migrated_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    from controlplane.store.migrate import upgrade
+
+    pg_name = f"switchyard_test_{os.getpid()}"
+    urls = {
+        "sqlite": f"sqlite:///{tmp_path_factory.mktemp('db') / 'switchyard.db'}",
+        "postgresql": _pg_database(pg_name, drop=False),
+    }
+    for url in urls.values():
+        upgrade(url)
+    yield urls
+    _pg_database(pg_name, drop=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, migrated_urls: dict[str, str]) -> Iterator[str]:
+    from sqlalchemy import text
+
+    from controlplane.store.db import make_engine
+    from controlplane.store.models import Base
+
+    url = migrated_urls[request.param]
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    import redis
+
+    prefix = f"sytest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def settings(db_url: str, redis_prefix: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from controlplane.config import Settings
+
+    return Settings(
+        database_url=db_url,
+        redis_url=REDIS_URL,
+        redis_prefix=redis_prefix,
+        pepper=PEPPER,
+        data_dir=tmp_path,
+        watch_timeout_s=5,
+    )
+
+
+@pytest.fixture
+def runtime(settings):  # type: ignore[no-untyped-def]
+    from controlplane.runtime import build_runtime
+
+    rt = build_runtime(settings)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def client(settings, runtime):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from controlplane.api.app import create_app
+
+    with TestClient(create_app(settings, runtime=runtime), raise_server_exceptions=False) as c:
+        yield c

@@ -39,3 +39,8 @@ class Forbidden(DomainError):
 
 class InvalidTransition(Conflict):
     title = "Invalid state transition"
+
+
+class UnsupportedProtocol(DomainError):
+    status = 400
+    title = "Unsupported protocol version"

@@ -22,7 +22,7 @@ from agents.protocol import (
 )
 from controlplane.domain import keys
 from controlplane.domain.enums import KeyScope, NodeStatus, WorkloadState
-from controlplane.domain.errors import Conflict, Forbidden, InvalidRequest, Unauthorized
+from controlplane.domain.errors import Conflict, Forbidden, InvalidRequest, Unauthorized, UnsupportedProtocol
 from controlplane.domain.ids import new_id
 from controlplane.domain.workload import is_terminal
 from controlplane.services import admin, lifecycle
@@ -45,7 +45,7 @@ LOG_CAP_BYTES = 16 * 1024 * 1024
 
 def check_protocol(version: int) -> None:
     if version != PROTOCOL_VERSION:
-        raise InvalidRequest(
+        raise UnsupportedProtocol(
             f"agent protocol version {version} is not supported; this control plane speaks {PROTOCOL_VERSION}"
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from celery import shared_task
@@ -21,11 +22,12 @@ def _runtime() -> Runtime:
     return build_runtime(get_settings())
 
 
-def sweep(runtime: Runtime) -> liveness.SweepResult:
+def sweep(runtime: Runtime, *, now_s: float | None = None) -> liveness.SweepResult:
     """Mark nodes with expired leases unreachable; handle workloads of long-lost nodes."""
     settings = runtime.settings
-    expired = runtime.live.expired_leases(now=time.time())  # Redis first, outside the transaction
-    now = utcnow()
+    now_s = time.time() if now_s is None else now_s
+    expired = runtime.live.expired_leases(now=now_s)  # Redis first, outside the transaction
+    now = datetime.fromtimestamp(now_s, tz=UTC)
     with runtime.uow() as session:
         marked = liveness.mark_unreachable(session, expired_node_ids=expired, now=now)
     with runtime.uow() as session:

@@ -38,7 +38,9 @@ def test_submit_get_list_cancel(client, runtime, site) -> None:  # type: ignore[
     listed = client.get("/v1/workloads", params={"state": "pending"}, headers=acme.headers).json()
     assert [w["id"] for w in listed["items"]] == [wl["id"]]
 
-    r = client.post(f"/v1/workloads/{wl['id']}/cancel", json={"reason": "changed my mind"}, headers=acme.headers)
+    r = client.post(
+        f"/v1/workloads/{wl['id']}/cancel", json={"reason": "changed my mind"}, headers=acme.headers
+    )
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
     assert r.json()["reason"] == "changed my mind"
     again = client.post(f"/v1/workloads/{wl['id']}/cancel", headers=acme.headers)
@@ -47,7 +49,10 @@ def test_submit_get_list_cancel(client, runtime, site) -> None:  # type: ignore[
 
 def test_pagination_is_stable_and_complete(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
     acme = make_tenant(runtime, "acme")
-    ids = {client.post("/v1/workloads", json=workload_body(1), headers=acme.headers).json()["id"] for _ in range(7)}
+    ids = {
+        client.post("/v1/workloads", json=workload_body(1), headers=acme.headers).json()["id"]
+        for _ in range(7)
+    }
     seen: list[str] = []
     cursor = None
     while True:
@@ -77,7 +82,9 @@ def test_idempotent_submission(client, runtime, site) -> None:  # type: ignore[n
 
     # The key is per tenant: another tenant may use the same one.
     other = make_tenant(runtime, "other")
-    r = client.post("/v1/workloads", json=workload_body(4), headers={**other.headers, "Idempotency-Key": "job-42"})
+    r = client.post(
+        "/v1/workloads", json=workload_body(4), headers={**other.headers, "Idempotency-Key": "job-42"}
+    )
     assert r.status_code == 201 and r.json()["id"] != first.json()["id"]
     assert _count(runtime)[0] == 2
 
@@ -135,7 +142,11 @@ def test_bad_input_is_a_problem_and_changes_nothing(client, runtime, site, body,
 
 @pytest.mark.parametrize(
     "content, content_type",
-    [(b'{"gpus": 4, "command": ["x"]', "application/json"), (b"gpus=4", "application/json"), (b"", "application/json")],
+    [
+        (b'{"gpus": 4, "command": ["x"]', "application/json"),
+        (b"gpus=4", "application/json"),
+        (b"", "application/json"),
+    ],
 )
 def test_malformed_json(client, runtime, site, content, content_type) -> None:  # type: ignore[no-untyped-def]
     acme = make_tenant(runtime, "acme")
@@ -187,8 +198,14 @@ def test_offerings_and_openapi(client, runtime, site) -> None:  # type: ignore[n
     acme = make_tenant(runtime, "acme")
     offers = client.get("/v1/offerings", headers=acme.headers).json()
     assert offers == [
-        {"gpu_model": "NVIDIA GB300", "memory_mib": 0, "total": 72, "available": 0,
-         "largest_node_block": 0, "largest_nvlink_block": 0}
+        {
+            "gpu_model": "NVIDIA GB300",
+            "memory_mib": 0,
+            "total": 72,
+            "available": 0,
+            "largest_node_block": 0,
+            "largest_nvlink_block": 0,
+        }
     ]
     spec = client.get("/v1/openapi.json").json()
     assert "/v1/workloads" in spec["paths"] and "/v1/agent/nodes/{node_id}/desired" in spec["paths"]

@@ -1,0 +1,276 @@
+"""The agent protocol over HTTP: register, report, long-poll, logs, and the whole lifecycle."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+
+import pytest
+from factories import (
+    bootstrap_token,
+    inventory,
+    make_operator_key,
+    make_site,
+    make_tenant,
+    register_node,
+    workload_body,
+)
+
+from agents.protocol import PROTOCOL_VERSION
+from controlplane.processes.scheduler import run_pass
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def site(runtime):  # type: ignore[no-untyped-def]
+    return make_site(runtime)
+
+
+def _register_body(runtime, index: int, token: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "protocol_version": PROTOCOL_VERSION,
+        "bootstrap_token": token or bootstrap_token(runtime),
+        "inventory": inventory(index).model_dump(),
+    }
+
+
+def _report(node, seq: int, assignments=(), applied: int = 0) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "protocol_version": PROTOCOL_VERSION,
+        "seq": seq,
+        "sent_at": time.time(),
+        "gpus": [
+            {"uuid": g.uuid, "index": g.index, "power_w": 180.0, "energy_mj": 1000 * seq}
+            for g in node.inventory.gpus
+        ],
+        "assignments": list(assignments),
+        "applied_generation": applied,
+    }
+
+
+def test_register_once_per_token(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    token = bootstrap_token(runtime)
+    r = client.post("/v1/agent/register", json=_register_body(runtime, 1, token))
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["credential"].startswith("sy_agent_") and body["node_id"].startswith("node_")
+    again = client.post("/v1/agent/register", json=_register_body(runtime, 2, token))
+    assert again.status_code == 401 and again.headers["content-type"] == PROBLEM
+    assert "already used" in again.json()["detail"]
+    ops = make_operator_key(runtime)
+    nodes = client.get("/v1/operator/nodes", headers=ops).json()
+    assert len(nodes) == 1 and nodes[0]["nvlink_domain"] and len(nodes[0]["gpus"]) == 4
+    assert nodes[0]["lease_alive"] is True
+
+
+@pytest.mark.parametrize(
+    "mutate, status",
+    [
+        (lambda b: b.update(bootstrap_token="sy_boot_" + "A" * 49), 401),
+        (lambda b: b.update(protocol_version=99), 400),
+        (lambda b: b["inventory"].update(extra_field=1), 422),
+        (lambda b: b["inventory"]["gpus"].append(dict(b["inventory"]["gpus"][0])), 422),
+    ],
+)
+def test_register_bad_input(client, runtime, site, mutate, status) -> None:  # type: ignore[no-untyped-def]
+    body = _register_body(runtime, 1)
+    mutate(body)
+    r = client.post("/v1/agent/register", json=body)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == PROBLEM
+    ops = make_operator_key(runtime)
+    assert client.get("/v1/operator/nodes", headers=ops).json() == []
+
+
+def test_agent_reports_only_for_its_own_node(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    a = register_node(runtime, 1)
+    b = register_node(runtime, 2)
+    r = client.post(f"/v1/agent/nodes/{b.node_id}/reports", json=_report(b, 1), headers=a.headers)
+    assert r.status_code == 403 and r.headers["content-type"] == PROBLEM
+    r = client.get(f"/v1/agent/nodes/{b.node_id}/desired", headers=a.headers)
+    assert r.status_code == 403
+    # A tenant key is not an agent key.
+    acme = make_tenant(runtime, "acme")
+    assert (
+        client.post(
+            f"/v1/agent/nodes/{a.node_id}/reports", json=_report(a, 1), headers=acme.headers
+        ).status_code
+        == 403
+    )
+
+
+def test_reports_are_deduplicated_by_sequence(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    node = register_node(runtime, 1)
+    first = client.post(
+        f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 5), headers=node.headers
+    )
+    assert first.json()["accepted"] is True
+    dup = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 5), headers=node.headers)
+    assert dup.json() == {"accepted": False, "duplicate": True, "generation": first.json()["generation"]}
+    older = client.post(
+        f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 4), headers=node.headers
+    )
+    assert older.json()["duplicate"] is True
+    samples = runtime.live.gpu_samples([node.node_id])
+    assert samples[node.inventory.gpus[0].uuid]["energy_mj"] == 5000  # the older report did not overwrite
+
+
+def test_long_poll_wakes_on_placement(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    node = register_node(runtime, 1)
+    acme = make_tenant(runtime, "acme")
+    gen = client.get(f"/v1/agent/nodes/{node.node_id}/desired", headers=node.headers).json()["generation"]
+    result: dict = {}
+
+    def poll() -> None:
+        started = time.monotonic()
+        r = client.get(
+            f"/v1/agent/nodes/{node.node_id}/desired", params={"after": gen, "wait": 5}, headers=node.headers
+        )
+        result.update(r.json(), elapsed=time.monotonic() - started)
+
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(0.3)
+    client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
+    with runtime.redis.pubsub() as ps:  # the scheduler's pass publishes the wake-up after commit
+        ps.subscribe(runtime.keys.node_wake_channel)
+        run_pass(runtime, epoch=1)
+    t.join(10)
+    assert result["generation"] > gen and len(result["assignments"]) == 1
+    assert result["elapsed"] < 4, result  # woken, not timed out
+    a = result["assignments"][0]
+    assert len(a["gpu_uuids"]) == 4 and a["world_size"] == 1 and a["epoch"] == 1
+
+
+def test_lifecycle_through_reports(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    """Submit 16 GPUs (NVLink), place, start, run, succeed, and see the GPUs free again."""
+    nodes = [register_node(runtime, i) for i in range(1, 6)]
+    acme = make_tenant(runtime, "acme")
+    ops = make_operator_key(runtime)
+    wl = client.post("/v1/workloads", json=workload_body(16), headers=acme.headers).json()
+    run_pass(runtime, epoch=3)
+    got = client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()
+    assert got["state"] == "scheduled" and got["allocation"]["gpu_count"] == 16
+    ranks = got["allocation"]["ranks"]
+    assert len(ranks) == 4 and all(len(r["gpu_uuids"]) == 4 for r in ranks)
+    by_id = {n.node_id: n for n in nodes}
+    seq = 10
+
+    def report_all(phase: str, exit_code: int | None = None) -> None:
+        nonlocal seq
+        seq += 1
+        for r in ranks:
+            node = by_id[r["node_id"]]
+            desired = client.get(f"/v1/agent/nodes/{node.node_id}/desired", headers=node.headers).json()
+            status = {
+                "workload_id": wl["id"],
+                "epoch": 3,
+                "rank": r["rank"],
+                "phase": phase,
+                "exit_code": exit_code,
+            }
+            resp = client.post(
+                f"/v1/agent/nodes/{node.node_id}/reports",
+                json=_report(node, seq, [status], desired["generation"]),
+                headers=node.headers,
+            )
+            assert resp.status_code == 200, resp.text
+
+    report_all("running")
+    assert client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()["state"] == "running"
+    free = client.get("/v1/operator/gpus", params={"state": "free"}, headers=ops).json()
+    assert len(free) == 4
+    # Logs: the agent ships bytes, the tenant reads them back in order.
+    rank0 = by_id[ranks[0]["node_id"]]
+    chunk = {
+        "workload_id": wl["id"],
+        "rank": 0,
+        "offset": 0,
+        "data_b64": base64.b64encode(b"step 1\n").decode(),
+    }
+    r = client.post(
+        f"/v1/agent/nodes/{rank0.node_id}/logs",
+        json={"protocol_version": PROTOCOL_VERSION, "chunks": [chunk]},
+        headers=rank0.headers,
+    )
+    assert r.json()["acked"] == {f"{wl['id']}/0": 7}
+    other = by_id[ranks[1]["node_id"]]
+    r = client.post(
+        f"/v1/agent/nodes/{other.node_id}/logs",
+        json={"protocol_version": PROTOCOL_VERSION, "chunks": [chunk]},
+        headers=other.headers,
+    )
+    assert r.status_code == 403  # rank 0 never ran on that node
+    logs = client.get(f"/v1/workloads/{wl['id']}/logs", headers=acme.headers)
+    assert logs.text == "step 1\n" and logs.headers["X-Next-Offset"] == "7"
+
+    report_all("exited", 0)
+    done = client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()
+    assert done["state"] == "succeeded" and done["allocation"]["released"] is True
+    # Ranks report one by one: the first running rank makes it starting, the last one running.
+    assert [h["to_state"] for h in done["history"]] == [
+        "pending",
+        "scheduled",
+        "starting",
+        "running",
+        "succeeded",
+    ]
+    assert len(client.get("/v1/operator/gpus", params={"state": "free"}, headers=ops).json()) == 20
+
+
+def test_cancel_frees_gpus_only_after_the_agent_confirms(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    node = register_node(runtime, 1)
+    acme = make_tenant(runtime, "acme")
+    ops = make_operator_key(runtime)
+    wl = client.post("/v1/workloads", json=workload_body(4), headers=acme.headers).json()
+    run_pass(runtime, epoch=1)
+    desired = client.get(f"/v1/agent/nodes/{node.node_id}/desired", headers=node.headers).json()
+    running = {"workload_id": wl["id"], "epoch": 1, "rank": 0, "phase": "running"}
+    client.post(
+        f"/v1/agent/nodes/{node.node_id}/reports",
+        json=_report(node, 1, [running], desired["generation"]),
+        headers=node.headers,
+    )
+    client.post(f"/v1/workloads/{wl['id']}/cancel", headers=acme.headers)
+    assert {g["state"] for g in client.get("/v1/operator/gpus", headers=ops).json()} == {"releasing"}
+    # The agent has not seen the new desired state yet: its process may still run.
+    client.post(
+        f"/v1/agent/nodes/{node.node_id}/reports",
+        json=_report(node, 2, [running], desired["generation"]),
+        headers=node.headers,
+    )
+    assert {g["state"] for g in client.get("/v1/operator/gpus", headers=ops).json()} == {"releasing"}
+    newer = client.get(f"/v1/agent/nodes/{node.node_id}/desired", headers=node.headers).json()
+    assert newer["assignments"] == []
+    stopped = {**running, "phase": "stopped"}
+    client.post(
+        f"/v1/agent/nodes/{node.node_id}/reports",
+        json=_report(node, 3, [stopped], newer["generation"]),
+        headers=node.headers,
+    )
+    assert {g["state"] for g in client.get("/v1/operator/gpus", headers=ops).json()} == {"free"}
+    assert client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()["state"] == "cancelled"
+
+
+def test_cordon_keeps_work_off_a_node(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    a = register_node(runtime, 1)
+    register_node(runtime, 2)
+    acme = make_tenant(runtime, "acme")
+    ops = make_operator_key(runtime)
+    assert client.post(f"/v1/operator/nodes/{a.node_id}/cordon", json={"reason": "fan"}, headers=ops).json()[
+        "cordoned"
+    ]
+    for _ in range(2):
+        client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
+    run_pass(runtime, epoch=1)
+    states = {g["node_id"]: g["state"] for g in client.get("/v1/operator/gpus", headers=ops).json()}
+    assert states[a.node_id] == "cordoned"
+    pending = client.get("/v1/workloads", params={"state": "pending"}, headers=acme.headers).json()["items"]
+    assert len(pending) == 1 and "cordoned" in pending[0]["pending_reason"]
+    client.post(f"/v1/operator/nodes/{a.node_id}/uncordon", headers=ops)
+    run_pass(runtime, epoch=1)
+    assert (
+        client.get("/v1/workloads", params={"state": "pending"}, headers=acme.headers).json()["items"] == []
+    )

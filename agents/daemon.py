@@ -109,9 +109,7 @@ def plan_reconcile(
         elif len(set(a.gpu_uuids)) != len(a.gpu_uuids):
             reject.append((a, "the same GPU is listed twice"))
         elif conflict is not None:
-            reject.append(
-                (a, f"GPU conflict with workload {conflict[0]} epoch {conflict[2]} in one desired state")
-            )
+            reject.append((a, f"GPU conflict with workload {conflict[0]} epoch {conflict[2]} in one desired state"))
         else:
             claimed.update(dict.fromkeys(a.gpu_uuids, key))
             if not busy.intersection(a.gpu_uuids):
@@ -233,9 +231,7 @@ def register(
         try:
             response = client.register(request)
         except RejectedError as exc:
-            raise FatalError(
-                f"registration refused by {cfg.server}: {exc.detail} (HTTP {exc.status_code})"
-            ) from None
+            raise FatalError(f"registration refused by {cfg.server}: {exc.detail} (HTTP {exc.status_code})") from None
         except TransientError as exc:
             delay = backoff.delay()
             log.warning("control plane unreachable for registration (%s); retrying in %.1fs", exc, delay)
@@ -383,9 +379,7 @@ class Agent:
             current = self._desired
             if current is not None and state.generation <= current.generation:
                 return  # an older answer (slow replica, racing fetch) must not undo a newer one
-            log.info(
-                "desired state generation %d: %d assignment(s)", state.generation, len(state.assignments)
-            )
+            log.info("desired state generation %d: %d assignment(s)", state.generation, len(state.assignments))
             self._desired = state
             self.reconcile()
 
@@ -536,9 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchyard-agent: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
-    )
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
+    if cfg.log_level != "DEBUG":
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per report would drown the log
     if cfg.backend == "nvml":
         print("switchyard-agent: the NVML backend is not built yet; use --backend sim", file=sys.stderr)
         return 2
@@ -567,9 +561,7 @@ def _run(cfg: AgentConfig, stop: threading.Event) -> int:
         client.set_credential(registration.credential)
         print(f"switchyard-agent node_id={registration.node_id}", flush=True)
         log.info("node %s: reporting every %.1fs", registration.node_id, registration.report_interval_s)
-        runner = ProcessRunner(
-            cfg.state_dir / "logs", work_dir=cfg.state_dir / "work", base_env=cfg.child_env
-        )
+        runner = ProcessRunner(cfg.state_dir / "logs", work_dir=cfg.state_dir / "work", base_env=cfg.child_env)
         agent = Agent(
             cfg,
             registration=registration,

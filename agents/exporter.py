@@ -123,9 +123,7 @@ def _gpu_families(state: AgentState) -> Iterator[Metric]:
             used.add_sample(used.name, labels, gpu.memory_used_mib)
             if gpu.memory_total_mib is not None and held is not None:
                 # dcgm: free = total - reserved - used, never negative
-                free.add_sample(
-                    free.name, labels, max(0.0, gpu.memory_total_mib - held - gpu.memory_used_mib)
-                )
+                free.add_sample(free.name, labels, max(0.0, gpu.memory_total_mib - held - gpu.memory_used_mib))
         if held is not None:
             reserved.add_sample(reserved.name, labels, held)
     yield free
@@ -154,9 +152,7 @@ def _agent_families(state: AgentState) -> Iterator[Metric]:
     sent = Metric("switchyard_agent_reports_sent", "Reports the control plane accepted.", "counter")
     sent.add_sample("switchyard_agent_reports_sent_total", {}, state.reports_sent)
     yield sent
-    failed = Metric(
-        "switchyard_agent_reports_failed", "Reports that failed to reach the control plane.", "counter"
-    )
+    failed = Metric("switchyard_agent_reports_failed", "Reports that failed to reach the control plane.", "counter")
     failed.add_sample("switchyard_agent_reports_failed_total", {}, state.reports_failed)
     yield failed
     last = GaugeMetricFamily(
@@ -212,6 +208,7 @@ def _escape_label(value: str) -> str:
 
 
 def _format_value(value: float) -> str:
+    value = float(value)  # collectors may hand over ints
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -258,7 +255,12 @@ def _make_handler(registry: CollectorRegistry) -> type[BaseHTTPRequestHandler]:
             if self.path.split("?", 1)[0] not in ("/metrics", "/"):
                 self.send_error(404)
                 return
-            body = render_text(registry)
+            try:
+                body = render_text(registry)
+            except Exception:
+                log.exception("rendering /metrics failed")
+                self.send_error(500)
+                return
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE)
             self.send_header("Content-Length", str(len(body)))

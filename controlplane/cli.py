@@ -104,13 +104,6 @@ def cmd_beat(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_agent(args: argparse.Namespace) -> int:
-    from agents.daemon import main as agent_main
-
-    code: int = agent_main(args.agent_args)
-    return code
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from controlplane.processes.demo import main as demo_main
 
@@ -233,9 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scheduler)
 
     p = sub.add_parser("worker", help="run a Celery worker (sweeps, deadlines)")
-    p.add_argument(
-        "--beat", action="store_true", help="also run the periodic scheduler (beat) in this process"
-    )
+    p.add_argument("--beat", action="store_true", help="also run the periodic scheduler (beat) in this process")
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--name", default="worker")
     p.set_defaults(func=cmd_worker)
@@ -244,8 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_beat)
 
     p = sub.add_parser("agent", help="run the node agent (see `switchyard agent --help`)", add_help=False)
-    p.add_argument("agent_args", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("demo", help="run a whole simulated site on this machine")
     p.add_argument("--site", default="demo-rack")
@@ -261,9 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("revision", nargs="?", default="head")
     p.set_defaults(func=cmd_db_upgrade)
 
-    admin = sub.add_parser("admin", help="operator administration").add_subparsers(
-        dest="admin_command", required=True
-    )
+    admin = sub.add_parser("admin", help="operator administration").add_subparsers(dest="admin_command", required=True)
     p = admin.add_parser("create-site", help="create a site and its racks from the scenario file")
     p.add_argument("name")
     p.add_argument("--sites-file", help="default: ../shared/scenarios/sites.json")
@@ -295,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["agent"]:
+        # The agent parses its own flags (argparse's REMAINDER drops leading options).
+        from agents.daemon import main as agent_main
+
+        code: int = agent_main(argv[1:])
+        return code
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -42,9 +42,7 @@ return 0
 
 
 class LeaderLease:
-    def __init__(
-        self, client: redis.Redis, keys: Keys, *, lease_s: float, instance: str | None = None
-    ) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, *, lease_s: float, instance: str | None = None) -> None:
         self.redis = client
         self.keys = keys
         self.lease_ms = int(lease_s * 1000)

@@ -12,21 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-PG_ADMIN_URL = os.environ.get("SWITCHYARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("SWITCHYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-PEPPER = "test-pepper-not-a-secret-0123456789"
+from testenv import PEPPER, REDIS_URL, pg_database
 
 
-def _pg_database(name: str, *, drop: bool) -> str:
-    import psycopg
-
-    base = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if not drop:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    return base.rsplit("/", 1)[0] + f"/{name}"
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +28,12 @@ def migrated_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     pg_name = f"switchyard_test_{os.getpid()}"
     urls = {
         "sqlite": f"sqlite:///{tmp_path_factory.mktemp('db') / 'switchyard.db'}",
-        "postgresql": _pg_database(pg_name, drop=False),
+        "postgresql": pg_database(pg_name, drop=False),
     }
     for url in urls.values():
         upgrade(url)
     yield urls
-    _pg_database(pg_name, drop=True)
+    pg_database(pg_name, drop=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

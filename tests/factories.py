@@ -53,9 +53,7 @@ def make_operator_key(runtime: Runtime) -> dict[str, str]:
 
 def bootstrap_token(runtime: Runtime, site: str = "demo-rack", rack: str | None = "rack-001") -> str:
     with runtime.uow() as session:
-        _, secret = admin.issue_bootstrap_token(
-            session, pepper=runtime.pepper, site_name=site, rack=rack, ttl_s=3600
-        )
+        _, secret = admin.issue_bootstrap_token(session, pepper=runtime.pepper, site_name=site, rack=rack, ttl_s=3600)
         return secret
 
 
@@ -103,6 +101,10 @@ def register_node(runtime: Runtime, node_index: int, *, rack: str = "rack-001") 
 
 
 def workload_body(gpus: int = 4, **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"gpus": gpus, "command": ["python3", "-c", "print('hello')"], "nvlink": "required"}
+    body: dict[str, Any] = {
+        "gpus": gpus,
+        "command": ["python3", "-c", "print('hello')"],
+        "nvlink": "required",
+    }
     body.update(overrides)
     return body

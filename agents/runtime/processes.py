@@ -87,9 +87,7 @@ def placement_env(assignment: Assignment, *, node_address: str | None = None) ->
     return env
 
 
-def build_env(
-    base: Mapping[str, str], assignment: Assignment, *, node_address: str | None = None
-) -> dict[str, str]:
+def build_env(base: Mapping[str, str], assignment: Assignment, *, node_address: str | None = None) -> dict[str, str]:
     placement = placement_env(assignment, node_address=node_address)
     overridden = sorted(set(assignment.env) & set(placement))
     if overridden:
@@ -180,15 +178,11 @@ class ProcessRunner:
         run = _Run(assignment=assignment, log_path=log_path, status=status, proc=proc)
         with self._cond:
             self._runs[key] = run
-        threading.Thread(
-            target=self._wait_for_exit, args=(key, run), name=f"wait-{proc.pid}", daemon=True
-        ).start()
+        threading.Thread(target=self._wait_for_exit, args=(key, run), name=f"wait-{proc.pid}", daemon=True).start()
         log.info("started %s rank %d epoch %d as pid %d", *key, proc.pid)
         return status
 
-    def reject(
-        self, assignment: Assignment, message: str, *, log_path: Path | None = None
-    ) -> AssignmentStatus:
+    def reject(self, assignment: Assignment, message: str, *, log_path: Path | None = None) -> AssignmentStatus:
         """Record that an assignment will not run, so the agent reports why."""
         key = assignment_key(assignment)
         status = AssignmentStatus(
@@ -261,9 +255,7 @@ class ProcessRunner:
 
     def log_files(self) -> list[tuple[str, int, Path]]:
         with self._cond:
-            seen = {
-                (run.assignment.workload_id, run.assignment.rank): run.log_path for run in self._runs.values()
-            }
+            seen = {(run.assignment.workload_id, run.assignment.rank): run.log_path for run in self._runs.values()}
         return [(wid, rank, path) for (wid, rank), path in sorted(seen.items())]
 
     # -- internals ----------------------------------------------------------------------------

@@ -38,9 +38,7 @@ def _principal(runtime: Runtime, authorization: str | None) -> Principal:
 
 
 def _require(scope: KeyScope):  # type: ignore[no-untyped-def]
-    async def dependency(
-        runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
-    ) -> Principal:
+    async def dependency(runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
         principal = await run_in_threadpool(_principal, runtime, authorization)
         if principal.scope is not scope:
             raise Forbidden(f"this route needs a {scope.value} key, not a {principal.scope.value} key")

@@ -276,17 +276,13 @@ def _prepare_database(settings: Any, site_name: str) -> tuple[str, str, list[str
             tenant_key = admin.issue_api_key(
                 session, pepper=pepper, scope=KeyScope.TENANT, name="demo", tenant_id=tenant.id
             ).secret
-            operator_key = admin.issue_api_key(
-                session, pepper=pepper, scope=KeyScope.OPERATOR, name="demo"
-            ).secret
+            operator_key = admin.issue_api_key(session, pepper=pepper, scope=KeyScope.OPERATOR, name="demo").secret
             racks = session.scalars(select(Rack).where(Rack.site_id == site.id).order_by(Rack.name)).all()
             if len(racks) != 1:
                 raise RuntimeError(f"the demo runs one rack; site {site_name!r} has {len(racks)}")
             rack = racks[0]
             tokens = [
-                admin.issue_bootstrap_token(
-                    session, pepper=pepper, site_name=site_name, rack=rack.name, ttl_s=3600
-                )[1]
+                admin.issue_bootstrap_token(session, pepper=pepper, site_name=site_name, rack=rack.name, ttl_s=3600)[1]
                 for _ in range(rack.nodes_expected)
             ]
             return tenant_key, operator_key, tokens, rack.fabric_cluster_uuid
@@ -307,9 +303,7 @@ def _wait_http(url: str, demo: Demo, stop: threading.Event, timeout: float = 60)
     raise RuntimeError(f"the API did not answer at {url}")
 
 
-def _wait_nodes(
-    http: httpx.Client, ops: dict[str, str], expected: int, demo: Demo, stop: threading.Event
-) -> None:
+def _wait_nodes(http: httpx.Client, ops: dict[str, str], expected: int, demo: Demo, stop: threading.Event) -> None:
     print(f"starting {expected} agents ...", flush=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not stop.is_set():
@@ -348,9 +342,7 @@ def _submit(http: httpx.Client, tenant: dict[str, str], stop: threading.Event) -
     for wl in sorted(DEMO_WORKLOADS, key=lambda w: w.delay_s):
         if wl.delay_s and stop.wait(wl.delay_s):
             break
-        r = http.post(
-            "/v1/workloads", json=wl.body(), headers={**tenant, "Idempotency-Key": f"demo-{wl.name}"}
-        )
+        r = http.post("/v1/workloads", json=wl.body(), headers={**tenant, "Idempotency-Key": f"demo-{wl.name}"})
         r.raise_for_status()
         submitted[r.json()["id"]] = wl
         print(f"submitted {wl.name}: {wl.gpus} GPUs -> {r.json()['id']}", flush=True)

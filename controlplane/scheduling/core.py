@@ -87,12 +87,8 @@ def _place_one(state: _Free, req: WorkloadRequest) -> Decision:
     if total == 0:
         return Unplaced(req.workload_id, f"no {req.gpu_model} GPUs in the fleet")
     if req.gpu_count > total:
-        return Unplaced(
-            req.workload_id, f"asks for {req.gpu_count} GPUs; the fleet has {total} {req.gpu_model}"
-        )
-    candidates = {
-        node_id: gpus for node_id in state.nodes if (gpus := state.free_of_model(node_id, req.gpu_model))
-    }
+        return Unplaced(req.workload_id, f"asks for {req.gpu_count} GPUs; the fleet has {total} {req.gpu_model}")
+    candidates = {node_id: gpus for node_id in state.nodes if (gpus := state.free_of_model(node_id, req.gpu_model))}
     free_total = sum(len(g) for g in candidates.values())
     if free_total < req.gpu_count:
         return Unplaced(req.workload_id, _shortage(state, req, free_total, total))
@@ -139,9 +135,7 @@ def _fit_single_node(state: _Free, candidates: dict[str, list[str]], count: int)
     return RankPlacement(node_id, tuple(candidates[node_id][:count]))
 
 
-def _take_nodes(
-    candidates: dict[str, list[str]], node_ids: list[str], count: int
-) -> tuple[RankPlacement, ...]:
+def _take_nodes(candidates: dict[str, list[str]], node_ids: list[str], count: int) -> tuple[RankPlacement, ...]:
     """Whole free nodes first, then the fullest partial ones, so fewer nodes share the gang."""
     order = sorted(node_ids, key=lambda n: (-len(candidates[n]), n))
     ranks: list[RankPlacement] = []
@@ -161,9 +155,7 @@ def _take_nodes(
     return tuple(ranks)
 
 
-def _fit_in_domain(
-    state: _Free, candidates: dict[str, list[str]], count: int
-) -> tuple[RankPlacement, ...] | None:
+def _fit_in_domain(state: _Free, candidates: dict[str, list[str]], count: int) -> tuple[RankPlacement, ...] | None:
     by_domain: dict[str, list[str]] = defaultdict(list)
     for node_id in candidates:
         domain = state.nodes[node_id].domain

@@ -23,9 +23,7 @@ def capacity_by_model(session: Session) -> dict[str, int]:
         model = racks.get("gpu_model")
         if model:
             declared[model] += (
-                int(racks.get("count", 0))
-                * int(racks.get("nodes_per_rack", 0))
-                * int(racks.get("gpus_per_node", 0))
+                int(racks.get("count", 0)) * int(racks.get("nodes_per_rack", 0)) * int(racks.get("gpus_per_node", 0))
             )
     registered = Counter(
         dict(session.execute(select(Gpu.model, func.count()).where(Gpu.present).group_by(Gpu.model)).all())
@@ -45,9 +43,7 @@ def gpu_states(session: Session, *, node_id: str | None = None) -> list[GpuState
     query = select(Gpu, Node).join(Node, Gpu.node_id == Node.id).order_by(Node.hostname, Gpu.index)
     if node_id is not None:
         query = query.where(Node.id == node_id)
-    live = {
-        a.gpu_id: a for a in session.scalars(select(Allocation).where(Allocation.released_at.is_(None))).all()
-    }
+    live = {a.gpu_id: a for a in session.scalars(select(Allocation).where(Allocation.released_at.is_(None))).all()}
     out = []
     for gpu, node in session.execute(query).all():
         alloc = live.get(gpu.id)

@@ -42,9 +42,7 @@ def transition(
     ):
         wl.finished_at = now
     session.add(
-        WorkloadEvent(
-            workload_id=wl.id, from_state=current.value, to_state=target.value, reason=reason, at=now
-        )
+        WorkloadEvent(workload_id=wl.id, from_state=current.value, to_state=target.value, reason=reason, at=now)
     )
 
 
@@ -54,10 +52,7 @@ def bump_generations(session: Session, node_ids: Iterable[str]) -> dict[str, int
     if not ids:
         return {}
     rows = session.execute(
-        update(Node)
-        .where(Node.id.in_(ids))
-        .values(generation=Node.generation + 1)
-        .returning(Node.id, Node.generation)
+        update(Node).where(Node.id.in_(ids)).values(generation=Node.generation + 1).returning(Node.id, Node.generation)
     ).all()
     wakeups(session).nodes.update(ids)
     return {node_id: int(gen) for node_id, gen in rows}
@@ -89,9 +84,7 @@ def release(session: Session, allocations: Iterable[Allocation], *, now: datetim
     return count
 
 
-def finish(
-    session: Session, wl: Workload, target: WorkloadState, reason: str, *, now: datetime | None = None
-) -> None:
+def finish(session: Session, wl: Workload, target: WorkloadState, reason: str, *, now: datetime | None = None) -> None:
     transition(session, wl, target, reason, now=now)
     stop_allocations(session, wl)
 

@@ -43,9 +43,7 @@ def mark_unreachable(session: Session, *, expired_node_ids: list[str], now: date
     return marked
 
 
-def handle_lost_nodes(
-    session: Session, *, now: datetime, grace_s: float, policy: str
-) -> tuple[list[str], list[str]]:
+def handle_lost_nodes(session: Session, *, now: datetime, grace_s: float, policy: str) -> tuple[list[str], list[str]]:
     cutoff = now - timedelta(seconds=grace_s)
     lost = session.scalars(
         select(Node.id).where(Node.status == NodeStatus.UNREACHABLE.value, Node.status_changed_at <= cutoff)

@@ -144,9 +144,7 @@ def _rack_from_fabric(session: Session, site_id: str, inv: NodeInventory) -> str
     clusters = {g.fabric_cluster_uuid for g in inv.gpus if g.fabric_cluster_uuid}
     if len(clusters) != 1:
         return None
-    rack = session.scalar(
-        select(Rack).where(Rack.site_id == site_id, Rack.fabric_cluster_uuid == clusters.pop())
-    )
+    rack = session.scalar(select(Rack).where(Rack.site_id == site_id, Rack.fabric_cluster_uuid == clusters.pop()))
     return rack.id if rack else None
 
 
@@ -217,9 +215,7 @@ def current_generation(session: Session, node_id: str) -> int:
 _GONE = {AssignmentPhase.EXITED, AssignmentPhase.STOPPED, AssignmentPhase.REJECTED}
 
 
-def apply_report(
-    session: Session, *, node_id: str, report: ReportRequest, now: datetime | None = None
-) -> int:
+def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: datetime | None = None) -> int:
     """Fold an agent's report into workload state; free GPUs whose processes are confirmed gone.
 
     Returns the node's desired-state generation.
@@ -287,9 +283,7 @@ def _derive_state(session: Session, wl: Workload, now: datetime) -> None:
     phases = [r.phase for r in ranks]
     for r in ranks:
         if r.phase == AssignmentPhase.REJECTED.value:
-            lifecycle.finish(
-                session, wl, WorkloadState.FAILED, f"rank {r.rank} was rejected: {r.message}", now=now
-            )
+            lifecycle.finish(session, wl, WorkloadState.FAILED, f"rank {r.rank} was rejected: {r.message}", now=now)
             return
         if r.phase == AssignmentPhase.EXITED.value and r.exit_code != 0:
             detail = f": {r.message}" if r.message else ""

@@ -86,9 +86,7 @@ def submit(
 
 
 def _by_key(session: Session, tenant_id: str, key: str) -> Workload | None:
-    return session.scalar(
-        select(Workload).where(Workload.tenant_id == tenant_id, Workload.idempotency_key == key)
-    )
+    return session.scalar(select(Workload).where(Workload.tenant_id == tenant_id, Workload.idempotency_key == key))
 
 
 def _replay(existing: Workload, fingerprint: str) -> Submitted:

@@ -42,8 +42,7 @@ def _report(node, seq: int, assignments=(), applied: int = 0) -> dict:  # type: 
         "seq": seq,
         "sent_at": time.time(),
         "gpus": [
-            {"uuid": g.uuid, "index": g.index, "power_w": 180.0, "energy_mj": 1000 * seq}
-            for g in node.inventory.gpus
+            {"uuid": g.uuid, "index": g.index, "power_w": 180.0, "energy_mj": 1000 * seq} for g in node.inventory.gpus
         ],
         "assignments": list(assignments),
         "applied_generation": applied,
@@ -94,24 +93,17 @@ def test_agent_reports_only_for_its_own_node(client, runtime, site) -> None:  # 
     # A tenant key is not an agent key.
     acme = make_tenant(runtime, "acme")
     assert (
-        client.post(
-            f"/v1/agent/nodes/{a.node_id}/reports", json=_report(a, 1), headers=acme.headers
-        ).status_code
-        == 403
+        client.post(f"/v1/agent/nodes/{a.node_id}/reports", json=_report(a, 1), headers=acme.headers).status_code == 403
     )
 
 
 def test_reports_are_deduplicated_by_sequence(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
     node = register_node(runtime, 1)
-    first = client.post(
-        f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 5), headers=node.headers
-    )
+    first = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 5), headers=node.headers)
     assert first.json()["accepted"] is True
     dup = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 5), headers=node.headers)
     assert dup.json() == {"accepted": False, "duplicate": True, "generation": first.json()["generation"]}
-    older = client.post(
-        f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 4), headers=node.headers
-    )
+    older = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 4), headers=node.headers)
     assert older.json()["duplicate"] is True
     samples = runtime.live.gpu_samples([node.node_id])
     assert samples[node.inventory.gpus[0].uuid]["energy_mj"] == 5000  # the older report did not overwrite
@@ -259,9 +251,7 @@ def test_cordon_keeps_work_off_a_node(client, runtime, site) -> None:  # type: i
     register_node(runtime, 2)
     acme = make_tenant(runtime, "acme")
     ops = make_operator_key(runtime)
-    assert client.post(f"/v1/operator/nodes/{a.node_id}/cordon", json={"reason": "fan"}, headers=ops).json()[
-        "cordoned"
-    ]
+    assert client.post(f"/v1/operator/nodes/{a.node_id}/cordon", json={"reason": "fan"}, headers=ops).json()["cordoned"]
     for _ in range(2):
         client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
     run_pass(runtime, epoch=1)
@@ -271,6 +261,4 @@ def test_cordon_keeps_work_off_a_node(client, runtime, site) -> None:  # type: i
     assert len(pending) == 1 and "cordoned" in pending[0]["pending_reason"]
     client.post(f"/v1/operator/nodes/{a.node_id}/uncordon", headers=ops)
     run_pass(runtime, epoch=1)
-    assert (
-        client.get("/v1/workloads", params={"state": "pending"}, headers=acme.headers).json()["items"] == []
-    )
+    assert client.get("/v1/workloads", params={"state": "pending"}, headers=acme.headers).json()["items"] == []

@@ -38,9 +38,7 @@ def test_submit_get_list_cancel(client, runtime, site) -> None:  # type: ignore[
     listed = client.get("/v1/workloads", params={"state": "pending"}, headers=acme.headers).json()
     assert [w["id"] for w in listed["items"]] == [wl["id"]]
 
-    r = client.post(
-        f"/v1/workloads/{wl['id']}/cancel", json={"reason": "changed my mind"}, headers=acme.headers
-    )
+    r = client.post(f"/v1/workloads/{wl['id']}/cancel", json={"reason": "changed my mind"}, headers=acme.headers)
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
     assert r.json()["reason"] == "changed my mind"
     again = client.post(f"/v1/workloads/{wl['id']}/cancel", headers=acme.headers)
@@ -49,10 +47,7 @@ def test_submit_get_list_cancel(client, runtime, site) -> None:  # type: ignore[
 
 def test_pagination_is_stable_and_complete(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
     acme = make_tenant(runtime, "acme")
-    ids = {
-        client.post("/v1/workloads", json=workload_body(1), headers=acme.headers).json()["id"]
-        for _ in range(7)
-    }
+    ids = {client.post("/v1/workloads", json=workload_body(1), headers=acme.headers).json()["id"] for _ in range(7)}
     seen: list[str] = []
     cursor = None
     while True:
@@ -82,9 +77,7 @@ def test_idempotent_submission(client, runtime, site) -> None:  # type: ignore[n
 
     # The key is per tenant: another tenant may use the same one.
     other = make_tenant(runtime, "other")
-    r = client.post(
-        "/v1/workloads", json=workload_body(4), headers={**other.headers, "Idempotency-Key": "job-42"}
-    )
+    r = client.post("/v1/workloads", json=workload_body(4), headers={**other.headers, "Idempotency-Key": "job-42"})
     assert r.status_code == 201 and r.json()["id"] != first.json()["id"]
     assert _count(runtime)[0] == 2
 

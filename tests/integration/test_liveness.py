@@ -81,9 +81,7 @@ def test_expired_lease_marks_node_unreachable_then_requeues(client, runtime, sit
 def test_max_duration_is_enforced(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
     register_node(runtime, 1)
     acme = make_tenant(runtime, "acme")
-    wl_id = client.post(
-        "/v1/workloads", json=workload_body(4, max_duration_s=60), headers=acme.headers
-    ).json()["id"]
+    wl_id = client.post("/v1/workloads", json=workload_body(4, max_duration_s=60), headers=acme.headers).json()["id"]
     run_pass(runtime, epoch=1)
     with runtime.uow() as s:
         assert liveness.enforce_max_duration(s, now=utcnow() + timedelta(seconds=30)) == []

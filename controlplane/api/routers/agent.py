@@ -43,9 +43,7 @@ def register(body: RegisterRequest, runtime: RuntimeDep) -> RegisterResponse:
 
 
 @router.post("/nodes/{node_id}/reports", response_model=ReportResponse)
-def report(
-    node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime: RuntimeDep
-) -> ReportResponse:
+def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime: RuntimeDep) -> ReportResponse:
     nodes.authorize_node(agent.node_id, node_id)
     nodes.check_protocol(body.protocol_version)
     fresh = runtime.live.record_report(
@@ -106,9 +104,7 @@ async def desired(
 
 
 @router.post("/nodes/{node_id}/logs", response_model=LogUploadResponse)
-def upload_logs(
-    node_id: NodeId, body: LogUpload, agent: AgentPrincipal, runtime: RuntimeDep
-) -> LogUploadResponse:
+def upload_logs(node_id: NodeId, body: LogUpload, agent: AgentPrincipal, runtime: RuntimeDep) -> LogUploadResponse:
     nodes.authorize_node(agent.node_id, node_id)
     with runtime.uow() as session:
         acked = nodes.append_logs(session, node_id=node_id, upload=body)

@@ -81,9 +81,7 @@ def _nodes(runtime: Runtime, node_ids: list[str] | None, rack_id: str | None) ->
     by_node: dict[str, list[GpuOut]] = {}
     for st in states:
         by_node.setdefault(st.node.id, []).append(gpu_out(st, samples.get(st.gpu.uuid)))
-    return [
-        node_out(n, by_node.get(n.id, []), lease_alive=runtime.live.lease_alive(n.id, now=now)) for n in nodes
-    ]
+    return [node_out(n, by_node.get(n.id, []), lease_alive=runtime.live.lease_alive(n.id, now=now)) for n in nodes]
 
 
 @router.get("/nodes", response_model=list[NodeOut])
@@ -114,18 +112,14 @@ def list_gpus(
 
 
 @router.post("/nodes/{node_id}/cordon", response_model=NodeOut)
-def cordon(
-    node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: CordonRequest | None = None
-) -> NodeOut:
+def cordon(node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: CordonRequest | None = None) -> NodeOut:
     with runtime.uow() as session:
         fleet.cordon(session, node_id=node_id, reason=(body or CordonRequest()).reason)
     return get_node(node_id, _, runtime)
 
 
 @router.post("/nodes/{node_id}/drain", response_model=NodeOut)
-def drain(
-    node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: CordonRequest | None = None
-) -> NodeOut:
+def drain(node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: CordonRequest | None = None) -> NodeOut:
     reason = body.reason if body else "drained by an operator"
     with runtime.uow() as session:
         fleet.cordon(session, node_id=node_id, reason=reason, drain=True)
@@ -148,9 +142,7 @@ def list_all_workloads(
     cursor: Annotated[str | None, Query(max_length=40)] = None,
 ) -> WorkloadPage:
     with runtime.sessions() as session:
-        rows, next_cursor = workloads.list_page(
-            session, tenant_id=None, state=state, limit=limit, cursor=cursor
-        )
+        rows, next_cursor = workloads.list_page(session, tenant_id=None, state=state, limit=limit, cursor=cursor)
         return WorkloadPage(items=[workload_out(session, w) for w in rows], next_cursor=next_cursor)
 
 
@@ -177,9 +169,7 @@ def list_keys(tenant_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> list[
 
 
 @router.post("/tenants/{tenant_id}/keys", response_model=KeyOut, status_code=201)
-def create_key(
-    tenant_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: KeyCreate | None = None
-) -> KeyOut:
+def create_key(tenant_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: KeyCreate | None = None) -> KeyOut:
     """The secret is in this response only; it is stored as an HMAC and cannot be shown again."""
     with runtime.uow() as session:
         tenant = admin.get_tenant(session, tenant_id)

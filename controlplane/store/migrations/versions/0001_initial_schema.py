@@ -48,9 +48,7 @@ def upgrade() -> None:
         sa.Column("power_capacity_kw", sa.Float(), nullable=False),
         sa.Column("fabric_cluster_uuid", sa.String(length=64), nullable=False),
         sa.Column("fabric_clique_id", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["site_id"], ["sites.id"], name=op.f("fk_racks_site_id_sites"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name=op.f("fk_racks_site_id_sites"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_racks")),
         sa.UniqueConstraint("site_id", "name", name=op.f("uq_racks_site_id")),
     )
@@ -128,12 +126,8 @@ def upgrade() -> None:
         sa.Column("nvlink_domain", sa.String(length=80), nullable=True),
         sa.Column("generation", sa.BigInteger(), nullable=False),
         sa.Column("registered_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["rack_id"], ["racks.id"], name=op.f("fk_nodes_rack_id_racks"), ondelete="SET NULL"
-        ),
-        sa.ForeignKeyConstraint(
-            ["site_id"], ["sites.id"], name=op.f("fk_nodes_site_id_sites"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["rack_id"], ["racks.id"], name=op.f("fk_nodes_rack_id_racks"), ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name=op.f("fk_nodes_site_id_sites"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_nodes")),
     )
     with op.batch_alter_table("nodes", schema=None) as batch_op:
@@ -189,9 +183,7 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("revoked_at", sa.DateTime(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["node_id"], ["nodes.id"], name=op.f("fk_api_keys_node_id_nodes"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["node_id"], ["nodes.id"], name=op.f("fk_api_keys_node_id_nodes"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenants.id"], name=op.f("fk_api_keys_tenant_id_tenants"), ondelete="CASCADE"
         ),
@@ -219,9 +211,7 @@ def upgrade() -> None:
         sa.Column("health", sa.String(length=16), nullable=False),
         sa.Column("health_reason", sa.Text(), nullable=False),
         sa.Column("present", sa.Boolean(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["node_id"], ["nodes.id"], name=op.f("fk_gpus_node_id_nodes"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["node_id"], ["nodes.id"], name=op.f("fk_gpus_node_id_nodes"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_gpus")),
         sa.UniqueConstraint("uuid", name=op.f("uq_gpus_uuid")),
     )
@@ -263,9 +253,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("stop_generation", sa.BigInteger(), nullable=True),
         sa.Column("released_at", sa.DateTime(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["gpu_id"], ["gpus.id"], name=op.f("fk_allocations_gpu_id_gpus"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["gpu_id"], ["gpus.id"], name=op.f("fk_allocations_gpu_id_gpus"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
             ["node_id"], ["nodes.id"], name=op.f("fk_allocations_node_id_nodes"), ondelete="CASCADE"
         ),

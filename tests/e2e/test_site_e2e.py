@@ -1,0 +1,211 @@
+"""A converted site end to end with real processes on PostgreSQL and Redis.
+
+API, scheduler, worker, beat and six agent processes (24 simulated GB300 GPUs in one NVLink
+domain). A tenant submits a 4-GPU and a 16-GPU NVLink workload; both run on the GPUs of one
+node / one domain with the rendezvous environment torchrun expects, finish, their logs are
+readable, and the operator API shows every GPU free again.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import Site, free_port, wait_for
+
+NODES = 6
+
+CHECK_ENV = r"""
+import os, sys, time
+gpus = os.environ["CUDA_VISIBLE_DEVICES"].split(",")
+assert gpus == os.environ["NVIDIA_VISIBLE_DEVICES"].split(","), "visible devices disagree"
+assert len(gpus) == int(os.environ["LOCAL_WORLD_SIZE"]) == 4, gpus
+assert all(g.startswith("GPU-") for g in gpus), gpus
+world = int(os.environ["WORLD_SIZE"]); rank = int(os.environ["RANK"])
+assert os.environ["NNODES"] == os.environ["PET_NNODES"] == str(world)
+assert os.environ["NODE_RANK"] == os.environ["PET_NODE_RANK"] == str(rank)
+assert len(os.environ["SWITCHYARD_PEERS"].split(",")) == world
+print(f"rank={rank} world={world} master={os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} "
+      f"job={os.environ['JOB']} gpus={','.join(gpus)}", flush=True)
+time.sleep(float(sys.argv[1]))
+print("done", flush=True)
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path, redis_prefix: str) -> Iterator[Site]:
+    from testenv import PEPPER, REDIS_URL, pg_database
+
+    from controlplane.config import Settings
+    from controlplane.domain.enums import KeyScope
+    from controlplane.services import admin
+    from controlplane.store.db import make_engine, make_session_factory, transaction
+    from controlplane.store.migrate import upgrade
+
+    db_name = f"switchyard_e2e_{uuid.uuid4().hex[:8]}"
+    db_url = pg_database(db_name, drop=False)
+    upgrade(db_url)
+    port = free_port()
+    env = {
+        "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
+        "HOME": str(tmp_path),
+        "PYTHONUNBUFFERED": "1",
+        "SWITCHYARD_DATA_DIR": str(tmp_path / "data"),
+        "SWITCHYARD_DATABASE_URL": db_url,
+        "SWITCHYARD_REDIS_URL": REDIS_URL,
+        "SWITCHYARD_REDIS_PREFIX": redis_prefix,
+        "SWITCHYARD_PEPPER": PEPPER,
+        "SWITCHYARD_API_PORT": str(port),
+        "SWITCHYARD_REPORT_INTERVAL_S": "1",
+        "SWITCHYARD_LEASE_TTL_S": "5",
+        "SWITCHYARD_SWEEP_INTERVAL_S": "2",
+        "SWITCHYARD_SCHEDULER_INTERVAL_S": "1",
+    }
+    settings = Settings(database_url=db_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, pepper=PEPPER)
+    engine = make_engine(db_url)
+    with transaction(make_session_factory(engine)) as session:
+        from factories import demo_spec
+
+        admin.create_site(session, name="demo-rack", spec=demo_spec())
+        tenant = admin.create_tenant(session, name="acme")
+        pepper = settings.pepper_bytes()
+        tenant_key = admin.issue_api_key(session, pepper=pepper, scope=KeyScope.TENANT, tenant_id=tenant.id).secret
+        ops_key = admin.issue_api_key(session, pepper=pepper, scope=KeyScope.OPERATOR).secret
+        tokens = [
+            admin.issue_bootstrap_token(session, pepper=pepper, site_name="demo-rack", rack="rack-001", ttl_s=600)[1]
+            for _ in range(NODES)
+        ]
+    engine.dispose()
+    s = Site(workdir=tmp_path, env=env, url=f"http://127.0.0.1:{port}")
+    s.env["TENANT_KEY"] = tenant_key
+    s.env["OPS_KEY"] = ops_key
+    try:
+        s.start("api", "api")
+        s.start("scheduler", "scheduler")
+        s.start("worker", "worker", "--beat", "--concurrency", "1")
+        wait_for(
+            lambda: httpx.get(f"{s.url}/healthz", timeout=1).status_code == 200,
+            timeout=30,
+            site=s,
+            what="the API",
+        )
+        from controlplane.services.admin import rack_fabric_uuid
+
+        for i, token in enumerate(tokens, start=1):
+            s.start(
+                f"agent-{i}",
+                "agent",
+                "--server",
+                s.url,
+                "--state-dir",
+                str(tmp_path / f"agent-{i}"),
+                "--backend",
+                "sim",
+                "--sim-node-index",
+                str(i),
+                "--sim-cluster-uuid",
+                rack_fabric_uuid("demo-rack", "rack-001"),
+                "--hostname",
+                f"tray{i:02d}",
+                extra_env={"SWITCHYARD_AGENT_BOOTSTRAP_TOKEN": token},
+            )
+        yield s
+    finally:
+        s.stop_all()
+        pg_database(db_name, drop=True)
+
+
+def test_tenant_workloads_run_on_one_node_and_one_domain(site: Site) -> None:
+    tenant = {"Authorization": f"Bearer {site.env['TENANT_KEY']}"}
+    ops = {"Authorization": f"Bearer {site.env['OPS_KEY']}"}
+    http = httpx.Client(base_url=site.url, timeout=10)
+    nodes = wait_for(
+        lambda: len(r := http.get("/v1/operator/nodes", headers=ops).json()) == NODES and r,
+        timeout=60,
+        site=site,
+        what="agents to register",
+    )
+    assert {n["nvlink_domain"] for n in nodes} != {None} and len({n["nvlink_domain"] for n in nodes}) == 1
+
+    def submit(gpus: int, job: str) -> str:
+        body = {
+            "name": job,
+            "gpus": gpus,
+            "nvlink": "required",
+            "env": {"JOB": job},
+            "command": [sys.executable, "-c", CHECK_ENV, "3"],
+        }
+        r = http.post("/v1/workloads", json=body, headers={**tenant, "Idempotency-Key": job})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    small, large = submit(4, "small"), submit(16, "large")
+
+    def finished() -> list[dict] | None:
+        got = [http.get(f"/v1/workloads/{w}", headers=tenant).json() for w in (small, large)]
+        return got if all(g["state"] in ("succeeded", "failed", "cancelled") for g in got) else None
+
+    done = wait_for(finished, timeout=90, site=site, what="both workloads to finish")
+    for wl in done:
+        assert wl["state"] == "succeeded", wl
+        states = [h["to_state"] for h in wl["history"]]
+        assert states[:2] == ["pending", "scheduled"] and states[-1] == "succeeded" and "running" in states
+    small_wl, large_wl = done
+    assert len(small_wl["allocation"]["ranks"]) == 1 and len(small_wl["allocation"]["ranks"][0]["gpu_uuids"]) == 4
+    ranks = large_wl["allocation"]["ranks"]
+    assert len(ranks) == 4 and sum(len(r["gpu_uuids"]) for r in ranks) == 16
+    domain_of = {n["id"]: n["nvlink_domain"] for n in nodes}
+    assert len({domain_of[r["node_id"]] for r in ranks}) == 1
+    assert len({r["node_id"] for r in ranks}) == 4
+
+    # Each rank's output reached the control plane, in order, with its own rank and GPUs.
+    for r in ranks:
+        text = wait_for(
+            lambda r=r: (
+                "done"
+                in (t := http.get(f"/v1/workloads/{large}/logs", params={"rank": r["rank"]}, headers=tenant).text)
+                and t
+            ),
+            timeout=20,
+            site=site,
+            what=f"logs of rank {r['rank']}",
+        )
+        assert f"rank={r['rank']} world=4" in text and ",".join(r["gpu_uuids"]) in text and "job=large" in text
+
+    # The GPUs are free again, and live telemetry is flowing.
+    def all_free() -> list[dict] | None:
+        found = http.get("/v1/operator/gpus", headers=ops).json()
+        return found if all(g["state"] == "free" for g in found) else None
+
+    gpus = wait_for(all_free, timeout=20, site=site, what="every GPU free")
+    assert len(gpus) == NODES * 4
+    assert all(g["telemetry"] and g["telemetry"]["power_w"] > 100 for g in gpus)
+
+
+def test_killed_agent_makes_its_node_unreachable(site: Site) -> None:
+    ops = {"Authorization": f"Bearer {site.env['OPS_KEY']}"}
+    http = httpx.Client(base_url=site.url, timeout=10)
+    wait_for(
+        lambda: len(http.get("/v1/operator/nodes", headers=ops).json()) == NODES,
+        timeout=60,
+        site=site,
+        what="agents to register",
+    )
+    import signal
+
+    site.stop("agent-3", sig=signal.SIGKILL)
+    node = wait_for(
+        lambda: [
+            n
+            for n in http.get("/v1/operator/nodes", headers=ops).json()
+            if n["hostname"] == "tray03" and n["status"] == "unreachable"
+        ],
+        timeout=30,
+        site=site,
+        what="tray03 to become unreachable",
+    )[0]
+    assert node["lease_alive"] is False and {g["state"] for g in node["gpus"]} == {"unreachable"}

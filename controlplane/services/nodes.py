@@ -310,7 +310,13 @@ def _derive_state(session: Session, wl: Workload, now: datetime) -> None:
     current = WorkloadState(wl.state)
     started = [p for p in phases if p in (AssignmentPhase.RUNNING.value, AssignmentPhase.EXITED.value)]
     if len(started) == len(phases) and current is not WorkloadState.RUNNING:
-        lifecycle.transition(session, wl, WorkloadState.RUNNING, f"all {len(phases)} ranks running", now=now)
+        lifecycle.transition(
+            session,
+            wl,
+            WorkloadState.RUNNING,
+            f"all {len(phases)} ranks running" if len(phases) > 1 else "running",
+            now=now,
+        )
     elif current is WorkloadState.SCHEDULED and any(p != "assigned" for p in phases):
         lifecycle.transition(session, wl, WorkloadState.STARTING, "agents are starting the ranks", now=now)
 

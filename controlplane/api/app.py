@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from controlplane.api import problems
 from controlplane.api.routers import agent, operator, tenant
 from controlplane.api.waker import Waker
 from controlplane.config import Settings
+from controlplane.metrics.collector import FleetCollector
 from controlplane.runtime import Runtime, build_runtime
 
 API_VERSION = "v1"
@@ -49,5 +51,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(rt))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -262,3 +262,13 @@ def test_cordon_keeps_work_off_a_node(client, runtime, site) -> None:  # type: i
     client.post(f"/v1/operator/nodes/{a.node_id}/uncordon", headers=ops)
     run_pass(runtime, epoch=1)
     assert client.get("/v1/workloads", params={"state": "pending"}, headers=acme.headers).json()["items"] == []
+
+
+def test_control_plane_metrics(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    register_node(runtime, 1)
+    acme = make_tenant(runtime, "acme")
+    client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
+    text = client.get("/metrics").text
+    assert 'switchyard_gpus{model="NVIDIA GB300",state="free"} 4.0' in text
+    assert 'switchyard_nodes{status="ready"} 1.0' in text
+    assert 'switchyard_workloads{priority="on_demand",state="pending"} 1.0' in text

@@ -63,7 +63,7 @@ def handle_lost_nodes(session: Session, *, now: datetime, grace_s: float, policy
     )
     requeued, failed = [], []
     for workload_id in workload_ids:
-        wl = session.get(Workload, workload_id, with_for_update=True)
+        wl = session.get(Workload, workload_id, with_for_update=True, populate_existing=True)
         if wl is None or WorkloadState(wl.state) in TERMINAL_STATES:
             continue
         reason = f"a node of this workload has been unreachable for more than {grace_s:g} s"

@@ -253,7 +253,7 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
         if status.phase in _GONE:
             to_release.append(alloc)
     for workload_id in sorted(touched):
-        wl = session.get(Workload, workload_id)
+        wl = session.get(Workload, workload_id, with_for_update=True, populate_existing=True)
         if wl is not None and not is_terminal(WorkloadState(wl.state)):
             _derive_state(session, wl, now)
     lifecycle.release(session, to_release, now=now)

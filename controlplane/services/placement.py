@@ -96,7 +96,7 @@ def commit(
     placed = 0
     touched_nodes: set[str] = set()
     for decision in decisions:
-        wl = session.get(Workload, decision.workload_id, with_for_update=True)
+        wl = session.get(Workload, decision.workload_id, with_for_update=True, populate_existing=True)
         if wl is None or wl.state != WorkloadState.PENDING.value:
             continue  # cancelled (or placed by someone else) since the snapshot
         if isinstance(decision, Unplaced):

@@ -95,9 +95,12 @@ def _replay(existing: Workload, fingerprint: str) -> Submitted:
     return Submitted(existing, False)
 
 
-def get(session: Session, *, tenant_id: str | None, workload_id: str) -> Workload:
-    """Another tenant's workload answers exactly like a missing one (no existence oracle)."""
-    wl = session.get(Workload, workload_id)
+def get(session: Session, *, tenant_id: str | None, workload_id: str, lock: bool = False) -> Workload:
+    """Another tenant's workload answers exactly like a missing one (no existence oracle).
+
+    ``lock`` takes the row for update, so a state change cannot race another writer's.
+    """
+    wl = session.get(Workload, workload_id, with_for_update=lock or None, populate_existing=lock)
     if wl is None or (tenant_id is not None and wl.tenant_id != tenant_id):
         raise NotFound(f"no workload {workload_id!r}")
     return wl
@@ -127,7 +130,7 @@ def list_page(
 
 
 def cancel(session: Session, *, tenant_id: str | None, workload_id: str, reason: str) -> Workload:
-    wl = get(session, tenant_id=tenant_id, workload_id=workload_id)
+    wl = get(session, tenant_id=tenant_id, workload_id=workload_id, lock=True)
     if is_terminal(WorkloadState(wl.state)):
         raise Conflict(f"workload {wl.id} is already {wl.state}")
     lifecycle.finish(session, wl, WorkloadState.CANCELLED, reason)

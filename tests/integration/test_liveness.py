@@ -54,8 +54,8 @@ def test_expired_lease_marks_node_unreachable_then_requeues(client, runtime, sit
         wl = s.get(Workload, wl_id)
         assert wl.state == "pending" and "unreachable" in wl.reason
     # The GPUs of the lost node stay held until its agent confirms the process is gone.
-    ops_states = {g.state for g in fleet.gpu_states(runtime.sessions(), node_id=lost.node_id)}
-    assert ops_states == {"releasing"}
+    with runtime.sessions() as s:
+        assert {g.state for g in fleet.gpu_states(s, node_id=lost.node_id)} == {"releasing"}
 
     # The agent comes back: a report makes the node ready again.
     from agents.protocol import PROTOCOL_VERSION
@@ -75,7 +75,8 @@ def test_expired_lease_marks_node_unreachable_then_requeues(client, runtime, sit
     assert r.status_code == 200, r.text
     with runtime.sessions() as s:
         assert s.get(Node, lost.node_id).status == "ready"
-    assert {g.state for g in fleet.gpu_states(runtime.sessions(), node_id=lost.node_id)} == {"free"}
+    with runtime.sessions() as s:
+        assert {g.state for g in fleet.gpu_states(s, node_id=lost.node_id)} == {"free"}
 
 
 def test_max_duration_is_enforced(client, runtime, site) -> None:  # type: ignore[no-untyped-def]

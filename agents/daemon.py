@@ -31,6 +31,7 @@ from agents.gpu.sim import SimBackend
 from agents.protocol import (
     PROTOCOL_VERSION,
     Assignment,
+    AssignmentPhase,
     AssignmentStatus,
     DesiredState,
     LogChunk,
@@ -177,6 +178,36 @@ class SeqAllocator:
             return seq
 
 
+class FinishedLedger:
+    """Assignments that ended on their own or were refused, remembered across agent restarts.
+
+    Without it, an agent restarted before the control plane dropped a finished assignment from
+    the desired state would run that job a second time (and forget a fencing refusal).
+    """
+
+    _PHASES = frozenset({AssignmentPhase.EXITED, AssignmentPhase.REJECTED})
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        try:
+            raw = json.loads(path.read_text())
+            restored = [AssignmentStatus.model_validate(item) for item in raw]
+        except FileNotFoundError:
+            restored = []
+        except ValueError as exc:
+            raise FatalError(f"{path} is corrupt ({exc}); remove it to forget finished assignments") from None
+        self.restored = {assignment_key(status): status for status in restored}
+        self._saved = set(self.restored)
+
+    def save(self, known: Sequence[AssignmentStatus]) -> None:
+        finished = [status for status in known if status.phase in self._PHASES]
+        keys = {assignment_key(status) for status in finished}
+        if keys != self._saved:
+            body = json.dumps([status.model_dump(mode="json") for status in finished]).encode()
+            write_private_file(self._path, body)
+            self._saved = keys
+
+
 def load_credential(path: Path) -> RegisterResponse | None:
     try:
         text = path.read_text()
@@ -258,6 +289,7 @@ class Agent:
         client: AgentClient,
         collector: AgentCollector,
         seqs: SeqAllocator,
+        finished: FinishedLedger,
         stop: threading.Event,
     ) -> None:
         self._cfg = cfg
@@ -269,6 +301,7 @@ class Agent:
         self._client = client
         self._collector = collector
         self._seqs = seqs
+        self._finished = finished
         self._stop = stop
         self._wake_watch = threading.Event()
         self._lock = threading.RLock()
@@ -303,14 +336,18 @@ class Agent:
         """Stop the workloads first (they hold the GPUs), then tell the control plane, then exit."""
         with self._lock:  # a reconcile in flight finishes first, and none starts after
             self._stop.set()
-            self._runner.stop_all(self._cfg.stop_grace_s)
+            self._runner.stop_all(self._cfg.stop_grace_s, reason="agent shutting down")
         self._wake_watch.set()
         if not self._runner.wait_idle(self._cfg.stop_grace_s + 5.0):
             log.error("some workload processes outlived SIGKILL; they may still hold GPUs")
+        with self._lock:
+            self._finished.save(self.known_statuses())
         self.report_once()
         self.ship_logs()
+        deadline = time.monotonic() + 2.0
         for thread in self._threads:
-            thread.join(timeout=1.0)
+            if thread.name != "agent-watch":  # may sit in a long poll; it is a daemon thread
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # -- report -------------------------------------------------------------------------------
 
@@ -322,7 +359,8 @@ class Agent:
     def report_once(self) -> None:
         samples = self._backend.sample()
         self._collector.set_gpus(samples)
-        statuses = self._runner.poll()
+        with self._lock:
+            statuses = self.known_statuses()
         seq = self._seqs.next()
         request = ReportRequest(
             protocol_version=PROTOCOL_VERSION,
@@ -339,6 +377,8 @@ class Agent:
             return
         now = time.time()
         self._collector.record_report(seq, ok=True, at=now)
+        if not response.accepted:
+            log.warning("report %d not accepted by the control plane (duplicate=%s)", seq, response.duplicate)
         with self._lock:
             for status in statuses:
                 if status.phase in TERMINAL_PHASES:
@@ -357,8 +397,11 @@ class Agent:
         backoff = Backoff()
         while not self._stop.is_set():
             try:
+                before, began = self.generation, time.monotonic()
                 self._fetch_desired(wait_s=self._watch_timeout_s)
                 backoff.reset()
+                if self.generation == before and time.monotonic() - began < 0.5:
+                    self._stop.wait(1.0)  # a server that does not hold the poll must not make us spin
             except ControlPlaneError as exc:
                 if self._stop.is_set():
                     return
@@ -389,9 +432,10 @@ class Agent:
                 return  # shutting down: nothing may start after stop_all
             desired = self._desired.assignments if self._desired is not None else []
             busy = {uuid for a in self._runner.active_assignments() for uuid in a.gpu_uuids}
+            known = self.known_statuses()
             plan = plan_reconcile(
                 desired,
-                self._runner.poll(),
+                known,
                 max_epoch_seen=self._epoch_floor,
                 node_gpus=self._node_gpus,
                 admitted=self._admitted,
@@ -402,16 +446,24 @@ class Agent:
                 self._runner.reject(assignment, message)
             for wid, rank, epoch in plan.stop:
                 log.info("stopping %s rank %d epoch %d: no longer desired", wid, rank, epoch)
-                self._runner.stop(wid, self._cfg.stop_grace_s, rank=rank, epoch=epoch)
+                self._runner.stop(wid, self._cfg.stop_grace_s, rank=rank, epoch=epoch, reason="no longer desired")
             for assignment in plan.start:
                 self._runner.start(assignment, node_address=self._cfg.advertise_addr)
             for key in plan.forget:
                 self._runner.forget(key)
+                self._finished.restored.pop(key, None)
                 self._reported_terminal.pop(key, None)
+            self._finished.save(self.known_statuses())
             rejected = {assignment_key(a) for a, _ in plan.reject}
             self._admitted = {assignment_key(a) for a in desired} - rejected
             self._epoch_floor = max([self._epoch_floor, *(a.epoch for a in desired)])
         self._apply_load()
+
+    def known_statuses(self) -> list[AssignmentStatus]:
+        """The runner's statuses plus finished ones restored from before a restart (call under _lock)."""
+        live = self._runner.poll()
+        keys = {assignment_key(status) for status in live}
+        return live + [status for key, status in self._finished.restored.items() if key not in keys]
 
     def _settled_keys(self) -> set[AssignmentKey]:
         """Terminal statuses the control plane has, whose logs are shipped (or waited on long enough)."""
@@ -549,12 +601,20 @@ def _run(cfg: AgentConfig, stop: threading.Event) -> int:
     backend = build_backend(cfg)
     registry, collector = build_exporter(cfg.hostname)
     collector.set_inventory(backend.inventory(), backend.memory_reserved_mib())
-    metrics = MetricsServer(registry, host=cfg.metrics_addr, port=cfg.metrics_port).start()
+    try:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise FatalError(f"cannot use state dir {cfg.state_dir}: {exc.strerror}") from None
+    try:
+        metrics = MetricsServer(registry, host=cfg.metrics_addr, port=cfg.metrics_port).start()
+    except OSError as exc:
+        raise FatalError(f"cannot serve metrics on {cfg.metrics_addr}:{cfg.metrics_port}: {exc.strerror}") from None
     print(f"switchyard-agent metrics_url={metrics.url}", flush=True)
     log.info("serving metrics at %s", metrics.url)
     client = AgentClient(cfg.server)
     try:
         seqs = SeqAllocator(cfg.state_dir / "seq.json")
+        finished = FinishedLedger(cfg.state_dir / "finished.json")
         registration = register(cfg, backend, client, stop)
         if registration is None:
             return 0  # stopped while waiting for the control plane
@@ -570,6 +630,7 @@ def _run(cfg: AgentConfig, stop: threading.Event) -> int:
             client=client,
             collector=collector,
             seqs=seqs,
+            finished=finished,
             stop=stop,
         )
         agent.start()

@@ -106,6 +106,7 @@ class _Run:
     status: AssignmentStatus
     proc: subprocess.Popen[bytes] | None = None
     stop_requested: bool = False
+    stop_reason: str = ""
     timer: threading.Timer | None = None
 
 
@@ -200,9 +201,19 @@ class ProcessRunner:
             return self._runs[key].status
 
     def stop(
-        self, workload_id: str, grace_s: float = 10.0, *, rank: int | None = None, epoch: int | None = None
+        self,
+        workload_id: str,
+        grace_s: float = 10.0,
+        *,
+        rank: int | None = None,
+        epoch: int | None = None,
+        reason: str = "stopped by the agent",
     ) -> None:
-        """SIGTERM the process group now, SIGKILL it after ``grace_s``; returns at once."""
+        """SIGTERM the process group now, SIGKILL it after ``grace_s``; returns at once.
+
+        ``reason`` starts the final status message, so the control plane and the tenant can tell
+        a cancel or preemption from an agent shutdown.
+        """
         with self._cond:
             runs = [
                 run
@@ -210,12 +221,12 @@ class ProcessRunner:
                 if wid == workload_id and (rank is None or r == rank) and (epoch is None or e == epoch)
             ]
             for run in runs:
-                self._request_stop(run, grace_s)
+                self._request_stop(run, grace_s, reason)
 
-    def stop_all(self, grace_s: float = 10.0) -> None:
+    def stop_all(self, grace_s: float = 10.0, *, reason: str = "stopped by the agent") -> None:
         with self._cond:
             for run in self._runs.values():
-                self._request_stop(run, grace_s)
+                self._request_stop(run, grace_s, reason)
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until no assignment process is alive; for shutdown, not for the agent's loops."""
@@ -260,10 +271,11 @@ class ProcessRunner:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _request_stop(self, run: _Run, grace_s: float) -> None:
+    def _request_stop(self, run: _Run, grace_s: float, reason: str) -> None:
         if run.proc is None or run.stop_requested or run.status.phase in TERMINAL_PHASES:
             return
         run.stop_requested = True
+        run.stop_reason = reason
         _signal_group(run.proc.pid, signal.SIGTERM)
         message = f"stopping: SIGTERM sent, SIGKILL after {grace_s:g}s"
         run.status = run.status.model_copy(update={"message": message})
@@ -290,7 +302,7 @@ class ProcessRunner:
             if run.timer is not None:
                 run.timer.cancel()
             phase = AssignmentPhase.STOPPED if run.stop_requested else AssignmentPhase.EXITED
-            message = _describe_exit(code, stopped=run.stop_requested)
+            message = _describe_exit(code, stop_reason=run.stop_reason if run.stop_requested else None)
             run.status = run.status.model_copy(
                 update={"phase": phase, "exit_code": code, "finished_at": finished, "message": message}
             )
@@ -307,6 +319,12 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _describe_exit(code: int, *, stopped: bool) -> str:
-    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    return f"stopped by the agent ({how})" if stopped else f"exited ({how})"
+def _describe_exit(code: int, *, stop_reason: str | None) -> str:
+    if code >= 0:
+        how = f"exit code {code}"
+    else:
+        try:
+            how = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    return f"{stop_reason} ({how})" if stop_reason else f"exited ({how})"

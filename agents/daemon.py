@@ -311,6 +311,7 @@ class Agent:
         self._usable_mib = {gpu.uuid: gpu.memory_total_mib - reserved.get(gpu.uuid, 0.0) for gpu in inventory}
         self._desired: DesiredState | None = None
         self._epoch_floor = 0
+        self._applied_generation = 0
         self._admitted: set[AssignmentKey] = set()
         self._reported_terminal: dict[AssignmentKey, float] = {}  # key -> when first reported
         self._log_acked: dict[str, int] = {}
@@ -361,6 +362,7 @@ class Agent:
         self._collector.set_gpus(samples)
         with self._lock:
             statuses = self.known_statuses()
+            applied = self._applied()
         seq = self._seqs.next()
         request = ReportRequest(
             protocol_version=PROTOCOL_VERSION,
@@ -368,6 +370,7 @@ class Agent:
             sent_at=time.time(),
             gpus=samples,
             assignments=statuses,
+            applied_generation=applied,
         )
         try:
             response = self._client.report(self._node_id, request)
@@ -458,6 +461,19 @@ class Agent:
             self._admitted = {assignment_key(a) for a in desired} - rejected
             self._epoch_floor = max([self._epoch_floor, *(a.epoch for a in desired)])
         self._apply_load()
+
+    def _applied(self) -> int:
+        """The newest desired generation none of whose dropped assignments still has a process.
+
+        The control plane frees a dropped assignment's GPUs only once this reaches the generation
+        that dropped it, so it must never run ahead of a process that is still being stopped
+        (call under _lock).
+        """
+        if self._desired is not None:
+            wanted = {assignment_key(a) for a in self._desired.assignments}
+            if all(assignment_key(a) in wanted for a in self._runner.active_assignments()):
+                self._applied_generation = self._desired.generation
+        return self._applied_generation
 
     def known_statuses(self) -> list[AssignmentStatus]:
         """The runner's statuses plus finished ones restored from before a restart (call under _lock)."""

@@ -240,6 +240,8 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
         if status is not None and status.epoch != alloc.epoch:
             status = None  # a report about an older placement of the same workload
         if alloc.stop_generation is not None:
+            if status is not None:
+                _record_rank(session, alloc, status, now)  # the rank's last word, kept for the tenant
             running = status is not None and status.phase not in _GONE
             if (status is not None and status.phase in _GONE) or (
                 report.applied_generation >= alloc.stop_generation and not running

@@ -209,3 +209,33 @@ def test_killed_agent_makes_its_node_unreachable(site: Site) -> None:
         what="tray03 to become unreachable",
     )[0]
     assert node["lease_alive"] is False and {g["state"] for g in node["gpus"]} == {"unreachable"}
+
+
+def test_cancel_stops_the_processes_and_frees_the_gpus(site: Site) -> None:
+    tenant = {"Authorization": f"Bearer {site.env['TENANT_KEY']}"}
+    ops = {"Authorization": f"Bearer {site.env['OPS_KEY']}"}
+    http = httpx.Client(base_url=site.url, timeout=10)
+    wait_for(
+        lambda: len(http.get("/v1/operator/nodes", headers=ops).json()) == NODES,
+        timeout=60,
+        site=site,
+        what="agents to register",
+    )
+    body = {"name": "long", "gpus": 8, "env": {"JOB": "long"}, "command": [sys.executable, "-c", CHECK_ENV, "600"]}
+    wl = http.post("/v1/workloads", json=body, headers=tenant).json()["id"]
+    wait_for(
+        lambda: http.get(f"/v1/workloads/{wl}", headers=tenant).json()["state"] == "running",
+        timeout=30,
+        site=site,
+        what="the workload to run",
+    )
+    r = http.post(f"/v1/workloads/{wl}/cancel", json={"reason": "done early"}, headers=tenant)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+
+    def all_free() -> bool:
+        return all(g["state"] == "free" for g in http.get("/v1/operator/gpus", headers=ops).json())
+
+    wait_for(all_free, timeout=30, site=site, what="the cancelled workload's GPUs to be free")
+    got = http.get(f"/v1/workloads/{wl}", headers=tenant).json()
+    assert got["state"] == "cancelled" and got["allocation"]["released"] is True
+    assert {r["phase"] for r in got["allocation"]["ranks"]} == {"stopped"}

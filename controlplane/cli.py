@@ -121,10 +121,12 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def _with_uow(fn: Callable[[Any, Any], int]) -> int:
     from controlplane.store.db import make_engine, make_session_factory, transaction
+    from controlplane.store.migrate import check_current
 
     settings = _settings()
     engine = make_engine(settings.database_url)
     try:
+        check_current(engine)
         with transaction(make_session_factory(engine)) as session:
             return fn(session, settings)
     finally:
@@ -310,8 +312,11 @@ def _user_error(exc: Exception) -> str | None:
 
         from controlplane.config import ConfigError
         from controlplane.domain.errors import DomainError
+        from controlplane.store.migrate import SchemaNotCurrent
     except ImportError:
         return None
+    if isinstance(exc, SchemaNotCurrent):
+        return str(exc)
     if isinstance(exc, DomainError):
         return exc.detail
     if isinstance(exc, ConfigError):

@@ -15,6 +15,7 @@ from controlplane.config import Settings
 from controlplane.services.telemetry import LiveState
 from controlplane.services.uow import unit_of_work
 from controlplane.store.db import make_engine, make_session_factory
+from controlplane.store.migrate import check_current
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.database_url)
+    check_current(engine)
     client = connect(settings.redis_url)
     keys = Keys(settings.redis_prefix)
     return Runtime(

@@ -20,6 +20,10 @@ class Keys:
     def node_gpus(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}:gpus"
 
+    def node_report(self, node_id: str) -> str:
+        """Hash: the fingerprint of the last report folded into SQL, and the node's generation."""
+        return f"{self.prefix}:node:{node_id}:report"
+
     @property
     def leases(self) -> str:
         """Sorted set: node id -> lease expiry (unix s). One ZRANGEBYSCORE finds every expired lease."""
@@ -48,9 +52,23 @@ class Wakeups:
 
     nodes: set[str] = field(default_factory=set)
     scheduler: bool = False
+    # New desired-state generations, mirrored to Redis so unchanged reports skip SQL.
+    generations: dict[str, int] = field(default_factory=dict)
+    # Nodes whose next report must go to SQL (their SQL state changed behind the agent's back).
+    invalidate: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.nodes) or self.scheduler
+        return bool(self.nodes or self.scheduler or self.generations or self.invalidate)
+
+
+# Commits can publish out of order: keep the larger generation.
+MAX_GENERATION_SCRIPT = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('HSET', KEYS[1], 'generation', ARGV[1])
+end
+return 1
+"""
 
 
 class Bus:
@@ -62,6 +80,10 @@ class Bus:
         if not wakeups:
             return
         pipe = self.redis.pipeline(transaction=False)
+        for node_id, generation in wakeups.generations.items():
+            pipe.eval(MAX_GENERATION_SCRIPT, 1, self.keys.node_report(node_id), generation)
+        for node_id in wakeups.invalidate:
+            pipe.delete(self.keys.node_report(node_id))
         for node_id in sorted(wakeups.nodes):
             pipe.publish(self.keys.node_wake_channel, node_id)
         if wakeups.scheduler:

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     scheduler_lease_s: float = Field(default=10.0, gt=0)
     sweep_interval_s: float = Field(default=5.0, gt=0)
 
+    # How long an authenticated API key is trusted without a database lookup (0: never cached).
+    auth_cache_ttl_s: float = Field(default=5.0, ge=0)
     bootstrap_token_ttl_s: float = Field(default=24 * 3600, gt=0)
     default_max_duration_s: int = Field(default=7 * 24 * 3600, gt=0)
     log_level: str = "INFO"

@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.bus import Bus, Keys, connect
 from controlplane.config import Settings
+from controlplane.services.auth import PrincipalCache
 from controlplane.services.telemetry import LiveState
 from controlplane.services.uow import unit_of_work
-from controlplane.store.db import make_engine, make_session_factory
+from controlplane.store.db import make_engine, make_reader_factory, make_session_factory
 from controlplane.store.migrate import check_current
 
 
@@ -23,11 +24,14 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    # Read-only sessions: no write lock on SQLite, READ ONLY transactions on PostgreSQL.
+    read: sessionmaker[Session]
     redis: redis.Redis
     keys: Keys
     bus: Bus
     live: LiveState
     pepper: bytes
+    principals: PrincipalCache
 
     @contextmanager
     def uow(self) -> Iterator[Session]:
@@ -44,13 +48,16 @@ def build_runtime(settings: Settings) -> Runtime:
     check_current(engine)
     client = connect(settings.redis_url)
     keys = Keys(settings.redis_prefix)
+    pepper = settings.pepper_bytes()
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
+        read=make_reader_factory(engine),
         redis=client,
         keys=keys,
         bus=Bus(client, keys),
         live=LiveState(client, keys),
-        pepper=settings.pepper_bytes(),
+        pepper=pepper,
+        principals=PrincipalCache(pepper=pepper, ttl_s=settings.auth_cache_ttl_s),
     )

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from controlplane.domain.enums import KeyScope
 from controlplane.domain.errors import Forbidden, Unauthorized
 from controlplane.runtime import Runtime
-from controlplane.services.auth import Principal, authenticate
+from controlplane.services.auth import Principal, PrincipalCache, authenticate
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -33,8 +33,14 @@ def _bearer(authorization: str | None) -> str:
 
 def _principal(runtime: Runtime, authorization: str | None) -> Principal:
     secret = _bearer(authorization)
-    with runtime.sessions() as session:
-        return authenticate(session, pepper=runtime.pepper, secret=secret)
+    cache: PrincipalCache = runtime.principals
+    found = cache.get(secret)
+    if found is not None:
+        return found
+    with runtime.read() as session:
+        principal = authenticate(session, pepper=runtime.pepper, secret=secret)
+    cache.put(secret, principal)
+    return principal
 
 
 def _require(scope: KeyScope):  # type: ignore[no-untyped-def]

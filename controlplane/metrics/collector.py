@@ -26,7 +26,7 @@ class FleetCollector(Collector):
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        with self.runtime.sessions() as session:
+        with self.runtime.read() as session:
             gpus = Counter((st.gpu.model, st.state) for st in gpu_states(session))
             nodes = Counter(dict(session.execute(select(Node.status, func.count()).group_by(Node.status)).all()))
             workloads = Counter(

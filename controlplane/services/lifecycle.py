@@ -54,8 +54,11 @@ def bump_generations(session: Session, node_ids: Iterable[str]) -> dict[str, int
     rows = session.execute(
         update(Node).where(Node.id.in_(ids)).values(generation=Node.generation + 1).returning(Node.id, Node.generation)
     ).all()
-    wakeups(session).nodes.update(ids)
-    return {node_id: int(gen) for node_id, gen in rows}
+    generations = {node_id: int(gen) for node_id, gen in rows}
+    pending = wakeups(session)
+    pending.nodes.update(ids)
+    pending.generations.update(generations)
+    return generations
 
 
 def stop_allocations(session: Session, wl: Workload) -> None:

@@ -40,6 +40,7 @@ def mark_unreachable(session: Session, *, expired_node_ids: list[str], now: date
         node.status_reason = "lease expired: no report within the lease TTL"
         node.status_changed_at = now
         marked.append(node.id)
+    wakeups(session).invalidate.update(marked)  # its next report must reach SQL to make it ready
     return marked
 
 

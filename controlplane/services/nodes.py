@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from datetime import datetime
 
@@ -210,6 +212,13 @@ def current_generation(session: Session, node_id: str) -> int:
     if gen is None:
         raise Forbidden("this node no longer exists")
     return int(gen)
+
+
+def report_fingerprint(report: ReportRequest) -> str:
+    """What in a report can change SQL state: the assignments and the applied generation."""
+    statuses = sorted(s.model_dump_json() for s in report.assignments)
+    blob = json.dumps([report.applied_generation, statuses], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 _GONE = {AssignmentPhase.EXITED, AssignmentPhase.STOPPED, AssignmentPhase.REJECTED}

@@ -1,4 +1,6 @@
-"""Live node state in Redis: report dedup by (node, seq), the node lease, the latest GPU sample.
+"""Live node state in Redis: report dedup by (node, seq), the node lease, the latest GPU sample,
+and the fingerprint of the last report folded into SQL (so a report that changes nothing never
+opens a database transaction: SQL sees state changes only).
 
 One Lua script does all three atomically, so two API replicas receiving the same retried
 report cannot both accept it, and a stale report never overwrites a newer sample.
@@ -12,7 +14,7 @@ from typing import Any
 import redis
 
 from agents.protocol import GpuTelemetry
-from controlplane.bus import Keys
+from controlplane.bus import MAX_GENERATION_SCRIPT, Keys
 
 # KEYS: seq key, gpus hash, leases zset. ARGV: seq, lease expiry, node id, ttl_ms, then uuid/json pairs.
 _RECORD = """
@@ -61,6 +63,21 @@ class LiveState:
 
     def forget_node(self, node_id: str) -> None:
         self.redis.zrem(self.keys.leases, node_id)
+
+    def unchanged_report(self, node_id: str, fingerprint: str) -> int | None:
+        """The node's generation if this report says nothing SQL has not already seen, else None."""
+        stored = self.redis.hmget(self.keys.node_report(node_id), ["fingerprint", "generation"])
+        if stored[0] != fingerprint or stored[1] is None:
+            return None
+        return int(stored[1])
+
+    def remember_report(self, node_id: str, fingerprint: str, generation: int) -> None:
+        key = self.keys.node_report(node_id)
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping={"fingerprint": fingerprint})
+        pipe.eval(MAX_GENERATION_SCRIPT, 1, key, generation)
+        pipe.expire(key, 300)  # a bound on how long a wrong fingerprint could ever stick
+        pipe.execute()
 
     def gpu_samples(self, node_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Latest sample per GPU UUID for the given nodes (absent fields are simply missing)."""

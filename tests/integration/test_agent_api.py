@@ -272,3 +272,29 @@ def test_control_plane_metrics(client, runtime, site) -> None:  # type: ignore[n
     assert 'switchyard_gpus{model="NVIDIA GB300",state="free"} 4.0' in text
     assert 'switchyard_nodes{status="ready"} 1.0' in text
     assert 'switchyard_workloads{priority="on_demand",state="pending"} 1.0' in text
+
+
+def test_unchanged_reports_never_open_a_database_transaction(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import event
+
+    node = register_node(runtime, 1)
+    begins: list[int] = []
+    event.listen(runtime.engine, "begin", lambda conn: begins.append(1))
+    first = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 1), headers=node.headers)
+    assert first.json()["accepted"] and len(begins) >= 1
+    begins.clear()
+    for seq in range(2, 12):  # telemetry changes every time; the assignment state does not
+        r = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, seq), headers=node.headers)
+        assert r.json() == {"accepted": True, "duplicate": False, "generation": first.json()["generation"]}
+    assert begins == [] and runtime.live.gpu_samples([node.node_id])[node.inventory.gpus[0].uuid]["energy_mj"] == 11000
+    # A placement bumps the generation: the next report carries it without touching SQL either.
+    acme = make_tenant(runtime, "acme")
+    client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
+    run_pass(runtime, epoch=1)
+    begins.clear()
+    r = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 20), headers=node.headers)
+    assert r.json()["generation"] > first.json()["generation"] and begins == []
+    # A report whose assignments changed does reach SQL.
+    status = {"workload_id": "wl_x", "epoch": 1, "rank": 0, "phase": "running"}
+    client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 21, [status]), headers=node.headers)
+    assert begins != []

@@ -53,12 +53,18 @@ def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime:
         now=time.time(),
         lease_ttl_s=runtime.settings.lease_ttl_s,
     )
+    fingerprint = nodes.report_fingerprint(body)
+    known = runtime.live.unchanged_report(node_id, fingerprint)
     if not fresh:
-        with runtime.sessions() as session:
-            generation = nodes.current_generation(session, node_id)
-        return ReportResponse(accepted=False, duplicate=True, generation=generation)
+        if known is None:
+            with runtime.read() as session:
+                known = nodes.current_generation(session, node_id)
+        return ReportResponse(accepted=False, duplicate=True, generation=known)
+    if known is not None:
+        return ReportResponse(accepted=True, generation=known)  # nothing new for SQL
     with runtime.uow() as session:
         generation = nodes.apply_report(session, node_id=node_id, report=body)
+    runtime.live.remember_report(node_id, fingerprint, generation)
     return ReportResponse(accepted=True, generation=generation)
 
 
@@ -78,7 +84,7 @@ async def desired(
     deadline = loop.time() + min(wait, runtime.settings.watch_timeout_s)
 
     def generation() -> int:
-        with runtime.sessions() as session:
+        with runtime.read() as session:
             return nodes.current_generation(session, node_id)
 
     while True:
@@ -97,7 +103,7 @@ async def desired(
             waker.unregister(node_id, event)
 
     def state() -> DesiredState:
-        with runtime.sessions() as session:
+        with runtime.read() as session:
             return nodes.desired_state(session, node_id=node_id)
 
     return await run_in_threadpool(state)

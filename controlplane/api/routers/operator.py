@@ -34,7 +34,7 @@ Id = Annotated[str, Path(min_length=1, max_length=40)]
 
 @router.get("/sites", response_model=list[SiteOut])
 def list_sites(_: OperatorPrincipal, runtime: RuntimeDep) -> list[SiteOut]:
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         counts = dict(session.execute(select(Rack.site_id, func.count()).group_by(Rack.site_id)).all())
         return [
             SiteOut(
@@ -53,7 +53,7 @@ def list_sites(_: OperatorPrincipal, runtime: RuntimeDep) -> list[SiteOut]:
 def list_racks(
     _: OperatorPrincipal, runtime: RuntimeDep, site_id: Annotated[str | None, Query(max_length=40)] = None
 ) -> list[RackOut]:
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         registered = dict(session.execute(select(Node.rack_id, func.count()).group_by(Node.rack_id)).all())
         return [
             RackOut(
@@ -72,7 +72,7 @@ def list_racks(
 
 def _nodes(runtime: Runtime, node_ids: list[str] | None, rack_id: str | None) -> list[NodeOut]:
     now = time.time()
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         nodes = fleet.list_nodes(session, rack_id)
         if node_ids is not None:
             nodes = [n for n in nodes if n.id in node_ids]
@@ -105,7 +105,7 @@ def list_gpus(
     runtime: RuntimeDep,
     state: Annotated[str | None, Query(max_length=16)] = None,
 ) -> list[GpuOut]:
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         states = fleet.gpu_states(session)
     samples = runtime.live.gpu_samples(sorted({st.node.id for st in states}))
     return [gpu_out(st, samples.get(st.gpu.uuid)) for st in states if state is None or st.state == state]
@@ -141,14 +141,14 @@ def list_all_workloads(
     limit: Annotated[int, Query(ge=1, le=workloads.MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=40)] = None,
 ) -> WorkloadPage:
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         rows, next_cursor = workloads.list_page(session, tenant_id=None, state=state, limit=limit, cursor=cursor)
         return WorkloadPage(items=[workload_out(session, w) for w in rows], next_cursor=next_cursor)
 
 
 @router.get("/tenants", response_model=list[TenantOut])
 def list_tenants(_: OperatorPrincipal, runtime: RuntimeDep) -> list[TenantOut]:
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         rows = session.scalars(select(Tenant).order_by(Tenant.name)).all()
         return [TenantOut(id=t.id, name=t.name, created_at=t.created_at) for t in rows]
 
@@ -162,7 +162,7 @@ def create_tenant(body: TenantCreate, _: OperatorPrincipal, runtime: RuntimeDep)
 
 @router.get("/tenants/{tenant_id}/keys", response_model=list[KeyOut])
 def list_keys(tenant_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> list[KeyOut]:
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         tenant = admin.get_tenant(session, tenant_id)
         rows = session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant.id).order_by(ApiKey.id)).all()
         return [key_out(k) for k in rows]
@@ -186,4 +186,6 @@ def create_key(tenant_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: K
 @router.post("/keys/{key_id}/revoke", response_model=KeyOut)
 def revoke_key(key_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> KeyOut:
     with runtime.uow() as session:
-        return key_out(admin.revoke_api_key(session, key_id=key_id))
+        out = key_out(admin.revoke_api_key(session, key_id=key_id))
+    runtime.principals.forget_key(key_id)
+    return out

@@ -65,7 +65,7 @@ def list_workloads(
     limit: Annotated[int, Query(ge=1, le=workloads.MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=40)] = None,
 ) -> WorkloadPage:
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         rows, next_cursor = workloads.list_page(
             session, tenant_id=_tenant_id(tenant), state=state, limit=limit, cursor=cursor
         )
@@ -74,7 +74,7 @@ def list_workloads(
 
 @router.get("/workloads/{workload_id}", response_model=WorkloadOut)
 def get_workload(workload_id: WorkloadId, tenant: TenantPrincipal, runtime: RuntimeDep) -> WorkloadOut:
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         wl = workloads.get(session, tenant_id=_tenant_id(tenant), workload_id=workload_id)
         return workload_out(session, wl, history=True)
 
@@ -102,7 +102,7 @@ def read_logs(
     limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,
 ) -> Response:
     """A rank's combined stdout+stderr from ``offset``; ``X-Next-Offset`` says where to go on."""
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         piece = workloads.read_log(
             session,
             tenant_id=_tenant_id(tenant),
@@ -120,5 +120,5 @@ def read_logs(
 
 @router.get("/offerings", response_model=list[OfferingOut])
 def list_offerings(tenant: TenantPrincipal, runtime: RuntimeDep) -> list[OfferingOut]:
-    with runtime.sessions() as session:
+    with runtime.read() as session:
         return [OfferingOut(**o.__dict__) for o in fleet.offerings(session)]

@@ -23,6 +23,13 @@ from controlplane.services import placement
 log = logging.getLogger("switchyard.scheduler")
 
 
+def placement_epoch(leader_epoch: int, pass_number: int) -> int:
+    """The epoch stamped on a pass's allocations: the leader's fencing epoch in the high bits (so a
+    newer leader always outranks an older one), the pass number in the low 32 (so two placements
+    of one workload, e.g. before and after a requeue, never share an epoch)."""
+    return (leader_epoch << 32) | (pass_number & 0xFFFFFFFF)
+
+
 def run_pass(runtime: Runtime, epoch: int) -> placement.CommitResult:
     with runtime.uow() as session:
         queue = placement.pending_queue(session)
@@ -45,6 +52,7 @@ class SchedulerLoop:
         pubsub.subscribe(self.runtime.keys.scheduler_wake_channel)
         renew_every = self.settings.scheduler_lease_s / 3
         last_renew = 0.0
+        passes = 0
         try:
             while not self.stop.is_set():
                 try:
@@ -53,15 +61,16 @@ class SchedulerLoop:
                             self.stop.wait(renew_every)
                             continue
                         log.info("leading the scheduler with fencing epoch %s", self.lease.epoch)
+                        passes = 0
                         last_renew = time.monotonic()
                     elif time.monotonic() - last_renew >= renew_every:
                         if not self.lease.renew():
                             log.warning("lost the scheduler lease; standing by")
                             continue
                         last_renew = time.monotonic()
-                    epoch = self.lease.epoch
-                    assert epoch is not None
-                    result = run_pass(self.runtime, epoch)
+                    assert self.lease.epoch is not None
+                    passes += 1
+                    result = run_pass(self.runtime, placement_epoch(self.lease.epoch, passes))
                     if result.placed:
                         log.info("placed %d workloads, %d pending", result.placed, result.still_pending)
                 except IntegrityError:

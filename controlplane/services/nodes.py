@@ -273,6 +273,9 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
 
 
 def _record_rank(session: Session, alloc: Allocation, status: AssignmentStatus, now: datetime) -> bool:
+    wl = session.get(Workload, alloc.workload_id)
+    if wl is None or wl.epoch != alloc.epoch:
+        return False  # an earlier placement of a requeued workload: its ranks are gone
     rank = session.get(WorkloadRank, (alloc.workload_id, alloc.rank))
     if rank is None or rank.node_id != alloc.node_id:
         return False

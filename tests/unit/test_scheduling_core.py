@@ -134,3 +134,10 @@ def test_whole_rack_request() -> None:
     assert isinstance(d, Placement) and len(d.ranks) == 18 and len(gpus_of(d)) == 72
     [too_big] = place(fleet, [request("w", 73)])
     assert isinstance(too_big, Unplaced) and "the fleet has 72" in too_big.reason
+
+
+def test_placement_epochs_fence_by_leader_and_differ_by_pass() -> None:
+    from controlplane.processes.scheduler import placement_epoch
+
+    assert placement_epoch(2, 1) < placement_epoch(2, 2) < placement_epoch(3, 1)
+    assert placement_epoch(3, 1) > placement_epoch(2, 10**6)

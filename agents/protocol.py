@@ -37,6 +37,13 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MigDevice(_Wire):
+    uuid: Uuid
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+    memory_total_mib: float | None = None
+
+
 class GpuInventory(_Wire):
     """Static facts about one GPU, sent at registration."""
 
@@ -54,6 +61,18 @@ class GpuInventory(_Wire):
     fabric_clique_id: int | None = None
     fabric_state: str | None = Field(default=None, max_length=32)  # "completed", "in_progress", ...
     module_id: int | None = None
+    # Added for the NVML backend (issue 3); all optional so a simpler backend can leave them out.
+    pci_device_id: str | None = Field(default=None, max_length=16)  # "0x31C210DE"
+    memory_reserved_mib: float | None = None
+    module_power_limit_w: float | None = None
+    max_sm_clock_mhz: float | None = None
+    max_mem_clock_mhz: float | None = None
+    chassis_serial: str | None = Field(default=None, max_length=64)
+    slot_number: int | None = None
+    tray_index: int | None = None
+    host_id: int | None = None
+    mig_mode: bool | None = None
+    mig_devices: list[MigDevice] = Field(default_factory=list, max_length=8)
 
 
 class NodeInventory(_Wire):
@@ -62,6 +81,8 @@ class NodeInventory(_Wire):
     address: str = Field(min_length=1, max_length=253)
     backend: str = Field(max_length=16)  # "sim" | "nvml"
     driver_version: str | None = Field(default=None, max_length=32)
+    nvml_version: str | None = Field(default=None, max_length=32)
+    cuda_driver_version: int | None = None
     gpus: list[GpuInventory] = Field(max_length=64)
 
 
@@ -78,6 +99,37 @@ class RegisterResponse(_Wire):
     report_interval_s: float
     watch_timeout_s: float
     lease_ttl_s: float
+
+
+class GpuProcess(_Wire):
+    pid: int
+    used_memory_mib: float | None = None
+
+
+class GpuHealthState(StrEnum):
+    HEALTHY = "healthy"
+    # Usable, but something happened that the tenant or the operator should know about.
+    DEGRADED = "degraded"
+    # Must not receive new work until the condition clears (reset, reboot, operator).
+    UNHEALTHY = "unhealthy"
+
+
+class HealthAction(StrEnum):
+    """What NVIDIA's XID catalog says to do, as the agent's policy maps it."""
+
+    NONE = "none"
+    NOTIFY_TENANT = "notify_tenant"
+    RESET_GPU = "reset_gpu"
+    DRAIN_NODE = "drain_node"
+    REBOOT_NODE = "reboot_node"
+    DRAIN_NVLINK_PEERS = "drain_nvlink_peers"
+
+
+class XidEvent(_Wire):
+    uuid: Uuid
+    xid: int
+    at: float  # unix seconds, agent clock
+    detail: str | None = Field(default=None, max_length=500)
 
 
 class GpuTelemetry(_Wire):
@@ -99,6 +151,35 @@ class GpuTelemetry(_Wire):
     mem_clock_mhz: float | None = None
     xid_last: int | None = None
     xid_count: Count = 0  # cumulative since the agent started
+    # -- fast loop (issue 3) --
+    module_power_w: float | None = None  # GPU + CPU module (field 186/185 scopeId 1)
+    memory_reserved_mib: float | None = None
+    clock_event_reasons: int | None = None  # nvmlClocksEventReason bitmask
+    processes: list[GpuProcess] | None = None  # None: could not be read; []: none running
+    # Cumulative NVLink throughput counters (fields 138-141), KiB.
+    nvlink_tx_kib: int | None = None
+    nvlink_rx_kib: int | None = None
+    # -- slow loop: the last value read, repeated in every report --
+    ecc_volatile_sbe: int | None = None
+    ecc_volatile_dbe: int | None = None
+    ecc_aggregate_sbe: int | None = None
+    ecc_aggregate_dbe: int | None = None
+    remapped_rows_correctable: int | None = None
+    remapped_rows_uncorrectable: int | None = None
+    remapped_rows_pending: bool | None = None
+    remapped_rows_failure: bool | None = None
+    recovery_action: int | None = None  # field 230: 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, ...
+    nvlink_links_up: int | None = None
+    nvlink_links_total: int | None = None
+    nvlink_errors: int | None = None  # cumulative CRC + replay + recovery errors over all links
+    pcie_replay_count: int | None = None
+    fabric_state: str | None = Field(default=None, max_length=32)
+    fabric_healthy: bool | None = None
+    xid_counts: dict[int, int] = Field(default_factory=dict)  # cumulative by XID code
+    # -- health, as the agent's XID/ECC policy judges it --
+    health: GpuHealthState = GpuHealthState.HEALTHY
+    health_action: HealthAction = HealthAction.NONE
+    health_reasons: list[str] = Field(default_factory=list, max_length=16)
 
 
 class AssignmentPhase(StrEnum):
@@ -135,6 +216,10 @@ class ReportRequest(_Wire):
     # this reaches the generation that dropped it, so no GPU is handed over while the old
     # process may still run.
     applied_generation: int = 0
+    # XID and ECC events since the previous report, in order (issue 3).
+    xid_events: list[XidEvent] = Field(default_factory=list, max_length=1024)
+    # Sent when the node's GPU inventory changed (a GPU fell off the bus, or came back).
+    inventory: NodeInventory | None = None
 
 
 class ReportResponse(_Wire):

@@ -6,217 +6,54 @@ log shipper. The main thread only waits for SIGTERM/SIGINT, then stops the workl
 groups, sends a last report and exits 0. Every loop survives a failed call to the control
 plane: the agent's job is to keep the GPUs and the workloads in order while the control plane
 is away, and its counters are cumulative, so nothing is lost by a missed report.
+
+Before it registers, the agent stops the workload process groups a killed or crashed
+predecessor left running (``recover_orphans``), so no assignment ever runs twice on its GPUs.
+The planner lives in ``reconcile``, the files kept across restarts in ``state``, the log
+upload in ``logship``.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import os
 import random
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 from agents.client import AgentClient, ControlPlaneError, RejectedError, TransientError
 from agents.config import AgentConfig, ConfigError, load_config
 from agents.exporter import AgentCollector, MetricsServer, build_exporter
 from agents.gpu.base import GpuBackend, LoadDriver
 from agents.gpu.sim import SimBackend
+from agents.logship import LogShipper
 from agents.protocol import (
     PROTOCOL_VERSION,
-    Assignment,
-    AssignmentPhase,
     AssignmentStatus,
     DesiredState,
-    LogChunk,
-    LogUpload,
     NodeInventory,
     RegisterRequest,
     RegisterResponse,
     ReportRequest,
-    log_key,
 )
+from agents.reconcile import plan_reconcile
+from agents.runtime.orphans import stop_orphans
 from agents.runtime.processes import TERMINAL_PHASES, AssignmentKey, ProcessRunner, assignment_key
+from agents.state import (
+    FatalError,
+    FinishedLedger,
+    ProcessLedger,
+    SeqAllocator,
+    load_credential,
+    write_private_file,
+)
 
 log = logging.getLogger("agents.daemon")
 
-SEQ_BLOCK = 1000  # seqs reserved per disk write; a restart skips the unused rest of a block
-LOG_CHUNK_BYTES = 256 * 1024
-LOG_UPLOAD_BYTES = 2 * 1024 * 1024  # per request: well under the 64 chunks x 1.5 MB the wire allows
 LOG_SETTLE_TIMEOUT_S = 120.0  # give up waiting for a log ack and forget the assignment anyway
 SIM_MEMORY_SHARE = 0.85  # simulated workloads fill this share of usable memory x their utilisation
-
-
-class FatalError(Exception):
-    """The agent cannot go on (refused registration, unreadable state); the message says why."""
-
-
-# -- reconcile: a pure function of plain data -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReconcilePlan:
-    start: tuple[Assignment, ...] = ()
-    reject: tuple[tuple[Assignment, str], ...] = ()
-    stop: tuple[AssignmentKey, ...] = ()
-    forget: tuple[AssignmentKey, ...] = ()
-
-
-def plan_reconcile(
-    desired: Sequence[Assignment],
-    known: Sequence[AssignmentStatus],
-    *,
-    max_epoch_seen: int,
-    node_gpus: Collection[str],
-    admitted: Collection[AssignmentKey] = frozenset(),
-    busy_gpus: Collection[str] = frozenset(),
-    settled: Collection[AssignmentKey] = frozenset(),
-) -> ReconcilePlan:
-    """Decide what to start, refuse, stop and forget to move ``known`` towards ``desired``.
-
-    Fencing: an assignment new to this agent whose epoch is lower than the highest epoch of an
-    *earlier* desired state comes from a deposed scheduler and is refused ("stale epoch").
-    Epochs are the scheduler's leadership epoch, so assignments of different epochs live side
-    by side in one desired state; comparing only against earlier states (and never against an
-    assignment already ``admitted``) keeps legitimate older placements running.
-
-    A terminal status is kept (and reported) until the assignment has left the desired state
-    and the control plane has received that status (``settled``); an assignment that ended is
-    never restarted while it is still desired. A start waits while any of its GPUs is still
-    held by a process being stopped, so a GPU never has two owners at once.
-    """
-    known_keys = {assignment_key(status) for status in known}
-    desired_keys = {assignment_key(a) for a in desired}
-    busy = set(busy_gpus)
-    claimed: dict[str, AssignmentKey] = {}
-    start: list[Assignment] = []
-    reject: list[tuple[Assignment, str]] = []
-    for a in sorted(desired, key=lambda a: (-a.epoch, a.workload_id, a.rank)):
-        key = assignment_key(a)
-        if key in known_keys:
-            continue
-        unknown = [uuid for uuid in a.gpu_uuids if uuid not in node_gpus]
-        conflict = next((claimed[uuid] for uuid in a.gpu_uuids if uuid in claimed), None)
-        if key not in admitted and a.epoch < max_epoch_seen:
-            reject.append((a, f"stale epoch: {a.epoch} is older than epoch {max_epoch_seen} seen before"))
-        elif unknown:
-            reject.append((a, f"unknown GPU(s) on this node: {', '.join(unknown)}"))
-        elif len(set(a.gpu_uuids)) != len(a.gpu_uuids):
-            reject.append((a, "the same GPU is listed twice"))
-        elif conflict is not None:
-            reject.append((a, f"GPU conflict with workload {conflict[0]} epoch {conflict[2]} in one desired state"))
-        else:
-            claimed.update(dict.fromkeys(a.gpu_uuids, key))
-            if not busy.intersection(a.gpu_uuids):
-                start.append(a)
-    stop: list[AssignmentKey] = []
-    forget: list[AssignmentKey] = []
-    for status in known:
-        key = assignment_key(status)
-        if key in desired_keys:
-            continue
-        if status.phase not in TERMINAL_PHASES:
-            stop.append(key)
-        elif key in settled:
-            forget.append(key)
-    return ReconcilePlan(start=tuple(start), reject=tuple(reject), stop=tuple(stop), forget=tuple(forget))
-
-
-# -- state kept across restarts ------------------------------------------------------------------
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write 0600 and atomically: a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-class SeqAllocator:
-    """Report sequence numbers that strictly increase across restarts without an fsync per report.
-
-    The file holds a bound above every seq handed out: blocks of ``SEQ_BLOCK`` are reserved on
-    disk before use, and a restarted agent starts at the bound.
-    """
-
-    def __init__(self, path: Path, block: int = SEQ_BLOCK) -> None:
-        self._path = path
-        self._block = block
-        self._lock = threading.Lock()
-        try:
-            self._next = int(json.loads(path.read_text())["next"])
-        except FileNotFoundError:
-            self._next = 1
-        except (ValueError, KeyError, TypeError) as exc:
-            raise FatalError(f"{path} is corrupt ({exc}); restore it or remove the node's state") from None
-        self._limit = self._next
-
-    def next(self) -> int:
-        with self._lock:
-            if self._next >= self._limit:
-                self._limit = self._next + self._block
-                write_private_file(self._path, json.dumps({"next": self._limit}).encode())
-            seq = self._next
-            self._next += 1
-            return seq
-
-
-class FinishedLedger:
-    """Assignments that ended on their own or were refused, remembered across agent restarts.
-
-    Without it, an agent restarted before the control plane dropped a finished assignment from
-    the desired state would run that job a second time (and forget a fencing refusal).
-    """
-
-    _PHASES = frozenset({AssignmentPhase.EXITED, AssignmentPhase.REJECTED})
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        try:
-            raw = json.loads(path.read_text())
-            restored = [AssignmentStatus.model_validate(item) for item in raw]
-        except FileNotFoundError:
-            restored = []
-        except ValueError as exc:
-            raise FatalError(f"{path} is corrupt ({exc}); remove it to forget finished assignments") from None
-        self.restored = {assignment_key(status): status for status in restored}
-        self._saved = set(self.restored)
-
-    def save(self, known: Sequence[AssignmentStatus]) -> None:
-        finished = [status for status in known if status.phase in self._PHASES]
-        keys = {assignment_key(status) for status in finished}
-        if keys != self._saved:
-            body = json.dumps([status.model_dump(mode="json") for status in finished]).encode()
-            write_private_file(self._path, body)
-            self._saved = keys
-
-
-def load_credential(path: Path) -> RegisterResponse | None:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    try:
-        return RegisterResponse.model_validate_json(text)
-    except ValueError as exc:
-        raise FatalError(f"{path} is corrupt ({exc}); re-provision the node") from None
 
 
 class Backoff:
@@ -273,6 +110,23 @@ def register(
     return None
 
 
+def recover_orphans(processes: ProcessLedger, finished: FinishedLedger, *, grace_s: float) -> list[AssignmentStatus]:
+    """Stop the workload processes a killed or crashed agent left running; record why they ended.
+
+    Runs before the first reconcile: the statuses go into ``finished``, so they are reported
+    (the control plane fails those workloads with the message) and the planner never starts
+    the same (workload, rank, epoch) a second time on GPUs an orphan may still hold.
+    """
+    entries = processes.load()
+    if not entries:
+        return []
+    log.warning("the previous agent left %d workload process(es) in its ledger", len(entries))
+    statuses = stop_orphans(entries, grace_s=grace_s)
+    finished.record(statuses)
+    processes.save([])
+    return statuses
+
+
 # -- the running agent ---------------------------------------------------------------------------
 
 
@@ -314,7 +168,7 @@ class Agent:
         self._applied_generation = 0
         self._admitted: set[AssignmentKey] = set()
         self._reported_terminal: dict[AssignmentKey, float] = {}  # key -> when first reported
-        self._log_acked: dict[str, int] = {}
+        self._logs = LogShipper(client, self._node_id, runner.log_files)
         self._threads: list[threading.Thread] = []
 
     @property
@@ -344,7 +198,7 @@ class Agent:
         with self._lock:
             self._finished.save(self.known_statuses())
         self.report_once()
-        self.ship_logs()
+        self._logs.ship()
         deadline = time.monotonic() + 2.0
         for thread in self._threads:
             if thread.name != "agent-watch":  # may sit in a long poll; it is a daemon thread
@@ -488,7 +342,7 @@ class Agent:
         settled = set()
         for key, reported_at in self._reported_terminal.items():
             path = logs.get((key[0], key[1]))
-            shipped = path is None or _size(path) <= self._log_acked.get(log_key(key[0], key[1]), 0)
+            shipped = path is None or self._logs.shipped(key[0], key[1], path)
             if shipped or now - reported_at > LOG_SETTLE_TIMEOUT_S:
                 settled.add(key)
         return settled
@@ -519,48 +373,8 @@ class Agent:
         while not self._stop.wait(1.0):
             self._survive(self.ship_logs)
 
-    def ship_logs(self, max_rounds: int = 8) -> None:
-        """Send each rank's log bytes beyond what the control plane acknowledged."""
-        for _ in range(max_rounds):
-            chunks = self._next_chunks()
-            if not chunks:
-                return
-            try:
-                response = self._client.upload_logs(
-                    self._node_id, LogUpload(protocol_version=PROTOCOL_VERSION, chunks=chunks)
-                )
-            except ControlPlaneError as exc:
-                log.warning("log upload failed: %s", exc)
-                return
-            with self._lock:
-                self._log_acked.update(response.acked)
-
-    def _next_chunks(self) -> list[LogChunk]:
-        chunks: list[LogChunk] = []
-        budget = LOG_UPLOAD_BYTES
-        for wid, rank, path in self._runner.log_files():
-            with self._lock:
-                offset = self._log_acked.get(log_key(wid, rank), 0)
-            try:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    while budget > 0 and len(chunks) < 64:
-                        data = f.read(min(LOG_CHUNK_BYTES, budget))
-                        if not data:
-                            break
-                        chunks.append(
-                            LogChunk(
-                                workload_id=wid,
-                                rank=rank,
-                                offset=offset,
-                                data_b64=base64.b64encode(data).decode(),
-                            )
-                        )
-                        offset += len(data)
-                        budget -= len(data)
-            except FileNotFoundError:
-                continue
-        return chunks
+    def ship_logs(self) -> None:
+        self._logs.ship()
 
     def _survive(self, step: Callable[[], None]) -> None:
         """Run one loop iteration; a bug in it is logged with its traceback, the agent carries on."""
@@ -568,13 +382,6 @@ class Agent:
             step()
         except Exception:
             log.exception("agent loop step %s failed; continuing", getattr(step, "__name__", step))
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 # -- process entry point ---------------------------------------------------------------------------
@@ -631,13 +438,20 @@ def _run(cfg: AgentConfig, stop: threading.Event) -> int:
     try:
         seqs = SeqAllocator(cfg.state_dir / "seq.json")
         finished = FinishedLedger(cfg.state_dir / "finished.json")
+        processes = ProcessLedger(cfg.state_dir / "processes.json")
+        recover_orphans(processes, finished, grace_s=cfg.stop_grace_s)  # before registering: they hold GPUs
         registration = register(cfg, backend, client, stop)
         if registration is None:
             return 0  # stopped while waiting for the control plane
         client.set_credential(registration.credential)
         print(f"switchyard-agent node_id={registration.node_id}", flush=True)
         log.info("node %s: reporting every %.1fs", registration.node_id, registration.report_interval_s)
-        runner = ProcessRunner(cfg.state_dir / "logs", work_dir=cfg.state_dir / "work", base_env=cfg.child_env)
+        runner = ProcessRunner(
+            cfg.state_dir / "logs",
+            work_dir=cfg.state_dir / "work",
+            base_env=cfg.child_env,
+            record_live=processes.save,
+        )
         agent = Agent(
             cfg,
             registration=registration,

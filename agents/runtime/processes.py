@@ -7,7 +7,9 @@ before the control plane hands them to the next owner. (A tenant that calls ``se
 escapes this; cgroups close that gap and are a later step.)
 
 Nothing here blocks the caller: a stop sends SIGTERM and a timer escalates to SIGKILL, and one
-waiter thread per process records the exit.
+waiter thread per process records the exit. Every start and exit also goes to ``record_live``
+(the agent's process ledger), so an agent that dies without stopping its workloads finds them
+again when it restarts (see ``orphans``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agents.protocol import Assignment, AssignmentPhase, AssignmentStatus
+from agents.runtime.orphans import LiveProcess, read_start_ticks
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,7 @@ class _Run:
     log_path: Path
     status: AssignmentStatus
     proc: subprocess.Popen[bytes] | None = None
+    start_ticks: int | None = None
     stop_requested: bool = False
     stop_reason: str = ""
     timer: threading.Timer | None = None
@@ -120,13 +124,18 @@ class ProcessRunner:
         work_dir: Path | None = None,
         base_env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        record_live: Callable[[Sequence[LiveProcess]], None] | None = None,
     ) -> None:
+        """``record_live`` receives every live process group after each start and exit; it must
+        persist them (it is called from the runner's threads, never two calls at once)."""
         self._log_dir = Path(log_dir)
         self._work_dir = Path(work_dir) if work_dir is not None else None
         self._base_env = dict(base_env) if base_env is not None else inherited_env()
         self._clock = clock
         self._runs: dict[AssignmentKey, _Run] = {}
         self._cond = threading.Condition()
+        self._record_live = record_live
+        self._record_lock = threading.Lock()  # serialises record_live calls; the last one wins
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -176,11 +185,20 @@ class ProcessRunner:
             pid=proc.pid,
             started_at=now,
         )
-        run = _Run(assignment=assignment, log_path=log_path, status=status, proc=proc)
+        # The leader is our unreaped child, so its /proc entry exists until the waiter reaps it.
+        start_ticks = read_start_ticks(proc.pid)
+        run = _Run(assignment=assignment, log_path=log_path, status=status, proc=proc, start_ticks=start_ticks)
         with self._cond:
             self._runs[key] = run
         threading.Thread(target=self._wait_for_exit, args=(key, run), name=f"wait-{proc.pid}", daemon=True).start()
         log.info("started %s rank %d epoch %d as pid %d", *key, proc.pid)
+        try:
+            self._save_live()
+        except OSError as exc:
+            # Unrecorded, it would outlive an agent crash unseen and its GPUs be handed out twice.
+            log.exception("cannot record pid %d in the process ledger; stopping it", proc.pid)
+            with self._cond:
+                self._request_stop(run, 0.0, f"cannot record the process in the agent's state dir: {exc}")
         return status
 
     def reject(self, assignment: Assignment, message: str, *, log_path: Path | None = None) -> AssignmentStatus:
@@ -269,7 +287,29 @@ class ProcessRunner:
             seen = {(run.assignment.workload_id, run.assignment.rank): run.log_path for run in self._runs.values()}
         return [(wid, rank, path) for (wid, rank), path in sorted(seen.items())]
 
+    def live_processes(self) -> list[LiveProcess]:
+        """Process groups started and not yet reaped: what ``record_live`` persists."""
+        with self._cond:
+            return [
+                LiveProcess(
+                    workload_id=wid,
+                    rank=rank,
+                    epoch=epoch,
+                    pid=run.proc.pid,
+                    start_ticks=run.start_ticks,
+                    started_at=run.status.started_at,
+                )
+                for (wid, rank, epoch), run in sorted(self._runs.items())
+                if run.proc is not None and run.status.phase not in TERMINAL_PHASES
+            ]
+
     # -- internals ----------------------------------------------------------------------------
+
+    def _save_live(self) -> None:
+        if self._record_live is None:
+            return
+        with self._record_lock:  # snapshot and write together, so an older snapshot never lands last
+            self._record_live(self.live_processes())
 
     def _request_stop(self, run: _Run, grace_s: float, reason: str) -> None:
         if run.proc is None or run.stop_requested or run.status.phase in TERMINAL_PHASES:
@@ -308,6 +348,11 @@ class ProcessRunner:
             )
             self._cond.notify_all()
         log.info("%s rank %d epoch %d: %s", *key, message)
+        try:
+            self._save_live()
+        except OSError:
+            # A stale entry is harmless: a restarted agent finds the pid gone (or reused) and skips it.
+            log.exception("cannot remove pid %d from the process ledger", proc.pid)
 
 
 def _alive(run: _Run) -> bool:

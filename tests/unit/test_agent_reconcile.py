@@ -1,15 +1,9 @@
-"""The agent's reconcile decision as a pure function of plain objects, and the state it persists."""
+"""The agent's reconcile decision as a pure function of plain objects."""
 
 from __future__ import annotations
 
-import json
-import stat
-from pathlib import Path
-
-import pytest
-
-from agents.daemon import FatalError, SeqAllocator, load_credential, plan_reconcile, write_private_file
-from agents.protocol import Assignment, AssignmentPhase, AssignmentStatus, RegisterResponse
+from agents.protocol import Assignment, AssignmentPhase, AssignmentStatus
+from agents.reconcile import plan_reconcile
 
 NODE_GPUS = ["GPU-0", "GPU-1", "GPU-2", "GPU-3"]
 
@@ -118,41 +112,3 @@ def test_rejected_assignments_stay_rejected_while_desired() -> None:
     rejected = have("x", 1, AssignmentPhase.REJECTED)
     plan = plan_reconcile([want("x", 1, ["GPU-9"])], [rejected], max_epoch_seen=0, node_gpus=NODE_GPUS)
     assert plan == type(plan)()
-
-
-# -- persisted agent state -----------------------------------------------------------------------
-
-
-def test_sequence_numbers_strictly_increase_across_restarts(tmp_path: Path) -> None:
-    path = tmp_path / "seq.json"
-    first = SeqAllocator(path, block=10)
-    a = [first.next() for _ in range(25)]
-    assert a == list(range(1, 26))
-    second = SeqAllocator(path, block=10)  # a restart (or a crash) after seq 25
-    b = [second.next() for _ in range(3)]
-    assert b[0] > a[-1] and b == sorted(b)
-    assert json.loads(path.read_text())["next"] >= b[-1]
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-def test_corrupt_sequence_file_is_fatal(tmp_path: Path) -> None:
-    path = tmp_path / "seq.json"
-    path.write_text("{not json")
-    with pytest.raises(FatalError, match="corrupt"):
-        SeqAllocator(path)
-
-
-def test_credential_file_is_private_and_round_trips(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "credential.json"
-    response = RegisterResponse(
-        node_id="node-1",
-        credential="sy_node_secret",
-        report_interval_s=5.0,
-        watch_timeout_s=25.0,
-        lease_ttl_s=30.0,
-    )
-    assert load_credential(path) is None
-    write_private_file(path, response.model_dump_json().encode())
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_credential(path) == response
-    assert [p.name for p in path.parent.iterdir()] == ["credential.json"]  # no temp file left

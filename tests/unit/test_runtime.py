@@ -7,12 +7,13 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from agents.protocol import Assignment, AssignmentPhase, AssignmentStatus
+from agents.runtime.orphans import LiveProcess, read_start_ticks
 from agents.runtime.processes import ProcessRunner, inherited_env
 
 GPUS = ["GPU-aaaa", "GPU-bbbb"]
@@ -225,3 +226,32 @@ def test_stop_all_and_forget(runner: ProcessRunner) -> None:
     assert runner.active_assignments() == []
     runner.forget(("wl-1", 1, 3))
     assert [s.workload_id for s in runner.poll()] == ["wl-2"]
+
+
+def test_live_processes_are_recorded_on_start_and_removed_on_exit(tmp_path: Path) -> None:
+    records: list[list[LiveProcess]] = []
+    runner = ProcessRunner(tmp_path / "logs", record_live=lambda live: records.append(list(live)))
+    status = runner.start(assignment("import time; time.sleep(60)"))
+    assert status.pid is not None
+    [entry] = records[-1]
+    assert (entry.workload_id, entry.rank, entry.epoch, entry.pid) == ("wl-1", 1, 3, status.pid)
+    assert entry.start_ticks == read_start_ticks(status.pid) and entry.started_at == status.started_at
+    runner.stop_all(grace_s=5.0)
+    assert runner.wait_idle(10.0)
+    deadline = time.monotonic() + 10  # the waiter thread records the exit just after the status
+    while records[-1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert runner.live_processes() == []
+
+
+def test_a_process_that_cannot_be_recorded_is_stopped(tmp_path: Path) -> None:
+    def full_disk(live: Sequence[LiveProcess]) -> None:
+        if live:
+            raise OSError(28, "No space left on device")
+
+    runner = ProcessRunner(tmp_path / "logs", record_live=full_disk)
+    runner.start(assignment("import time; time.sleep(60)"))
+    status = wait_for(runner, ended)
+    assert status.phase is AssignmentPhase.STOPPED
+    assert (status.message or "").startswith("cannot record the process in the agent's state dir")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -124,7 +124,8 @@ class GpuOut(BaseModel):
     workload_id: str | None
     health: str
     memory_total_mib: int
-    telemetry: dict[str, float | int | str] | None
+    # The latest sample the agent reported (fields it could not read are absent), plus "at".
+    telemetry: dict[str, Any] | None
 
 
 class NodeOut(BaseModel):

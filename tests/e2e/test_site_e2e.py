@@ -239,3 +239,45 @@ def test_cancel_stops_the_processes_and_frees_the_gpus(site: Site) -> None:
     got = http.get(f"/v1/workloads/{wl}", headers=tenant).json()
     assert got["state"] == "cancelled" and got["allocation"]["released"] is True
     assert {r["phase"] for r in got["allocation"]["ranks"]} == {"stopped"}
+
+
+def test_agent_killed_and_restarted_never_runs_a_rank_twice(site: Site) -> None:
+    import signal
+
+    tenant = {"Authorization": f"Bearer {site.env['TENANT_KEY']}"}
+    ops = {"Authorization": f"Bearer {site.env['OPS_KEY']}"}
+    http = httpx.Client(base_url=site.url, timeout=10)
+    nodes = wait_for(
+        lambda: len(r := http.get("/v1/operator/nodes", headers=ops).json()) == NODES and r,
+        timeout=60,
+        site=site,
+        what="agents to register",
+    )
+    body = {"name": "victim", "gpus": 4, "env": {"JOB": "victim"}, "command": [sys.executable, "-c", CHECK_ENV, "600"]}
+    wl = http.post("/v1/workloads", json=body, headers=tenant).json()["id"]
+    got = wait_for(
+        lambda: (w := http.get(f"/v1/workloads/{wl}", headers=tenant).json())["state"] == "running" and w,
+        timeout=30,
+        site=site,
+        what="the workload to run",
+    )
+    hostname = {n["id"]: n["hostname"] for n in nodes}[got["allocation"]["ranks"][0]["node_id"]]
+    agent = f"agent-{int(hostname.removeprefix('tray'))}"
+    argv = site.processes[agent].args[3:]  # the same command line, without the interpreter prefix
+    site.stop(agent, sig=signal.SIGKILL)  # its workload process keeps running, orphaned
+    site.start(agent, *argv)  # the saved credential is reused; no bootstrap token needed
+
+    def ended() -> dict | None:
+        w = http.get(f"/v1/workloads/{wl}", headers=tenant).json()
+        return w if w["state"] in ("failed", "succeeded", "cancelled") else None
+
+    done = wait_for(ended, timeout=60, site=site, what="the orphaned rank to be reported")
+    assert done["state"] == "failed" and "agent restarted" in done["reason"], done
+
+    def all_free() -> bool:
+        return all(g["state"] == "free" for g in http.get("/v1/operator/gpus", headers=ops).json())
+
+    wait_for(all_free, timeout=30, site=site, what="the GPUs to be free")
+    # The restarted agent did not start the rank again: the log has exactly one start line.
+    text = http.get(f"/v1/workloads/{wl}/logs", headers=tenant).text
+    assert text.count("job=victim") == 1, text

@@ -42,7 +42,18 @@ def _report(node, seq: int, assignments=(), applied: int = 0) -> dict:  # type: 
         "seq": seq,
         "sent_at": time.time(),
         "gpus": [
-            {"uuid": g.uuid, "index": g.index, "power_w": 180.0, "energy_mj": 1000 * seq} for g in node.inventory.gpus
+            {
+                "uuid": g.uuid,
+                "index": g.index,
+                "power_w": 180.0,
+                "energy_mj": 1000 * seq,
+                "processes": [{"pid": 4242, "used_memory_mib": 1024.0}],
+                "xid_counts": {"13": 1},
+                "remapped_rows_pending": False,
+                "health": "degraded",
+                "health_reasons": ["XID 13: graphics engine exception"],
+            }
+            for g in node.inventory.gpus
         ],
         "assignments": list(assignments),
         "applied_generation": applied,

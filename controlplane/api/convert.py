@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
+from fastapi import Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -16,9 +18,28 @@ from controlplane.api.schemas import (
     NodeOut,
     RankOut,
     WorkloadOut,
+    WorkloadPage,
 )
+from controlplane.domain.enums import WorkloadState
+from controlplane.services import workloads
 from controlplane.services.fleet import GpuState
 from controlplane.store.models import Allocation, ApiKey, Gpu, Node, Workload, WorkloadEvent, WorkloadRank
+
+
+@dataclass(frozen=True)
+class WorkloadQuery:
+    """The list filters both audiences use; FastAPI reads them from the query string."""
+
+    state: WorkloadState | None = None
+    limit: Annotated[int, Query(ge=1, le=workloads.MAX_PAGE)] = 50
+    cursor: Annotated[str | None, Query(max_length=40)] = None
+
+
+def workload_page(session: Session, *, tenant_id: str | None, query: WorkloadQuery) -> WorkloadPage:
+    rows, next_cursor = workloads.list_page(
+        session, tenant_id=tenant_id, state=query.state, limit=query.limit, cursor=query.cursor
+    )
+    return WorkloadPage(items=[workload_out(session, w) for w in rows], next_cursor=next_cursor)
 
 
 def workload_out(session: Session, wl: Workload, *, history: bool = False) -> WorkloadOut:

@@ -81,3 +81,21 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, site: Site | None 
                 return last
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value: {last!r}")
+
+
+def registered_nodes(http: httpx.Client, ops: dict[str, str], count: int, site: Site) -> list[dict[str, Any]]:
+    def ready() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = http.get("/v1/operator/nodes", headers=ops).json()
+        return found if len(found) == count else None
+
+    nodes: list[dict[str, Any]] = wait_for(ready, timeout=60, site=site, what=f"{count} agents to register")
+    return nodes
+
+
+def wait_all_gpus_free(http: httpx.Client, ops: dict[str, str], site: Site) -> list[dict[str, Any]]:
+    def all_free() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = http.get("/v1/operator/gpus", headers=ops).json()
+        return found if all(g["state"] == "free" for g in found) else None
+
+    gpus: list[dict[str, Any]] = wait_for(all_free, timeout=30, site=site, what="every GPU free")
+    return gpus

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import Site, free_port, wait_for
+from harness import Site, free_port, registered_nodes, wait_all_gpus_free, wait_for
 
 NODES = 6
 
@@ -123,12 +123,7 @@ def test_tenant_workloads_run_on_one_node_and_one_domain(site: Site) -> None:
     tenant = {"Authorization": f"Bearer {site.env['TENANT_KEY']}"}
     ops = {"Authorization": f"Bearer {site.env['OPS_KEY']}"}
     http = httpx.Client(base_url=site.url, timeout=10)
-    nodes = wait_for(
-        lambda: len(r := http.get("/v1/operator/nodes", headers=ops).json()) == NODES and r,
-        timeout=60,
-        site=site,
-        what="agents to register",
-    )
+    nodes = registered_nodes(http, ops, NODES, site)
     assert {n["nvlink_domain"] for n in nodes} != {None} and len({n["nvlink_domain"] for n in nodes}) == 1
 
     def submit(gpus: int, job: str) -> str:
@@ -177,11 +172,7 @@ def test_tenant_workloads_run_on_one_node_and_one_domain(site: Site) -> None:
         assert f"rank={r['rank']} world=4" in text and ",".join(r["gpu_uuids"]) in text and "job=large" in text
 
     # The GPUs are free again, and live telemetry is flowing.
-    def all_free() -> list[dict] | None:
-        found = http.get("/v1/operator/gpus", headers=ops).json()
-        return found if all(g["state"] == "free" for g in found) else None
-
-    gpus = wait_for(all_free, timeout=20, site=site, what="every GPU free")
+    gpus = wait_all_gpus_free(http, ops, site)
     assert len(gpus) == NODES * 4
     assert all(g["telemetry"] and g["telemetry"]["power_w"] > 100 for g in gpus)
 
@@ -189,12 +180,7 @@ def test_tenant_workloads_run_on_one_node_and_one_domain(site: Site) -> None:
 def test_killed_agent_makes_its_node_unreachable(site: Site) -> None:
     ops = {"Authorization": f"Bearer {site.env['OPS_KEY']}"}
     http = httpx.Client(base_url=site.url, timeout=10)
-    wait_for(
-        lambda: len(http.get("/v1/operator/nodes", headers=ops).json()) == NODES,
-        timeout=60,
-        site=site,
-        what="agents to register",
-    )
+    registered_nodes(http, ops, NODES, site)
     import signal
 
     site.stop("agent-3", sig=signal.SIGKILL)
@@ -215,12 +201,7 @@ def test_cancel_stops_the_processes_and_frees_the_gpus(site: Site) -> None:
     tenant = {"Authorization": f"Bearer {site.env['TENANT_KEY']}"}
     ops = {"Authorization": f"Bearer {site.env['OPS_KEY']}"}
     http = httpx.Client(base_url=site.url, timeout=10)
-    wait_for(
-        lambda: len(http.get("/v1/operator/nodes", headers=ops).json()) == NODES,
-        timeout=60,
-        site=site,
-        what="agents to register",
-    )
+    registered_nodes(http, ops, NODES, site)
     body = {"name": "long", "gpus": 8, "env": {"JOB": "long"}, "command": [sys.executable, "-c", CHECK_ENV, "600"]}
     wl = http.post("/v1/workloads", json=body, headers=tenant).json()["id"]
     wait_for(
@@ -232,10 +213,7 @@ def test_cancel_stops_the_processes_and_frees_the_gpus(site: Site) -> None:
     r = http.post(f"/v1/workloads/{wl}/cancel", json={"reason": "done early"}, headers=tenant)
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
 
-    def all_free() -> bool:
-        return all(g["state"] == "free" for g in http.get("/v1/operator/gpus", headers=ops).json())
-
-    wait_for(all_free, timeout=30, site=site, what="the cancelled workload's GPUs to be free")
+    wait_all_gpus_free(http, ops, site)
     got = http.get(f"/v1/workloads/{wl}", headers=tenant).json()
     assert got["state"] == "cancelled" and got["allocation"]["released"] is True
     assert {r["phase"] for r in got["allocation"]["ranks"]} == {"stopped"}
@@ -247,12 +225,7 @@ def test_agent_killed_and_restarted_never_runs_a_rank_twice(site: Site) -> None:
     tenant = {"Authorization": f"Bearer {site.env['TENANT_KEY']}"}
     ops = {"Authorization": f"Bearer {site.env['OPS_KEY']}"}
     http = httpx.Client(base_url=site.url, timeout=10)
-    nodes = wait_for(
-        lambda: len(r := http.get("/v1/operator/nodes", headers=ops).json()) == NODES and r,
-        timeout=60,
-        site=site,
-        what="agents to register",
-    )
+    nodes = registered_nodes(http, ops, NODES, site)
     body = {"name": "victim", "gpus": 4, "env": {"JOB": "victim"}, "command": [sys.executable, "-c", CHECK_ENV, "600"]}
     wl = http.post("/v1/workloads", json=body, headers=tenant).json()["id"]
     got = wait_for(
@@ -274,10 +247,7 @@ def test_agent_killed_and_restarted_never_runs_a_rank_twice(site: Site) -> None:
     done = wait_for(ended, timeout=60, site=site, what="the orphaned rank to be reported")
     assert done["state"] == "failed" and "agent restarted" in done["reason"], done
 
-    def all_free() -> bool:
-        return all(g["state"] == "free" for g in http.get("/v1/operator/gpus", headers=ops).json())
-
-    wait_for(all_free, timeout=30, site=site, what="the GPUs to be free")
+    wait_all_gpus_free(http, ops, site)
     # The restarted agent did not start the rank again: the log has exactly one start line.
     text = http.get(f"/v1/workloads/{wl}/logs", headers=tenant).text
     assert text.count("job=victim") == 1, text

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import func, select
 
-from controlplane.api.convert import gpu_out, key_out, node_out, workload_out
+from controlplane.api.convert import WorkloadQuery, gpu_out, key_out, node_out, workload_page
 from controlplane.api.deps import OperatorPrincipal, RuntimeDep
 from controlplane.api.schemas import (
     CordonRequest,
@@ -22,10 +22,10 @@ from controlplane.api.schemas import (
     TenantOut,
     WorkloadPage,
 )
-from controlplane.domain.enums import KeyScope, WorkloadState
+from controlplane.domain.enums import KeyScope
 from controlplane.domain.errors import NotFound
 from controlplane.runtime import Runtime
-from controlplane.services import admin, fleet, workloads
+from controlplane.services import admin, fleet
 from controlplane.store.models import ApiKey, Node, Rack, Tenant
 
 router = APIRouter(prefix="/operator", tags=["operator"])
@@ -135,15 +135,10 @@ def uncordon(node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> NodeOut:
 
 @router.get("/workloads", response_model=WorkloadPage)
 def list_all_workloads(
-    _: OperatorPrincipal,
-    runtime: RuntimeDep,
-    state: WorkloadState | None = None,
-    limit: Annotated[int, Query(ge=1, le=workloads.MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    _: OperatorPrincipal, runtime: RuntimeDep, query: Annotated[WorkloadQuery, Depends()]
 ) -> WorkloadPage:
     with runtime.read() as session:
-        rows, next_cursor = workloads.list_page(session, tenant_id=None, state=state, limit=limit, cursor=cursor)
-        return WorkloadPage(items=[workload_out(session, w) for w in rows], next_cursor=next_cursor)
+        return workload_page(session, tenant_id=None, query=query)
 
 
 @router.get("/tenants", response_model=list[TenantOut])

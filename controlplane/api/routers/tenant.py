@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
-from controlplane.api.convert import workload_out
+from controlplane.api.convert import WorkloadQuery, workload_out, workload_page
 from controlplane.api.deps import IdempotencyKey, RuntimeDep, TenantPrincipal
 from controlplane.api.schemas import CancelRequest, OfferingOut, WorkloadCreate, WorkloadOut, WorkloadPage
-from controlplane.domain.enums import NvlinkPolicy, PriorityClass, WorkloadState
+from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.specs import WorkloadSpec
 from controlplane.services import fleet, workloads
 
@@ -59,17 +59,10 @@ def create_workload(
 
 @router.get("/workloads", response_model=WorkloadPage)
 def list_workloads(
-    tenant: TenantPrincipal,
-    runtime: RuntimeDep,
-    state: WorkloadState | None = None,
-    limit: Annotated[int, Query(ge=1, le=workloads.MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    tenant: TenantPrincipal, runtime: RuntimeDep, query: Annotated[WorkloadQuery, Depends()]
 ) -> WorkloadPage:
     with runtime.read() as session:
-        rows, next_cursor = workloads.list_page(
-            session, tenant_id=_tenant_id(tenant), state=state, limit=limit, cursor=cursor
-        )
-        return WorkloadPage(items=[workload_out(session, w) for w in rows], next_cursor=next_cursor)
+        return workload_page(session, tenant_id=_tenant_id(tenant), query=query)
 
 
 @router.get("/workloads/{workload_id}", response_model=WorkloadOut)

@@ -20,6 +20,10 @@ class Keys:
     def node_gpus(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}:gpus"
 
+    def node_energy(self, node_id: str) -> str:
+        """Hash: per GPU, the last energy counter seen and the energy accumulated from it."""
+        return f"{self.prefix}:node:{node_id}:energy"
+
     def node_report(self, node_id: str) -> str:
         """Hash: the fingerprint of the last report folded into SQL, and the node's generation."""
         return f"{self.prefix}:node:{node_id}:report"

@@ -23,6 +23,7 @@ from controlplane.api.schemas import (
 from controlplane.domain.enums import WorkloadState
 from controlplane.services import workloads
 from controlplane.services.fleet import GpuState
+from controlplane.services.telemetry import EnergyCount
 from controlplane.store.models import Allocation, ApiKey, Gpu, Node, Workload, WorkloadEvent, WorkloadRank
 
 
@@ -114,7 +115,7 @@ def _history(session: Session, wl: Workload) -> list[EventOut]:
     ]
 
 
-def gpu_out(st: GpuState, telemetry: dict[str, Any] | None) -> GpuOut:
+def gpu_out(st: GpuState, telemetry: dict[str, Any] | None, energy: EnergyCount | None = None) -> GpuOut:
     return GpuOut(
         id=st.gpu.id,
         uuid=st.gpu.uuid,
@@ -127,6 +128,7 @@ def gpu_out(st: GpuState, telemetry: dict[str, Any] | None) -> GpuOut:
         health=st.gpu.health,
         memory_total_mib=st.gpu.memory_total_mib,
         telemetry=telemetry,
+        energy_mj_total=energy.total_mj if energy else None,
     )
 
 

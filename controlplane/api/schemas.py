@@ -126,6 +126,8 @@ class GpuOut(BaseModel):
     memory_total_mib: int
     # The latest sample the agent reported (fields it could not read are absent), plus "at".
     telemetry: dict[str, Any] | None
+    # Energy counted since the control plane first heard of the GPU (counter deltas, resets handled).
+    energy_mj_total: int | None = None
 
 
 class NodeOut(BaseModel):

@@ -9,6 +9,7 @@ report cannot both accept it, and a stale report never overwrites a newer sample
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -16,7 +17,12 @@ import redis
 from agents.protocol import GpuTelemetry
 from controlplane.bus import MAX_GENERATION_SCRIPT, Keys
 
-# KEYS: seq key, gpus hash, leases zset. ARGV: seq, lease expiry, node id, ttl_ms, then uuid/json pairs.
+# KEYS: seq key, gpus hash, leases zset, energy hash.
+# ARGV: seq, lease expiry, node id, ttl_ms, then triples (uuid, sample json, energy mJ or "").
+# Energy: the counter is cumulative since driver load, so the total grows by each positive
+# delta; a counter that went backwards was reset (driver reload, GPU reset) and restarted at 0,
+# so its whole new value is new energy. A report's seq is checked first, so a retried or
+# replayed report never adds its delta twice.
 _RECORD = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local seq = tonumber(ARGV[1])
@@ -25,12 +31,35 @@ if seq <= last then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1])
-for i = 5, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+for i = 5, #ARGV, 3 do
+  local uuid = ARGV[i]
+  redis.call('HSET', KEYS[2], uuid, ARGV[i + 1])
+  if ARGV[i + 2] ~= '' then
+    local now = tonumber(ARGV[i + 2])
+    local prev = redis.call('HGET', KEYS[4], uuid .. ':last')
+    if prev then
+      local delta = now - tonumber(prev)
+      if delta < 0 then
+        delta = now
+        redis.call('HINCRBY', KEYS[4], uuid .. ':resets', 1)
+      end
+      redis.call('HINCRBY', KEYS[4], uuid .. ':total', delta)
+    end
+    redis.call('HSET', KEYS[4], uuid .. ':last', ARGV[i + 2])
+  end
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """
+
+
+@dataclass(frozen=True)
+class EnergyCount:
+    """Energy a GPU used since the control plane first heard of it, from its cumulative counter."""
+
+    total_mj: int
+    last_counter_mj: int
+    resets: int
 
 
 class LiveState:
@@ -47,8 +76,14 @@ class LiveState:
         for gpu in gpus:
             sample = gpu.model_dump(exclude_none=True)
             sample["at"] = now
-            args += [gpu.uuid, json.dumps(sample, separators=(",", ":"))]
-        keys = [self.keys.node_seq(node_id), self.keys.node_gpus(node_id), self.keys.leases]
+            energy = "" if gpu.energy_mj is None else str(gpu.energy_mj)
+            args += [gpu.uuid, json.dumps(sample, separators=(",", ":")), energy]
+        keys = [
+            self.keys.node_seq(node_id),
+            self.keys.node_gpus(node_id),
+            self.keys.leases,
+            self.keys.node_energy(node_id),
+        ]
         return bool(self._record(keys=keys, args=args))
 
     def renew_lease(self, *, node_id: str, now: float, lease_ttl_s: float) -> None:
@@ -63,6 +98,22 @@ class LiveState:
 
     def forget_node(self, node_id: str) -> None:
         self.redis.zrem(self.keys.leases, node_id)
+
+    def energy(self, node_ids: list[str]) -> dict[str, EnergyCount]:
+        """Energy per GPU UUID for the given nodes."""
+        pipe = self.redis.pipeline(transaction=False)
+        for node_id in node_ids:
+            pipe.hgetall(self.keys.node_energy(node_id))
+        out: dict[str, EnergyCount] = {}
+        for found in pipe.execute():
+            raw = {str(k): str(v) for k, v in found.items()}
+            for uuid in {k.rsplit(":", 1)[0] for k in raw}:
+                out[uuid] = EnergyCount(
+                    total_mj=int(raw.get(f"{uuid}:total", 0)),
+                    last_counter_mj=int(raw.get(f"{uuid}:last", 0)),
+                    resets=int(raw.get(f"{uuid}:resets", 0)),
+                )
+        return out
 
     def unchanged_report(self, node_id: str, fingerprint: str) -> int | None:
         """The node's generation if this report says nothing SQL has not already seen, else None."""

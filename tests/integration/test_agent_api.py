@@ -309,3 +309,25 @@ def test_unchanged_reports_never_open_a_database_transaction(client, runtime, si
     status = {"workload_id": "wl_x", "epoch": 1, "rank": 0, "phase": "running"}
     client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 21, [status]), headers=node.headers)
     assert begins != []
+
+
+def test_energy_accumulates_from_counters_across_resets_and_duplicates(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    node = register_node(runtime, 1)
+    uuid = node.inventory.gpus[0].uuid
+
+    def send(seq: int, energy: int) -> None:
+        body = _report(node, seq)
+        body["gpus"] = [{"uuid": uuid, "index": 0, "energy_mj": energy}]
+        assert (
+            client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=body, headers=node.headers).status_code == 200
+        )
+
+    send(1, 1_000_000)  # baseline: energy before we knew the GPU is not ours to count
+    send(2, 1_400_000)
+    send(2, 1_400_000)  # a retry: counted once
+    send(3, 1_900_000)
+    send(4, 300_000)  # the driver reloaded: the counter restarted from 0
+    send(5, 350_000)
+    count = runtime.live.energy([node.node_id])[uuid]
+    assert count.total_mj == 400_000 + 500_000 + 300_000 + 50_000
+    assert count.resets == 1 and count.last_counter_mj == 350_000

@@ -77,10 +77,11 @@ def _nodes(runtime: Runtime, node_ids: list[str] | None, rack_id: str | None) ->
         if node_ids is not None:
             nodes = [n for n in nodes if n.id in node_ids]
         states = fleet.gpu_states(session)
-    samples = runtime.live.gpu_samples([n.id for n in nodes])
+    node_ids = [n.id for n in nodes]
+    samples, energy = runtime.live.gpu_samples(node_ids), runtime.live.energy(node_ids)
     by_node: dict[str, list[GpuOut]] = {}
     for st in states:
-        by_node.setdefault(st.node.id, []).append(gpu_out(st, samples.get(st.gpu.uuid)))
+        by_node.setdefault(st.node.id, []).append(gpu_out(st, samples.get(st.gpu.uuid), energy.get(st.gpu.uuid)))
     return [node_out(n, by_node.get(n.id, []), lease_alive=runtime.live.lease_alive(n.id, now=now)) for n in nodes]
 
 
@@ -107,8 +108,13 @@ def list_gpus(
 ) -> list[GpuOut]:
     with runtime.read() as session:
         states = fleet.gpu_states(session)
-    samples = runtime.live.gpu_samples(sorted({st.node.id for st in states}))
-    return [gpu_out(st, samples.get(st.gpu.uuid)) for st in states if state is None or st.state == state]
+    node_ids = sorted({st.node.id for st in states})
+    samples, energy = runtime.live.gpu_samples(node_ids), runtime.live.energy(node_ids)
+    return [
+        gpu_out(st, samples.get(st.gpu.uuid), energy.get(st.gpu.uuid))
+        for st in states
+        if state is None or st.state == state
+    ]
 
 
 @router.post("/nodes/{node_id}/cordon", response_model=NodeOut)

@@ -40,4 +40,9 @@ if ! psql "$pg_url" -qtAc 'select 1' >/dev/null 2>&1; then
   as_root su postgres -c "createdb $db" 2>/dev/null || true
 fi
 psql "$pg_url" -qtAc 'select 1' >/dev/null || { echo "cannot connect to $pg_url" >&2; exit 1; }
-echo "services: PostgreSQL and Redis are up"
+# promtool validates the agent's /metrics in the exporter tests.
+if ! command -v promtool >/dev/null; then
+  as_root apt-get update -qq && as_root apt-get install -y -qq prometheus >/dev/null
+fi
+command -v promtool >/dev/null || { echo "promtool is not installed" >&2; exit 1; }
+echo "services: PostgreSQL, Redis and promtool are ready"

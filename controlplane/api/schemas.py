@@ -123,11 +123,21 @@ class GpuOut(BaseModel):
     state: str
     workload_id: str | None
     health: str
+    health_action: str
+    health_reason: str
+    present: bool
     memory_total_mib: int
     # The latest sample the agent reported (fields it could not read are absent), plus "at".
     telemetry: dict[str, Any] | None
     # Energy counted since the control plane first heard of the GPU (counter deltas, resets handled).
     energy_mj_total: int | None = None
+
+
+class GpuEventOut(BaseModel):
+    kind: str  # xid | health | lost | found
+    xid: int | None
+    detail: str
+    at: datetime
 
 
 class NodeOut(BaseModel):

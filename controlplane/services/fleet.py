@@ -58,7 +58,7 @@ def _state(gpu: Gpu, node: Node, alloc: Allocation | None) -> str:
         return "releasing" if alloc.stop_generation is not None else "allocated"
     if node.status != NodeStatus.READY.value:
         return "unreachable"
-    if gpu.health != "healthy":
+    if gpu.health == "unhealthy":
         return "faulty"
     if node.cordoned:
         return "cordoned"

@@ -27,7 +27,7 @@ from controlplane.domain.enums import KeyScope, NodeStatus, WorkloadState
 from controlplane.domain.errors import Conflict, Forbidden, InvalidRequest, Unauthorized, UnsupportedProtocol
 from controlplane.domain.ids import new_id
 from controlplane.domain.workload import is_terminal
-from controlplane.services import admin, lifecycle
+from controlplane.services import admin, gpu_state, lifecycle
 from controlplane.services.uow import wakeups
 from controlplane.services.workloads import decode_chunk
 from controlplane.store.models import (
@@ -50,22 +50,6 @@ def check_protocol(version: int) -> None:
         raise UnsupportedProtocol(
             f"agent protocol version {version} is not supported; this control plane speaks {PROTOCOL_VERSION}"
         )
-
-
-def nvlink_domain(inventory: NodeInventory) -> str | None:
-    """The node's NVLink domain, as NVIDIA's feature discovery labels it: all GPUs must agree
-    on clusterUuid.cliqueId and have a completed fabric, else the node has none."""
-    ids = {
-        (g.fabric_cluster_uuid, g.fabric_clique_id)
-        for g in inventory.gpus
-        if g.fabric_cluster_uuid and g.fabric_clique_id is not None and (g.fabric_state or "") == "completed"
-    }
-    if len(ids) != 1 or len(inventory.gpus) == 0:
-        return None
-    if any((g.fabric_state or "") != "completed" for g in inventory.gpus):
-        return None
-    cluster, clique = ids.pop()
-    return f"{cluster}.{clique}"
 
 
 def register(
@@ -111,7 +95,7 @@ def register(
         driver_version=inv.driver_version,
         status=NodeStatus.READY.value,
         status_reason="registered",
-        nvlink_domain=nvlink_domain(inv),
+        nvlink_domain=gpu_state.nvlink_domain(inv),
         registered_at=now,
         status_changed_at=now,
         generation=1,
@@ -119,22 +103,7 @@ def register(
     session.add(node)
     session.flush()
     for g in inv.gpus:
-        session.add(
-            Gpu(
-                id=new_id("gpu"),
-                node_id=node.id,
-                index=g.index,
-                uuid=g.uuid,
-                model=g.name,
-                serial=g.serial,
-                pci_bus_id=g.pci_bus_id,
-                memory_total_mib=g.memory_total_mib,
-                power_limit_w=g.power_limit_default_w,
-                fabric_cluster_uuid=g.fabric_cluster_uuid,
-                fabric_clique_id=g.fabric_clique_id,
-                fabric_state=g.fabric_state,
-            )
-        )
+        session.add(gpu_state.new_gpu(node.id, g))
     row.used_by_node_id = node.id
     issued = admin.issue_api_key(
         session, pepper=pepper, scope=KeyScope.AGENT, name=f"agent {inv.hostname}", node_id=node.id
@@ -214,10 +183,16 @@ def current_generation(session: Session, node_id: str) -> int:
     return int(gen)
 
 
-def report_fingerprint(report: ReportRequest) -> str:
-    """What in a report can change SQL state: the assignments and the applied generation."""
+def report_fingerprint(report: ReportRequest) -> str | None:
+    """What in a report can change SQL state: assignments, the applied generation, GPU health.
+
+    None when the report carries something that must always reach SQL (events, an inventory).
+    """
+    if report.xid_events or report.inventory is not None:
+        return None
     statuses = sorted(s.model_dump_json() for s in report.assignments)
-    blob = json.dumps([report.applied_generation, statuses], separators=(",", ":"))
+    health = sorted((g.uuid, g.health.value, g.health_action.value, g.health_reasons) for g in report.gpus)
+    blob = json.dumps([report.applied_generation, statuses, health], separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -238,6 +213,7 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
         node.status_reason = "reporting again"
         node.status_changed_at = now
         wakeups(session).scheduler = True
+    gpu_state.fold(session, node=node, gpus=report.gpus, events=report.xid_events, inventory=report.inventory, now=now)
     statuses = {(s.workload_id, s.rank): s for s in report.assignments}
     live = session.scalars(
         select(Allocation).where(Allocation.node_id == node_id, Allocation.released_at.is_(None))

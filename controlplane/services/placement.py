@@ -23,6 +23,7 @@ from controlplane.scheduling.snapshot import (
     WorkloadRequest,
 )
 from controlplane.services import lifecycle
+from controlplane.services.gpu_state import NODE_ACTIONS
 from controlplane.services.uow import wakeups
 from controlplane.store.models import Allocation, Gpu, Node, Workload, WorkloadRank
 from controlplane.store.types import utcnow
@@ -31,32 +32,38 @@ from controlplane.store.types import utcnow
 def build_snapshot(session: Session) -> FleetSnapshot:
     allocated = set(session.scalars(select(Allocation.gpu_id).where(Allocation.released_at.is_(None))).all())
     gpus_by_node: dict[str, list[GpuSlot]] = {}
+    node_actions: dict[str, str] = {}
     for gpu in session.scalars(select(Gpu).where(Gpu.present)).all():
         gpus_by_node.setdefault(gpu.node_id, []).append(
             GpuSlot(
                 gpu_id=gpu.id,
                 index=gpu.index,
                 model=gpu.model,
-                healthy=gpu.health == "healthy",
+                # Degraded GPUs still run work (the tenant is told); unhealthy ones admit none.
+                healthy=gpu.health != "unhealthy",
                 allocated=gpu.id in allocated,
             )
         )
+        if gpu.health_action in NODE_ACTIONS:
+            node_actions[gpu.node_id] = gpu.health_action
     nodes = []
     for node in session.scalars(select(Node).order_by(Node.id)).all():
         nodes.append(
             NodeView(
                 node_id=node.id,
                 domain=node.nvlink_domain,
-                unschedulable=_unschedulable(node),
+                unschedulable=_unschedulable(node, node_actions.get(node.id)),
                 gpus=tuple(gpus_by_node.get(node.id, ())),
             )
         )
     return FleetSnapshot(nodes=tuple(nodes))
 
 
-def _unschedulable(node: Node) -> str:
+def _unschedulable(node: Node, gpu_action: str | None) -> str:
     if node.status != NodeStatus.READY.value:
         return node.status
+    if gpu_action is not None:
+        return gpu_action.replace("_", " ")  # "reboot node": a GPU's health asks for it
     if node.draining:
         return "draining"
     if node.cordoned:

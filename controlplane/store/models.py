@@ -107,8 +107,11 @@ class Gpu(Base):
     fabric_cluster_uuid: Mapped[str | None] = mapped_column(String(64))
     fabric_clique_id: Mapped[int | None] = mapped_column(Integer)
     fabric_state: Mapped[str | None] = mapped_column(String(32))
+    # healthy | degraded | unhealthy, as the agent's XID/ECC policy judges it; unhealthy admits no work.
     health: Mapped[str] = mapped_column(String(16), default="healthy")
     health_reason: Mapped[str] = mapped_column(Text, default="")
+    # What the policy asks for: none | notify_tenant | reset_gpu | drain_node | reboot_node | drain_nvlink_peers.
+    health_action: Mapped[str] = mapped_column(String(24), default="none")
     # False when the node's latest inventory no longer lists the GPU (fell off the bus).
     present: Mapped[bool] = mapped_column(Boolean, default=True)
 
@@ -242,3 +245,17 @@ class WorkloadLog(Base):
     rank: Mapped[int] = mapped_column(Integer)
     offset: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class GpuEvent(Base):
+    """Append-only history of what happened to a GPU: XIDs, health changes, lost and found."""
+
+    __tablename__ = "gpu_events"
+    __table_args__ = (Index("ix_gpu_events_gpu_at", "gpu_id", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    gpu_id: Mapped[str] = mapped_column(ForeignKey("gpus.id", ondelete="CASCADE"))
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # xid | health | lost | found
+    xid: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

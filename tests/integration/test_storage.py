@@ -69,3 +69,17 @@ def test_idempotency_key_unique_per_tenant(runtime) -> None:  # type: ignore[no-
 def test_migrations_downgrade_and_upgrade_again(db_url) -> None:  # type: ignore[no-untyped-def]
     downgrade(db_url, "base")
     upgrade(db_url)
+
+
+def test_migrations_match_the_models(db_url) -> None:  # type: ignore[no-untyped-def]
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from controlplane.store.db import make_engine
+    from controlplane.store.models import Base
+
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    engine.dispose()
+    assert diff == []

@@ -54,7 +54,7 @@ def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime:
         lease_ttl_s=runtime.settings.lease_ttl_s,
     )
     fingerprint = nodes.report_fingerprint(body)
-    known = runtime.live.unchanged_report(node_id, fingerprint)
+    known = None if fingerprint is None else runtime.live.unchanged_report(node_id, fingerprint)
     if not fresh:
         if known is None:
             with runtime.read() as session:
@@ -64,7 +64,8 @@ def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime:
         return ReportResponse(accepted=True, generation=known)  # nothing new for SQL
     with runtime.uow() as session:
         generation = nodes.apply_report(session, node_id=node_id, report=body)
-    runtime.live.remember_report(node_id, fingerprint, generation)
+    if fingerprint is not None:
+        runtime.live.remember_report(node_id, fingerprint, generation)
     return ReportResponse(accepted=True, generation=generation)
 
 

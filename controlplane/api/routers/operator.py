@@ -12,6 +12,7 @@ from controlplane.api.convert import WorkloadQuery, gpu_out, key_out, node_out, 
 from controlplane.api.deps import OperatorPrincipal, RuntimeDep
 from controlplane.api.schemas import (
     CordonRequest,
+    GpuEventOut,
     GpuOut,
     KeyCreate,
     KeyOut,
@@ -26,7 +27,7 @@ from controlplane.domain.enums import KeyScope
 from controlplane.domain.errors import NotFound
 from controlplane.runtime import Runtime
 from controlplane.services import admin, fleet
-from controlplane.store.models import ApiKey, Node, Rack, Tenant
+from controlplane.store.models import ApiKey, Gpu, GpuEvent, Node, Rack, Tenant
 
 router = APIRouter(prefix="/operator", tags=["operator"])
 Id = Annotated[str, Path(min_length=1, max_length=40)]
@@ -115,6 +116,23 @@ def list_gpus(
         for st in states
         if state is None or st.state == state
     ]
+
+
+@router.get("/gpus/{gpu_id}/events", response_model=list[GpuEventOut])
+def gpu_events(
+    gpu_id: Id,
+    _: OperatorPrincipal,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[GpuEventOut]:
+    """XIDs, health changes, lost and found: newest first."""
+    with runtime.read() as session:
+        if session.get(Gpu, gpu_id) is None:
+            raise NotFound(f"no GPU {gpu_id!r}")
+        rows = session.scalars(
+            select(GpuEvent).where(GpuEvent.gpu_id == gpu_id).order_by(GpuEvent.id.desc()).limit(limit)
+        ).all()
+        return [GpuEventOut(kind=e.kind, xid=e.xid, detail=e.detail, at=e.at) for e in rows]
 
 
 @router.post("/nodes/{node_id}/cordon", response_model=NodeOut)

@@ -21,7 +21,8 @@ class Keys:
         return f"{self.prefix}:node:{node_id}:gpus"
 
     def node_energy(self, node_id: str) -> str:
-        """Hash: per GPU, the last energy counter seen and the energy accumulated from it."""
+        """Hash: per GPU, the last energy counter seen and the energy accumulated from it; and the
+        node's counts of accepted and duplicate reports."""
         return f"{self.prefix}:node:{node_id}:energy"
 
     def node_report(self, node_id: str) -> str:

@@ -135,7 +135,9 @@ def gpu_out(st: GpuState, telemetry: dict[str, Any] | None, energy: EnergyCount 
     )
 
 
-def node_out(node: Node, gpus: list[GpuOut], *, lease_alive: bool) -> NodeOut:
+def node_out(
+    node: Node, gpus: list[GpuOut], *, lease_alive: bool, reports: tuple[int, int, int | None] = (0, 0, None)
+) -> NodeOut:
     return NodeOut(
         id=node.id,
         hostname=node.hostname,
@@ -151,6 +153,9 @@ def node_out(node: Node, gpus: list[GpuOut], *, lease_alive: bool) -> NodeOut:
         backend=node.backend,
         driver_version=node.driver_version,
         lease_alive=lease_alive,
+        reports_accepted=reports[0],
+        reports_duplicate=reports[1],
+        last_seq=reports[2],
         gpus=gpus,
     )
 

@@ -155,6 +155,10 @@ class NodeOut(BaseModel):
     backend: str
     driver_version: str | None
     lease_alive: bool
+    # Reports folded in, and refused as already seen (agent retries, spool replays); the last seq.
+    reports_accepted: int = 0
+    reports_duplicate: int = 0
+    last_seq: int | None = None
     gpus: list[GpuOut]
 
 

@@ -28,8 +28,10 @@ local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local seq = tonumber(ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 if seq <= last then
+  redis.call('HINCRBY', KEYS[4], 'reports:duplicate', 1)
   return 0
 end
+redis.call('HINCRBY', KEYS[4], 'reports:accepted', 1)
 redis.call('SET', KEYS[1], ARGV[1])
 for i = 5, #ARGV, 3 do
   local uuid = ARGV[i]
@@ -106,7 +108,7 @@ class LiveState:
             pipe.hgetall(self.keys.node_energy(node_id))
         out: dict[str, EnergyCount] = {}
         for found in pipe.execute():
-            raw = {str(k): str(v) for k, v in found.items()}
+            raw = {str(k): str(v) for k, v in found.items() if not str(k).startswith("reports:")}
             for uuid in {k.rsplit(":", 1)[0] for k in raw}:
                 out[uuid] = EnergyCount(
                     total_mj=int(raw.get(f"{uuid}:total", 0)),
@@ -114,6 +116,14 @@ class LiveState:
                     resets=int(raw.get(f"{uuid}:resets", 0)),
                 )
         return out
+
+    def report_counts(self, node_id: str) -> tuple[int, int, int | None]:
+        """Reports accepted and refused as duplicates (retries, replays), and the last seq."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.node_energy(node_id), ["reports:accepted", "reports:duplicate"])
+        pipe.get(self.keys.node_seq(node_id))
+        (accepted, duplicate), seq = pipe.execute()
+        return int(accepted or 0), int(duplicate or 0), None if seq is None else int(seq)
 
     def unchanged_report(self, node_id: str, fingerprint: str) -> int | None:
         """The node's generation if this report says nothing SQL has not already seen, else None."""

@@ -118,6 +118,7 @@ def test_reports_are_deduplicated_by_sequence(client, runtime, site) -> None:  #
     assert older.json()["duplicate"] is True
     samples = runtime.live.gpu_samples([node.node_id])
     assert samples[node.inventory.gpus[0].uuid]["energy_mj"] == 5000  # the older report did not overwrite
+    assert runtime.live.report_counts(node.node_id) == (1, 2, 5)
 
 
 def test_long_poll_wakes_on_placement(client, runtime, site) -> None:  # type: ignore[no-untyped-def]

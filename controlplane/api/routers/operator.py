@@ -83,7 +83,15 @@ def _nodes(runtime: Runtime, node_ids: list[str] | None, rack_id: str | None) ->
     by_node: dict[str, list[GpuOut]] = {}
     for st in states:
         by_node.setdefault(st.node.id, []).append(gpu_out(st, samples.get(st.gpu.uuid), energy.get(st.gpu.uuid)))
-    return [node_out(n, by_node.get(n.id, []), lease_alive=runtime.live.lease_alive(n.id, now=now)) for n in nodes]
+    return [
+        node_out(
+            n,
+            by_node.get(n.id, []),
+            lease_alive=runtime.live.lease_alive(n.id, now=now),
+            reports=runtime.live.report_counts(n.id),
+        )
+        for n in nodes
+    ]
 
 
 @router.get("/nodes", response_model=list[NodeOut])

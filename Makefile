@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PG_URL    ?= postgresql://postgres@127.0.0.1:5432/test
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: demo test lint typecheck unit integration e2e services install clean
+.PHONY: demo test lint typecheck unit integration e2e services install clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,7 @@ e2e: $(STAMP) services
 
 clean:
 	rm -rf $(VENV) .switchyard .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks: figures for the README, written to bench/results/ (not part of `make test`).
+bench: $(STAMP) services
+	$(PY) bench/bench_agent_cpu.py --seconds 60 --backend sim

@@ -1,0 +1,1278 @@
+/*
+ * A fake libnvidia-ml.so.1 so the real pynvml code path runs on a machine without a GPU.
+ *
+ * Why C and not a Python mock: pynvml resolves every C symbol by name and passes ctypes
+ * structs by pointer, so only a real shared library exercises symbol lookup (missing symbol ->
+ * NVMLError_FunctionNotFound), struct layouts and return-code handling the way a driver does.
+ *
+ * The model is a GB300 compute tray (4 GPUs by default), values from
+ * /work/shared/reference/hardware/nvidia-smi-q-gb300.xml. Nothing here reads the wall clock
+ * except nvmlEventSetWait_v2's timeout: every value changes only when a test sets it through
+ * the fake_nvml_* control functions (tests/fakes/nvml/control.py wraps them).
+ *
+ * Declarations are our own, checked against the real nvml.h by a test through layout.h.
+ * Build: cc -shared -fPIC -O2 -fvisibility=hidden -pthread -Wl,-soname,libnvidia-ml.so.1
+ * Variants: -DFAKE_NVML_OMIT_<symbol> leaves <symbol> out of the library entirely.
+ *
+ * Concurrency: the event queue is guarded by a mutex (the agent waits on it from its event
+ * thread while a test injects). Telemetry values are plain words set by the test between
+ * samples; they are not locked.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define API __attribute__((visibility("default")))
+
+/* ---- declarations matching nvml.h ------------------------------------------------------- */
+
+typedef int nvmlReturn_t;
+enum {
+    NVML_SUCCESS = 0, NVML_ERROR_UNINITIALIZED = 1, NVML_ERROR_INVALID_ARGUMENT = 2,
+    NVML_ERROR_NOT_SUPPORTED = 3, NVML_ERROR_NO_PERMISSION = 4, NVML_ERROR_NOT_FOUND = 6,
+    NVML_ERROR_INSUFFICIENT_SIZE = 7, NVML_ERROR_TIMEOUT = 10, NVML_ERROR_GPU_IS_LOST = 15,
+    NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25, NVML_ERROR_UNKNOWN = 999,
+};
+typedef int nvmlValueType_t;
+enum { VT_DOUBLE = 0, VT_UINT = 1, VT_ULONG = 2, VT_ULL = 3, VT_SLL = 4, VT_SINT = 5 };
+
+typedef struct nvmlDevice_st *nvmlDevice_t;
+typedef struct nvmlEventSet_st *nvmlEventSet_t;
+
+typedef struct {
+    char busIdLegacy[16];
+    unsigned int domain, bus, device, pciDeviceId, pciSubSystemId;
+    char busId[32];
+} nvmlPciInfo_t;
+typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
+typedef struct {
+    unsigned int version;
+    unsigned long long total, reserved, free, used;
+} nvmlMemory_v2_t;
+typedef struct { unsigned int gpu, memory; } nvmlUtilization_t;
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId, computeInstanceId;
+} nvmlProcessInfo_v2_t;
+typedef struct {
+    nvmlDevice_t device;
+    unsigned long long eventType, eventData;
+    unsigned int gpuInstanceId, computeInstanceId;
+} nvmlEventData_t;
+typedef union {
+    double dVal; unsigned int uiVal; unsigned long ulVal; unsigned long long ullVal;
+    signed long long sllVal; signed int siVal; unsigned short usVal;
+} nvmlValue_t;
+typedef struct {
+    unsigned int fieldId, scopeId;
+    long long timestamp, latencyUsec;
+    nvmlValueType_t valueType;
+    nvmlReturn_t nvmlReturn;
+    nvmlValue_t value;
+} nvmlFieldValue_t;
+typedef struct {
+    unsigned int version;
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId, state, healthMask;
+} nvmlGpuFabricInfo_v2_t;
+typedef struct {
+    unsigned int version;
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId, state, healthMask;
+    unsigned char healthSummary;
+} nvmlGpuFabricInfo_v3_t;
+typedef struct {
+    unsigned int version;
+    unsigned char ibGuid[16], rackGuid[16];
+    unsigned char chassisPhysicalSlotNumber, computeSlotIndex, nodeIndex, peerType, moduleId;
+} nvmlPlatformInfo_v1_t;
+typedef struct {
+    unsigned int version;
+    unsigned char ibGuid[16], chassisSerialNumber[16];
+    unsigned char slotNumber, trayIndex, hostId, peerType, moduleId;
+} nvmlPlatformInfo_v2_t;
+typedef struct { unsigned int version; int sensorType; int temperature; } nvmlTemperature_v1_t;
+
+#define STRUCT_VERSION(type, ver) ((unsigned int)(sizeof(type) | ((ver) << 24U)))
+#define EVENT_XID 0x8ULL
+
+/* ---- the model -------------------------------------------------------------------------- */
+
+#define MAX_GPUS 16
+#define MAX_MIG 7
+#define MAX_PROCS 64
+#define MAX_LINKS 36
+#define MAX_FIELD 320
+#define MAX_SETS 8
+#define QUEUE_LEN 256
+#define MAX_FORCED 64
+
+/* Every settable number, by name: fake_nvml_set_value(gpu, "power_mw", 500000). */
+#define VALUES(X)                                                                              \
+    X(util_gpu) X(util_mem) X(mem_total) X(mem_reserved) X(mem_used)                           \
+    X(power_mw) X(power_instant_mw) X(module_power_mw) X(module_power_instant_mw)              \
+    X(limit_mw) X(default_limit_mw) X(min_limit_mw) X(max_limit_mw) X(external_limit_mw)      \
+    X(module_limit_mw) X(module_default_limit_mw) X(module_min_limit_mw) X(module_max_limit_mw) \
+    X(energy_mj) X(temp_gpu) X(temp_mem)                                                       \
+    X(clock_graphics) X(clock_sm) X(clock_mem) X(clock_video)                                  \
+    X(max_clock_graphics) X(max_clock_sm) X(max_clock_mem) X(max_clock_video)                  \
+    X(clock_event_reasons)                                                                     \
+    X(ecc_enabled) X(ecc_pending) X(ecc_sbe_volatile) X(ecc_dbe_volatile)                      \
+    X(ecc_sbe_aggregate) X(ecc_dbe_aggregate)                                                  \
+    X(remapped_cor) X(remapped_unc) X(remapped_pending) X(remapped_failure) X(pcie_replay)     \
+    X(nvlink_count) X(nvlink_tx_kib) X(nvlink_rx_kib) X(nvlink_raw_tx_kib) X(nvlink_raw_rx_kib) \
+    X(nvlink_crc_flit_errors) X(nvlink_crc_data_errors) X(nvlink_replay_errors)                \
+    X(nvlink_recovery_errors) X(recovery_action)                                               \
+    X(fabric_state) X(fabric_status) X(fabric_clique_id) X(fabric_health_mask)                 \
+    X(fabric_health_summary)                                                                   \
+    X(mig_current) X(mig_pending) X(mig_max_devices) X(gpu_instance_id) X(compute_instance_id) \
+    X(module_id) X(slot_number) X(tray_index) X(host_id) X(peer_type)                          \
+    X(pci_domain) X(pci_bus) X(pci_device) X(pci_device_id) X(pci_subsystem_id)                \
+    X(supported_events)
+
+struct values {
+#define X(n) long long n;
+    VALUES(X)
+#undef X
+};
+
+#define STRINGS(X) X(uuid, 96) X(name, 96) X(serial, 30) X(chassis_serial, 17) X(cluster_uuid, 37)
+
+struct nvmlDevice_st {
+    int slot;   /* index in gpus[] (the parent's, for a MIG device) */
+    int mig;    /* -1 for a physical GPU, else the MIG device index */
+    int lost;   /* every call returns GPU_IS_LOST */
+    struct values v;
+#define X(n, len) char n[len];
+    STRINGS(X)
+#undef X
+    int nvlink_state[MAX_LINKS];
+    unsigned int nprocs;
+    nvmlProcessInfo_v2_t procs[MAX_PROCS];
+};
+
+struct nvmlEventSet_st {
+    int used;
+    unsigned long long mask[MAX_GPUS];
+    nvmlEventData_t queue[QUEUE_LEN];
+    int head, count;
+};
+
+static struct nvmlDevice_st gpus[MAX_GPUS];
+static struct nvmlDevice_st migs[MAX_GPUS][MAX_MIG];
+static int order[MAX_GPUS]; /* visible index -> slot */
+static int visible;
+static int init_count;
+static long long field_clock_us;
+static char driver_version[80], nvml_version[80];
+static int cuda_driver_version;
+static struct { char fn[64]; int gpu; int ret; } forced[MAX_FORCED];
+static int field_ret[MAX_GPUS][MAX_FIELD];
+static struct nvmlEventSet_st sets[MAX_SETS];
+static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ev_cond;
+/* Calls per C function, so a test can see that a call is not retried. */
+#define MAX_COUNTED 128
+static struct { const char *fn; long count; } calls[MAX_COUNTED];
+static pthread_mutex_t calls_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const long long IDLE_MW[4] = {180360, 176260, 175920, 180050};       /* l.241 ... */
+static const long long IDLE_INSTANT_MW[4] = {180290, 176260, 175910, 180050};
+static const long long MODULE_MW[4] = {488290, 486300, 496850, 494320};     /* l.255 ... */
+static const long long MODULE_INSTANT_MW[4] = {487680, 486210, 500530, 493090};
+static const long long TEMP_GPU[4] = {38, 39, 39, 39};                      /* l.226 ... */
+static const long long TEMP_MEM[4] = {38, 38, 39, 39};
+
+#define MIB (1024ULL * 1024ULL)
+
+static void init_gpu(int slot) {
+    struct nvmlDevice_st *g = &gpus[slot];
+    struct values *v = &g->v;
+    int k = slot % 4;
+    memset(g, 0, sizeof(*g));
+    g->slot = slot;
+    g->mig = -1;
+    snprintf(g->uuid, sizeof g->uuid, "GPU-%08x-0000-0000-0000-%012x", slot, slot);
+    snprintf(g->name, sizeof g->name, "NVIDIA GB300");
+    snprintf(g->serial, sizeof g->serial, "%lld", 1650000000001LL + slot / 2);
+    snprintf(g->chassis_serial, sizeof g->chassis_serial, "1820000000001");
+    snprintf(g->cluster_uuid, sizeof g->cluster_uuid, "00000001-0000-0000-0000-000000000001");
+    v->mem_total = 284208 * MIB;
+    v->mem_reserved = 947 * MIB;
+    v->power_mw = IDLE_MW[k];
+    v->power_instant_mw = IDLE_INSTANT_MW[k];
+    v->module_power_mw = MODULE_MW[k];
+    v->module_power_instant_mw = MODULE_INSTANT_MW[k];
+    v->limit_mw = v->default_limit_mw = v->max_limit_mw = v->external_limit_mw = 1400000;
+    v->min_limit_mw = 200000;
+    v->module_limit_mw = v->module_default_limit_mw = v->module_max_limit_mw = 2900000;
+    v->module_min_limit_mw = 500000;
+    v->energy_mj = 123456789LL + slot;
+    v->temp_gpu = TEMP_GPU[k];
+    v->temp_mem = TEMP_MEM[k];
+    v->clock_graphics = v->clock_sm = 120;
+    v->clock_mem = v->max_clock_mem = 3996;
+    v->clock_video = 600;
+    v->max_clock_graphics = v->max_clock_sm = 2070;
+    v->max_clock_video = 1912;
+    v->clock_event_reasons = 0x1; /* nvmlClocksEventReasonGpuIdle */
+    v->ecc_enabled = v->ecc_pending = 1;
+    v->nvlink_count = 18;
+    for (int l = 0; l < MAX_LINKS; l++) g->nvlink_state[l] = l < 18 ? 1 : 0;
+    v->fabric_state = 3; /* NVML_GPU_FABRIC_STATE_COMPLETED */
+    v->fabric_clique_id = 32766;
+    v->fabric_health_mask = 0x1AA; /* bandwidth full, no recovery, routes healthy, config ok */
+    v->fabric_health_summary = 1;  /* HEALTHY */
+    v->mig_max_devices = MAX_MIG;
+    v->gpu_instance_id = v->compute_instance_id = 0xFFFFFFFFLL;
+    v->module_id = (slot ^ 1) + 1; /* the capture pairs them crosswise: 2, 1, 4, 3 */
+    v->slot_number = 25;
+    v->tray_index = 15;
+    v->host_id = 1;
+    v->peer_type = 1;
+    v->pci_domain = 0x8 + (slot / 2) * 0x10 + slot % 2;
+    v->pci_bus = 6;
+    v->pci_device_id = 0x31C210DELL;
+    v->pci_subsystem_id = 0x21F110DELL;
+    v->supported_events = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x8000;
+}
+
+/* Restores the default tray: 4 GPUs, no overrides, empty event queues (sets stay registered). */
+API void fake_nvml_reset(void) {
+    pthread_mutex_lock(&ev_lock);
+    for (int s = 0; s < MAX_GPUS; s++) {
+        init_gpu(s);
+        memset(migs[s], 0, sizeof migs[s]);
+        order[s] = s;
+    }
+    visible = 4;
+    snprintf(driver_version, sizeof driver_version, "580.173.02");
+    snprintf(nvml_version, sizeof nvml_version, "13.580.173.02");
+    cuda_driver_version = 13000;
+    memset(forced, 0, sizeof forced);
+    memset(field_ret, 0, sizeof field_ret);
+    field_clock_us = 0;
+    for (int i = 0; i < MAX_SETS; i++) sets[i].head = sets[i].count = 0;
+    pthread_mutex_unlock(&ev_lock);
+    pthread_mutex_lock(&calls_lock);
+    for (int i = 0; i < MAX_COUNTED; i++) calls[i].count = 0;
+    pthread_mutex_unlock(&calls_lock);
+}
+
+__attribute__((constructor)) static void fake_nvml_load(void) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&ev_cond, &attr);
+    fake_nvml_reset();
+}
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static int is_gpu(nvmlDevice_t d) { return d >= &gpus[0] && d < &gpus[MAX_GPUS]; }
+static int is_mig(nvmlDevice_t d) {
+    return d >= &migs[0][0] && d < &migs[0][0] + MAX_GPUS * MAX_MIG && d->mig >= 0;
+}
+
+static nvmlReturn_t forced_return(const char *fn, int gpu) {
+    int any = NVML_SUCCESS;
+    for (int i = 0; i < MAX_FORCED; i++) {
+        if (!forced[i].ret || strcmp(forced[i].fn, fn) != 0) continue;
+        if (forced[i].gpu == gpu) return forced[i].ret;
+        if (forced[i].gpu == -1) any = forced[i].ret;
+    }
+    return any;
+}
+
+static void count_call(const char *fn) {
+    pthread_mutex_lock(&calls_lock);
+    for (int i = 0; i < MAX_COUNTED; i++) {
+        if (!calls[i].fn || strcmp(calls[i].fn, fn) == 0) {
+            calls[i].fn = fn; /* __func__ strings live as long as the library */
+            calls[i].count++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&calls_lock);
+}
+
+static nvmlReturn_t check_system(const char *fn) {
+    count_call(fn);
+    if (!init_count) return NVML_ERROR_UNINITIALIZED;
+    return forced_return(fn, -1);
+}
+
+static nvmlReturn_t check_device(const char *fn, nvmlDevice_t d) {
+    count_call(fn);
+    if (!init_count) return NVML_ERROR_UNINITIALIZED;
+    if (!d || !(is_gpu(d) || is_mig(d))) return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t r = forced_return(fn, d->slot);
+    if (r) return r;
+    return gpus[d->slot].lost ? NVML_ERROR_GPU_IS_LOST : NVML_SUCCESS;
+}
+
+#define CHECK(d) do { nvmlReturn_t r_ = check_device(__func__, (d)); if (r_) return r_; } while (0)
+#define CHECK_SYSTEM() do { nvmlReturn_t r_ = check_system(__func__); if (r_) return r_; } while (0)
+#define NONNULL(p) do { if (!(p)) return NVML_ERROR_INVALID_ARGUMENT; } while (0)
+
+static nvmlReturn_t copy_string(char *dst, unsigned int len, const char *src) {
+    if (!dst) return NVML_ERROR_INVALID_ARGUMENT;
+    if (strlen(src) + 1 > len) return NVML_ERROR_INSUFFICIENT_SIZE;
+    memcpy(dst, src, strlen(src) + 1);
+    return NVML_SUCCESS;
+}
+
+static void parse_uuid(const char *text, unsigned char out[16]) {
+    int n = 0;
+    memset(out, 0, 16);
+    for (const char *p = text; *p && n < 32; p++) {
+        int d;
+        if (*p >= '0' && *p <= '9') d = *p - '0';
+        else if (*p >= 'a' && *p <= 'f') d = *p - 'a' + 10;
+        else if (*p >= 'A' && *p <= 'F') d = *p - 'A' + 10;
+        else continue;
+        out[n / 2] |= (unsigned char)(n % 2 ? d : d << 4);
+        n++;
+    }
+}
+
+/* ---- system ------------------------------------------------------------------------------- */
+
+#ifndef FAKE_NVML_OMIT_nvmlInitWithFlags
+API nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
+    (void)flags;
+    count_call(__func__);
+    nvmlReturn_t r = forced_return(__func__, -1);
+    if (r) return r;
+    init_count++;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlInit_v2
+API nvmlReturn_t nvmlInit_v2(void) {
+    count_call(__func__);
+    nvmlReturn_t r = forced_return(__func__, -1);
+    if (r) return r;
+    init_count++;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlShutdown
+API nvmlReturn_t nvmlShutdown(void) {
+    CHECK_SYSTEM();
+    init_count--;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlErrorString
+API const char *nvmlErrorString(nvmlReturn_t r) {
+    switch (r) {
+    case NVML_SUCCESS: return "Success";
+    case NVML_ERROR_UNINITIALIZED: return "Uninitialized";
+    case NVML_ERROR_INVALID_ARGUMENT: return "Invalid Argument";
+    case NVML_ERROR_NOT_SUPPORTED: return "Not Supported";
+    case NVML_ERROR_NO_PERMISSION: return "Insufficient Permissions";
+    case NVML_ERROR_NOT_FOUND: return "Not Found";
+    case NVML_ERROR_INSUFFICIENT_SIZE: return "Insufficient Size";
+    case NVML_ERROR_TIMEOUT: return "Timeout";
+    case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
+    case NVML_ERROR_ARGUMENT_VERSION_MISMATCH: return "Argument version mismatch";
+    default: return "Unknown Error";
+    }
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlSystemGetDriverVersion
+API nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
+    CHECK_SYSTEM();
+    return copy_string(version, length, driver_version);
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlSystemGetNVMLVersion
+API nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned int length) {
+    CHECK_SYSTEM();
+    return copy_string(version, length, nvml_version);
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlSystemGetCudaDriverVersion
+API nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *version) {
+    CHECK_SYSTEM();
+    NONNULL(version);
+    *version = cuda_driver_version;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlSystemGetCudaDriverVersion_v2
+API nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *version) {
+    CHECK_SYSTEM();
+    NONNULL(version);
+    *version = cuda_driver_version;
+    return NVML_SUCCESS;
+}
+#endif
+
+/* ---- enumeration and identity ------------------------------------------------------------- */
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetCount_v2
+API nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) {
+    CHECK_SYSTEM();
+    NONNULL(count);
+    *count = (unsigned int)visible;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetHandleByIndex_v2
+/* A lost GPU that is still counted answers GPU_IS_LOST here, as one that fell off the bus does. */
+API nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
+    CHECK_SYSTEM();
+    NONNULL(device);
+    if (index >= (unsigned int)visible) return NVML_ERROR_INVALID_ARGUMENT;
+    struct nvmlDevice_st *g = &gpus[order[index]];
+    nvmlReturn_t r = forced_return(__func__, g->slot);
+    if (r) return r;
+    if (g->lost) return NVML_ERROR_GPU_IS_LOST;
+    *device = g;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetIndex
+API nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t d, unsigned int *index) {
+    CHECK(d);
+    NONNULL(index);
+    for (int i = 0; i < visible; i++)
+        if (order[i] == d->slot) { *index = (unsigned int)i; return NVML_SUCCESS; }
+    return NVML_ERROR_NOT_FOUND;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetUUID
+API nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char *uuid, unsigned int length) {
+    CHECK(d);
+    return copy_string(uuid, length, d->uuid);
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetName
+API nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *name, unsigned int length) {
+    CHECK(d);
+    return copy_string(name, length, d->name);
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetSerial
+API nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t d, char *serial, unsigned int length) {
+    CHECK(d);
+    return copy_string(serial, length, d->serial);
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPciInfo_v3
+API nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t d, nvmlPciInfo_t *pci) {
+    CHECK(d);
+    NONNULL(pci);
+    const struct values *v = &gpus[d->slot].v;
+    memset(pci, 0, sizeof *pci);
+    pci->domain = (unsigned int)v->pci_domain;
+    pci->bus = (unsigned int)v->pci_bus;
+    pci->device = (unsigned int)v->pci_device;
+    pci->pciDeviceId = (unsigned int)v->pci_device_id;
+    pci->pciSubSystemId = (unsigned int)v->pci_subsystem_id;
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:%02X.0", pci->domain & 0xFFFF, pci->bus,
+             pci->device);
+    snprintf(pci->busId, sizeof pci->busId, "%08X:%02X:%02X.0", pci->domain, pci->bus, pci->device);
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPlatformInfo
+/* Takes v1 or v2 by the version field, like the driver; v1 has no chassis serial. */
+API nvmlReturn_t nvmlDeviceGetPlatformInfo(nvmlDevice_t d, void *info) {
+    CHECK(d);
+    NONNULL(info);
+    const struct values *v = &gpus[d->slot].v;
+    unsigned int version = *(unsigned int *)info;
+    if (version == STRUCT_VERSION(nvmlPlatformInfo_v2_t, 2)) {
+        nvmlPlatformInfo_v2_t *p = info;
+        memset(p, 0, sizeof *p);
+        p->version = version;
+        memcpy(p->chassisSerialNumber, gpus[d->slot].chassis_serial, strlen(gpus[d->slot].chassis_serial));
+        p->slotNumber = (unsigned char)v->slot_number;
+        p->trayIndex = (unsigned char)v->tray_index;
+        p->hostId = (unsigned char)v->host_id;
+        p->peerType = (unsigned char)v->peer_type;
+        p->moduleId = (unsigned char)v->module_id;
+        p->ibGuid[7] = (unsigned char)(d->slot + 1);
+        return NVML_SUCCESS;
+    }
+    if (version == STRUCT_VERSION(nvmlPlatformInfo_v1_t, 1)) {
+        nvmlPlatformInfo_v1_t *p = info;
+        memset(p, 0, sizeof *p);
+        p->version = version;
+        p->chassisPhysicalSlotNumber = (unsigned char)v->slot_number;
+        p->computeSlotIndex = (unsigned char)v->tray_index;
+        p->nodeIndex = (unsigned char)v->host_id;
+        p->peerType = (unsigned char)v->peer_type;
+        p->moduleId = (unsigned char)v->module_id;
+        return NVML_SUCCESS;
+    }
+    return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetModuleId
+API nvmlReturn_t nvmlDeviceGetModuleId(nvmlDevice_t d, unsigned int *moduleId) {
+    CHECK(d);
+    NONNULL(moduleId);
+    *moduleId = (unsigned int)gpus[d->slot].v.module_id;
+    return NVML_SUCCESS;
+}
+#endif
+
+/* ---- memory, utilisation, processes ------------------------------------------------------- */
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMemoryInfo
+API nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
+    CHECK(d);
+    NONNULL(m);
+    const struct values *v = &d->v;
+    m->total = (unsigned long long)v->mem_total;
+    m->used = (unsigned long long)(v->mem_used + v->mem_reserved); /* v1 counts reserved as used */
+    m->free = m->total - m->used;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMemoryInfo_v2
+API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t *m) {
+    CHECK(d);
+    NONNULL(m);
+    if (m->version != STRUCT_VERSION(nvmlMemory_v2_t, 2)) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    const struct values *v = &d->v;
+    m->total = (unsigned long long)v->mem_total;
+    m->reserved = (unsigned long long)v->mem_reserved;
+    m->used = (unsigned long long)v->mem_used;
+    m->free = m->total - m->reserved - m->used;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetUtilizationRates
+API nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
+    CHECK(d);
+    NONNULL(u);
+    u->gpu = (unsigned int)d->v.util_gpu;
+    u->memory = (unsigned int)d->v.util_mem;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetComputeRunningProcesses_v3
+/* The two-call protocol: too small a buffer gets INSUFFICIENT_SIZE and the count needed. */
+API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned int *count,
+                                                         nvmlProcessInfo_v2_t *infos) {
+    CHECK(d);
+    NONNULL(count);
+    unsigned int n = d->nprocs;
+    if (n == 0) { *count = 0; return NVML_SUCCESS; }
+    if (!infos || *count < n) { *count = n; return NVML_ERROR_INSUFFICIENT_SIZE; }
+    memcpy(infos, d->procs, n * sizeof *infos);
+    *count = n;
+    return NVML_SUCCESS;
+}
+#endif
+
+/* ---- power, energy, temperature, clocks --------------------------------------------------- */
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerUsage
+API nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t d, unsigned int *mw) {
+    CHECK(d);
+    NONNULL(mw);
+    *mw = (unsigned int)d->v.power_mw;
+    return NVML_SUCCESS;
+}
+#endif
+
+static long long enforced_mw(const struct values *v) {
+    return v->limit_mw < v->external_limit_mw ? v->limit_mw : v->external_limit_mw;
+}
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetEnforcedPowerLimit
+/* The lower of the limit set through NVML and one set elsewhere (out of band: external_limit_mw). */
+API nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t d, unsigned int *mw) {
+    CHECK(d);
+    NONNULL(mw);
+    *mw = (unsigned int)enforced_mw(&d->v);
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerManagementLimit
+API nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t d, unsigned int *mw) {
+    CHECK(d);
+    NONNULL(mw);
+    *mw = (unsigned int)d->v.limit_mw;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerManagementDefaultLimit
+API nvmlReturn_t nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t d, unsigned int *mw) {
+    CHECK(d);
+    NONNULL(mw);
+    *mw = (unsigned int)d->v.default_limit_mw;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerManagementLimitConstraints
+API nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t d, unsigned int *min, unsigned int *max) {
+    CHECK(d);
+    NONNULL(min);
+    NONNULL(max);
+    *min = (unsigned int)d->v.min_limit_mw;
+    *max = (unsigned int)d->v.max_limit_mw;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceSetPowerManagementLimit
+/* Like the driver: refuses (does not clamp) a value outside [min, max]. */
+API nvmlReturn_t nvmlDeviceSetPowerManagementLimit(nvmlDevice_t d, unsigned int mw) {
+    CHECK(d);
+    if (d->mig >= 0) return NVML_ERROR_NOT_SUPPORTED;
+    if ((long long)mw < d->v.min_limit_mw || (long long)mw > d->v.max_limit_mw) return NVML_ERROR_INVALID_ARGUMENT;
+    d->v.limit_mw = mw;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetTotalEnergyConsumption
+API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long long *mj) {
+    CHECK(d);
+    NONNULL(mj);
+    *mj = (unsigned long long)d->v.energy_mj;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetTemperature
+API nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t d, int sensor, unsigned int *temp) {
+    CHECK(d);
+    NONNULL(temp);
+    if (sensor != 0) return NVML_ERROR_INVALID_ARGUMENT;
+    *temp = (unsigned int)d->v.temp_gpu;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetTemperatureV
+API nvmlReturn_t nvmlDeviceGetTemperatureV(nvmlDevice_t d, nvmlTemperature_v1_t *t) {
+    CHECK(d);
+    NONNULL(t);
+    if (t->version != STRUCT_VERSION(nvmlTemperature_v1_t, 1)) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (t->sensorType != 0) return NVML_ERROR_INVALID_ARGUMENT;
+    t->temperature = (int)d->v.temp_gpu;
+    return NVML_SUCCESS;
+}
+#endif
+
+static long long *clock_of(struct values *v, int type, int max) {
+    switch (type) {
+    case 0: return max ? &v->max_clock_graphics : &v->clock_graphics;
+    case 1: return max ? &v->max_clock_sm : &v->clock_sm;
+    case 2: return max ? &v->max_clock_mem : &v->clock_mem;
+    case 3: return max ? &v->max_clock_video : &v->clock_video;
+    default: return NULL;
+    }
+}
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetClockInfo
+API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, int type, unsigned int *mhz) {
+    CHECK(d);
+    NONNULL(mhz);
+    long long *c = clock_of(&d->v, type, 0);
+    if (!c) return NVML_ERROR_INVALID_ARGUMENT;
+    *mhz = (unsigned int)*c;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMaxClockInfo
+API nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t d, int type, unsigned int *mhz) {
+    CHECK(d);
+    NONNULL(mhz);
+    long long *c = clock_of(&d->v, type, 1);
+    if (!c) return NVML_ERROR_INVALID_ARGUMENT;
+    *mhz = (unsigned int)*c;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetCurrentClocksEventReasons
+API nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t d, unsigned long long *reasons) {
+    CHECK(d);
+    NONNULL(reasons);
+    *reasons = (unsigned long long)d->v.clock_event_reasons;
+    return NVML_SUCCESS;
+}
+#endif
+
+/* ---- health: ECC, row remapping, PCIe, NVLink -------------------------------------------- */
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetEccMode
+API nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t d, int *current, int *pending) {
+    CHECK(d);
+    NONNULL(current);
+    NONNULL(pending);
+    *current = (int)d->v.ecc_enabled;
+    *pending = (int)d->v.ecc_pending;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetTotalEccErrors
+/* errorType 0 corrected / 1 uncorrected, counterType 0 volatile / 1 aggregate. */
+API nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t d, int errorType, int counterType,
+                                             unsigned long long *count) {
+    CHECK(d);
+    NONNULL(count);
+    const struct values *v = &gpus[d->slot].v;
+    if (!v->ecc_enabled) return NVML_ERROR_NOT_SUPPORTED;
+    if (errorType < 0 || errorType > 1 || counterType < 0 || counterType > 1) return NVML_ERROR_INVALID_ARGUMENT;
+    long long table[2][2] = {{v->ecc_sbe_volatile, v->ecc_sbe_aggregate}, {v->ecc_dbe_volatile, v->ecc_dbe_aggregate}};
+    *count = (unsigned long long)table[errorType][counterType];
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetRemappedRows
+API nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t d, unsigned int *corr, unsigned int *unc,
+                                           unsigned int *pending, unsigned int *failure) {
+    CHECK(d);
+    NONNULL(corr);
+    NONNULL(unc);
+    NONNULL(pending);
+    NONNULL(failure);
+    const struct values *v = &gpus[d->slot].v;
+    *corr = (unsigned int)v->remapped_cor;
+    *unc = (unsigned int)v->remapped_unc;
+    *pending = (unsigned int)v->remapped_pending;
+    *failure = (unsigned int)v->remapped_failure;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPcieReplayCounter
+API nvmlReturn_t nvmlDeviceGetPcieReplayCounter(nvmlDevice_t d, unsigned int *value) {
+    CHECK(d);
+    NONNULL(value);
+    *value = (unsigned int)d->v.pcie_replay;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetNvLinkState
+API nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t d, unsigned int link, int *active) {
+    CHECK(d);
+    NONNULL(active);
+    if (link >= (unsigned int)d->v.nvlink_count) return NVML_ERROR_INVALID_ARGUMENT;
+    *active = d->nvlink_state[link] == 1;
+    return NVML_SUCCESS;
+}
+#endif
+
+/* ---- field values ------------------------------------------------------------------------- */
+
+#define SCOPE_ALL_LINKS 0xFFFFFFFFU
+
+static void set_u(nvmlFieldValue_t *f, long long x) { f->valueType = VT_UINT; f->value.uiVal = (unsigned int)x; }
+static void set_ull(nvmlFieldValue_t *f, long long x) { f->valueType = VT_ULL; f->value.ullVal = (unsigned long long)x; }
+
+/* Power and limits exist for scope 0 (GPU) and 1 (module); other scopes are not supported. */
+static nvmlReturn_t power_field(const struct values *v, nvmlFieldValue_t *f) {
+    long long gpu, module;
+    switch (f->fieldId) {
+    case 185: gpu = v->power_mw; module = v->module_power_mw; break;
+    case 186: gpu = v->power_instant_mw; module = v->module_power_instant_mw; break;
+    case 187: gpu = v->min_limit_mw; module = v->module_min_limit_mw; break;
+    case 188: gpu = v->max_limit_mw; module = v->module_max_limit_mw; break;
+    case 189: gpu = v->default_limit_mw; module = v->module_default_limit_mw; break;
+    default: gpu = enforced_mw(v); module = v->module_limit_mw; break; /* 190 */
+    }
+    if (f->scopeId > 1) return NVML_ERROR_NOT_SUPPORTED;
+    set_u(f, f->scopeId == 0 ? gpu : module);
+    return NVML_SUCCESS;
+}
+
+static long long per_link(const struct values *v, long long total, unsigned int scope) {
+    return scope == SCOPE_ALL_LINKS || v->nvlink_count <= 0 ? total : total / v->nvlink_count;
+}
+
+static nvmlReturn_t read_field(struct nvmlDevice_st *g, nvmlFieldValue_t *f) {
+    const struct values *v = &g->v;
+    switch (f->fieldId) {
+    case 3: set_ull(f, v->ecc_sbe_volatile); return v->ecc_enabled ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
+    case 4: set_ull(f, v->ecc_dbe_volatile); return v->ecc_enabled ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
+    case 5: set_ull(f, v->ecc_sbe_aggregate); return v->ecc_enabled ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
+    case 6: set_ull(f, v->ecc_dbe_aggregate); return v->ecc_enabled ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
+    case 38: set_ull(f, v->nvlink_crc_flit_errors); return NVML_SUCCESS;
+    case 45: set_ull(f, v->nvlink_crc_data_errors); return NVML_SUCCESS;
+    case 52: set_ull(f, v->nvlink_replay_errors); return NVML_SUCCESS;
+    case 59: set_ull(f, v->nvlink_recovery_errors); return NVML_SUCCESS;
+    case 82: set_u(f, v->temp_mem); return NVML_SUCCESS;
+    case 83: case 191: set_ull(f, v->energy_mj); return NVML_SUCCESS;
+    case 91: set_u(f, v->nvlink_count); return NVML_SUCCESS;
+    case 94: set_u(f, v->pcie_replay); return NVML_SUCCESS;
+    case 138: set_ull(f, per_link(v, v->nvlink_tx_kib, f->scopeId)); return NVML_SUCCESS;
+    case 139: set_ull(f, per_link(v, v->nvlink_rx_kib, f->scopeId)); return NVML_SUCCESS;
+    case 140: set_ull(f, per_link(v, v->nvlink_raw_tx_kib, f->scopeId)); return NVML_SUCCESS;
+    case 141: set_ull(f, per_link(v, v->nvlink_raw_rx_kib, f->scopeId)); return NVML_SUCCESS;
+    case 142: set_u(f, v->remapped_cor); return NVML_SUCCESS;
+    case 143: set_u(f, v->remapped_unc); return NVML_SUCCESS;
+    case 144: set_u(f, v->remapped_pending); return NVML_SUCCESS;
+    case 145: set_u(f, v->remapped_failure); return NVML_SUCCESS;
+    case 165:
+        if (f->scopeId >= (unsigned int)v->nvlink_count) return NVML_ERROR_INVALID_ARGUMENT;
+        set_u(f, g->nvlink_state[f->scopeId]);
+        return NVML_SUCCESS;
+    case 185: case 186: case 187: case 188: case 189: case 190: return power_field(v, f);
+    case 230: set_u(f, v->recovery_action); return NVML_SUCCESS;
+    default: return NVML_ERROR_NOT_SUPPORTED;
+    }
+}
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetFieldValues
+/* Each entry carries its own nvmlReturn; the call itself fails only for bad arguments. */
+API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t d, int count, nvmlFieldValue_t *values) {
+    CHECK(d);
+    if (count < 0 || (count > 0 && !values)) return NVML_ERROR_INVALID_ARGUMENT;
+    struct nvmlDevice_st *g = &gpus[d->slot];
+    for (int i = 0; i < count; i++) {
+        nvmlFieldValue_t *f = &values[i];
+        memset(&f->value, 0, sizeof f->value);
+        f->timestamp = ++field_clock_us;
+        f->latencyUsec = 0;
+        int forced_ret = f->fieldId < MAX_FIELD ? field_ret[d->slot][f->fieldId] : 0;
+        f->nvmlReturn = forced_ret ? forced_ret : read_field(g, f);
+    }
+    return NVML_SUCCESS;
+}
+#endif
+
+/* ---- MIG and fabric ----------------------------------------------------------------------- */
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMigMode
+API nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t d, unsigned int *current, unsigned int *pending) {
+    CHECK(d);
+    NONNULL(current);
+    NONNULL(pending);
+    *current = (unsigned int)d->v.mig_current;
+    *pending = (unsigned int)d->v.mig_pending;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMaxMigDeviceCount
+API nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t d, unsigned int *count) {
+    CHECK(d);
+    NONNULL(count);
+    *count = (unsigned int)d->v.mig_max_devices;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMigDeviceHandleByIndex
+API nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t d, unsigned int index, nvmlDevice_t *mig) {
+    CHECK(d);
+    NONNULL(mig);
+    if (!is_gpu(d) || !d->v.mig_current) return NVML_ERROR_INVALID_ARGUMENT;
+    if (index >= MAX_MIG || migs[d->slot][index].mig < 0 || !migs[d->slot][index].uuid[0])
+        return NVML_ERROR_NOT_FOUND;
+    *mig = &migs[d->slot][index];
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceIsMigDeviceHandle
+API nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t d, unsigned int *isMig) {
+    CHECK(d);
+    NONNULL(isMig);
+    *isMig = d->mig >= 0;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetGpuInstanceId
+API nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t d, unsigned int *id) {
+    CHECK(d);
+    NONNULL(id);
+    if (d->mig < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    *id = (unsigned int)d->v.gpu_instance_id;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetComputeInstanceId
+API nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t d, unsigned int *id) {
+    CHECK(d);
+    NONNULL(id);
+    if (d->mig < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    *id = (unsigned int)d->v.compute_instance_id;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetGpuFabricInfoV
+/* Takes v2 or v3 by the version field; healthSummary exists from v3. */
+API nvmlReturn_t nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t d, void *info) {
+    CHECK(d);
+    NONNULL(info);
+    const struct values *v = &gpus[d->slot].v;
+    unsigned int version = *(unsigned int *)info;
+    int v3 = version == STRUCT_VERSION(nvmlGpuFabricInfo_v3_t, 3);
+    if (!v3 && version != STRUCT_VERSION(nvmlGpuFabricInfo_v2_t, 2)) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (v->fabric_state == 0) return NVML_ERROR_NOT_SUPPORTED;
+    nvmlGpuFabricInfo_v3_t out;
+    memset(&out, 0, sizeof out);
+    out.version = version;
+    if (v->fabric_state == 3) {
+        parse_uuid(gpus[d->slot].cluster_uuid, out.clusterUuid);
+        out.cliqueId = (unsigned int)v->fabric_clique_id;
+    }
+    out.status = (nvmlReturn_t)v->fabric_status;
+    out.state = (unsigned int)v->fabric_state;
+    out.healthMask = (unsigned int)v->fabric_health_mask;
+    out.healthSummary = (unsigned char)v->fabric_health_summary;
+    memcpy(info, &out, v3 ? sizeof(nvmlGpuFabricInfo_v3_t) : sizeof(nvmlGpuFabricInfo_v2_t));
+    return NVML_SUCCESS;
+}
+#endif
+
+/* ---- events ------------------------------------------------------------------------------- */
+
+static int valid_set(nvmlEventSet_t s) { return s >= &sets[0] && s < &sets[MAX_SETS] && s->used; }
+
+#ifndef FAKE_NVML_OMIT_nvmlEventSetCreate
+API nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
+    CHECK_SYSTEM();
+    NONNULL(set);
+    pthread_mutex_lock(&ev_lock);
+    for (int i = 0; i < MAX_SETS; i++) {
+        if (!sets[i].used) {
+            memset(&sets[i], 0, sizeof sets[i]);
+            sets[i].used = 1;
+            *set = &sets[i];
+            pthread_mutex_unlock(&ev_lock);
+            return NVML_SUCCESS;
+        }
+    }
+    pthread_mutex_unlock(&ev_lock);
+    return NVML_ERROR_UNKNOWN;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlEventSetFree
+API nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
+    CHECK_SYSTEM();
+    pthread_mutex_lock(&ev_lock);
+    if (!valid_set(set)) { pthread_mutex_unlock(&ev_lock); return NVML_ERROR_INVALID_ARGUMENT; }
+    set->used = 0;
+    pthread_cond_broadcast(&ev_cond);
+    pthread_mutex_unlock(&ev_lock);
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetSupportedEventTypes
+API nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t d, unsigned long long *types) {
+    CHECK(d);
+    NONNULL(types);
+    *types = (unsigned long long)gpus[d->slot].v.supported_events;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceRegisterEvents
+/* Like the driver: NOT_SUPPORTED if any requested type is not supported by the device. */
+API nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t d, unsigned long long types, nvmlEventSet_t set) {
+    CHECK(d);
+    if (!is_gpu(d)) return NVML_ERROR_NOT_SUPPORTED;
+    if (types & ~(unsigned long long)d->v.supported_events) return NVML_ERROR_NOT_SUPPORTED;
+    pthread_mutex_lock(&ev_lock);
+    if (!valid_set(set)) { pthread_mutex_unlock(&ev_lock); return NVML_ERROR_INVALID_ARGUMENT; }
+    set->mask[d->slot] |= types;
+    pthread_mutex_unlock(&ev_lock);
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlEventSetWait_v2
+API nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms) {
+    CHECK_SYSTEM();
+    NONNULL(data);
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeoutms / 1000;
+    deadline.tv_nsec += (long)(timeoutms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) { deadline.tv_sec++; deadline.tv_nsec -= 1000000000L; }
+    pthread_mutex_lock(&ev_lock);
+    if (!valid_set(set)) { pthread_mutex_unlock(&ev_lock); return NVML_ERROR_INVALID_ARGUMENT; }
+    while (set->used && set->count == 0) {
+        if (pthread_cond_timedwait(&ev_cond, &ev_lock, &deadline) == ETIMEDOUT) break;
+    }
+    if (!set->used || set->count == 0) { pthread_mutex_unlock(&ev_lock); return NVML_ERROR_TIMEOUT; }
+    *data = set->queue[set->head];
+    set->head = (set->head + 1) % QUEUE_LEN;
+    set->count--;
+    pthread_mutex_unlock(&ev_lock);
+    return NVML_SUCCESS;
+}
+#endif
+
+/* ---- control functions (tests only; not part of NVML) ------------------------------------ */
+
+static long long *value_ptr(struct values *v, const char *name) {
+#define X(n) if (strcmp(name, #n) == 0) return &v->n;
+    VALUES(X)
+#undef X
+    return NULL;
+}
+
+static const char *const value_names[] = {
+#define X(n) #n,
+    VALUES(X)
+#undef X
+    NULL,
+};
+
+API const char *fake_nvml_value_name(int i) {
+    return i >= 0 && i < (int)(sizeof value_names / sizeof *value_names) ? value_names[i] : NULL;
+}
+
+static struct nvmlDevice_st *slot_ptr(int gpu) { return gpu >= 0 && gpu < MAX_GPUS ? &gpus[gpu] : NULL; }
+
+/* 0 on success, -1 for an unknown name, -2 for a bad GPU slot. */
+API int fake_nvml_set_value(int gpu, const char *name, long long value) {
+    struct nvmlDevice_st *g = slot_ptr(gpu);
+    if (!g) return -2;
+    long long *p = value_ptr(&g->v, name);
+    if (!p) return -1;
+    *p = value;
+    return 0;
+}
+
+API int fake_nvml_get_value(int gpu, const char *name, long long *out) {
+    struct nvmlDevice_st *g = slot_ptr(gpu);
+    if (!g) return -2;
+    long long *p = value_ptr(&g->v, name);
+    if (!p) return -1;
+    *out = *p;
+    return 0;
+}
+
+/* gpu -1 sets the system strings driver_version / nvml_version. */
+API int fake_nvml_set_string(int gpu, const char *name, const char *value) {
+    if (gpu == -1) {
+        if (strcmp(name, "driver_version") == 0) { snprintf(driver_version, sizeof driver_version, "%s", value); return 0; }
+        if (strcmp(name, "nvml_version") == 0) { snprintf(nvml_version, sizeof nvml_version, "%s", value); return 0; }
+        return -1;
+    }
+    struct nvmlDevice_st *g = slot_ptr(gpu);
+    if (!g) return -2;
+#define X(n, len) if (strcmp(name, #n) == 0) { snprintf(g->n, sizeof g->n, "%s", value); return 0; }
+    STRINGS(X)
+#undef X
+    return -1;
+}
+
+API void fake_nvml_set_cuda_driver_version(int version) { cuda_driver_version = version; }
+
+API int fake_nvml_set_nvlink_state(int gpu, int link, int state) {
+    struct nvmlDevice_st *g = slot_ptr(gpu);
+    if (!g || link < 0 || link >= MAX_LINKS) return -2;
+    g->nvlink_state[link] = state;
+    return 0;
+}
+
+/* Makes `fn` (the exact C symbol, e.g. "nvmlDeviceGetPowerUsage") return `ret` for GPU slot
+ * `gpu`, or every GPU with -1; ret 0 removes the override. */
+API int fake_nvml_set_return(const char *fn, int gpu, int ret) {
+    int free_slot = -1;
+    for (int i = 0; i < MAX_FORCED; i++) {
+        if (forced[i].ret && forced[i].gpu == gpu && strcmp(forced[i].fn, fn) == 0) {
+            forced[i].ret = ret;
+            return 0;
+        }
+        if (!forced[i].ret && free_slot < 0) free_slot = i;
+    }
+    if (!ret) return 0;
+    if (free_slot < 0) return -1;
+    snprintf(forced[free_slot].fn, sizeof forced[free_slot].fn, "%s", fn);
+    forced[free_slot].gpu = gpu;
+    forced[free_slot].ret = ret;
+    return 0;
+}
+
+/* Makes one field id's entry carry `ret` in nvmlDeviceGetFieldValues (0 restores it). */
+API int fake_nvml_set_field_return(int gpu, int field, int ret) {
+    if (!slot_ptr(gpu) || field < 0 || field >= MAX_FIELD) return -2;
+    field_ret[gpu][field] = ret;
+    return 0;
+}
+
+/* Shows the first `count` GPU slots, in order. */
+API int fake_nvml_set_device_count(int count) {
+    if (count < 0 || count > MAX_GPUS) return -2;
+    for (int s = 0; s < MAX_GPUS; s++) order[s] = s;
+    visible = count;
+    return 0;
+}
+
+/* The GPU falls off the bus: every call on it answers GPU_IS_LOST; with `drop` it also leaves
+ * the device count (the GPUs after it move down one index, as after a driver reload). */
+API int fake_nvml_lose_gpu(int gpu, int drop) {
+    struct nvmlDevice_st *g = slot_ptr(gpu);
+    if (!g) return -2;
+    g->lost = 1;
+    if (drop) {
+        int j = 0;
+        for (int i = 0; i < visible; i++)
+            if (order[i] != gpu) order[j++] = order[i];
+        visible = j;
+    }
+    return 0;
+}
+
+/* The GPU is back (after a reset): answers again and is counted again in slot order. */
+API int fake_nvml_restore_gpu(int gpu) {
+    struct nvmlDevice_st *g = slot_ptr(gpu);
+    if (!g) return -2;
+    g->lost = 0;
+    for (int i = 0; i < visible; i++)
+        if (order[i] == gpu) return 0;
+    int i = visible++;
+    while (i > 0 && order[i - 1] > gpu) { order[i] = order[i - 1]; i--; }
+    order[i] = gpu;
+    return 0;
+}
+
+API int fake_nvml_add_process(int gpu, unsigned int pid, unsigned long long used_bytes) {
+    struct nvmlDevice_st *g = slot_ptr(gpu);
+    if (!g || g->nprocs >= MAX_PROCS) return -2;
+    nvmlProcessInfo_v2_t *p = &g->procs[g->nprocs++];
+    p->pid = pid;
+    p->usedGpuMemory = used_bytes;
+    p->gpuInstanceId = p->computeInstanceId = 0xFFFFFFFFU;
+    return 0;
+}
+
+API int fake_nvml_remove_process(int gpu, unsigned int pid) {
+    struct nvmlDevice_st *g = slot_ptr(gpu);
+    if (!g) return -2;
+    for (unsigned int i = 0; i < g->nprocs; i++) {
+        if (g->procs[i].pid == pid) {
+            g->procs[i] = g->procs[--g->nprocs];
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* MIG on (current=1) with `count` 1-slice devices MIG-<gpu>-<k>, GPU instance ids 1..count. */
+API int fake_nvml_set_mig(int gpu, int current, int pending, int count) {
+    struct nvmlDevice_st *g = slot_ptr(gpu);
+    if (!g || count < 0 || count > MAX_MIG) return -2;
+    g->v.mig_current = current;
+    g->v.mig_pending = pending;
+    for (int k = 0; k < MAX_MIG; k++) {
+        struct nvmlDevice_st *m = &migs[gpu][k];
+        memset(m, 0, sizeof *m);
+        m->slot = gpu;
+        m->mig = k < count ? k : -1;
+        if (k >= count) continue;
+        snprintf(m->uuid, sizeof m->uuid, "MIG-%08x-%04x-0000-0000-%012x", gpu, k, k);
+        snprintf(m->name, sizeof m->name, "NVIDIA GB300 MIG 1g.35gb");
+        m->v.mem_total = 35 * 1024 * MIB;
+        m->v.gpu_instance_id = k + 1;
+        m->v.compute_instance_id = 0;
+    }
+    return 0;
+}
+
+/* Delivers an event to every event set registered for that type on that GPU; returns how many
+ * sets got it (0 means nobody was listening). */
+API int fake_nvml_inject_event(int gpu, unsigned long long type, unsigned long long data) {
+    struct nvmlDevice_st *g = slot_ptr(gpu);
+    if (!g) return -2;
+    int delivered = 0;
+    pthread_mutex_lock(&ev_lock);
+    for (int i = 0; i < MAX_SETS; i++) {
+        struct nvmlEventSet_st *s = &sets[i];
+        if (!s->used || !(s->mask[gpu] & type) || s->count == QUEUE_LEN) continue;
+        nvmlEventData_t *e = &s->queue[(s->head + s->count) % QUEUE_LEN];
+        e->device = g;
+        e->eventType = type;
+        e->eventData = type == EVENT_XID ? data : 0;
+        e->gpuInstanceId = e->computeInstanceId = 0xFFFFFFFFU;
+        s->count++;
+        delivered++;
+    }
+    pthread_cond_broadcast(&ev_cond);
+    pthread_mutex_unlock(&ev_lock);
+    return delivered;
+}
+
+/* Events queued and not yet taken by nvmlEventSetWait_v2, over all sets. */
+API int fake_nvml_pending_events(void) {
+    int n = 0;
+    pthread_mutex_lock(&ev_lock);
+    for (int i = 0; i < MAX_SETS; i++) n += sets[i].used ? sets[i].count : 0;
+    pthread_mutex_unlock(&ev_lock);
+    return n;
+}
+
+API int fake_nvml_init_count(void) { return init_count; }
+
+/* How many times the C function `fn` was called since the last reset. */
+API long fake_nvml_calls(const char *fn) {
+    long n = 0;
+    pthread_mutex_lock(&calls_lock);
+    for (int i = 0; i < MAX_COUNTED && calls[i].fn; i++)
+        if (strcmp(calls[i].fn, fn) == 0) n = calls[i].count;
+    pthread_mutex_unlock(&calls_lock);
+    return n;
+}
+
+/* ---- layout, checked against the real nvml.h -------------------------------------------- */
+
+static const struct { const char *name; long value; } layout[] = {
+#define LAYOUT_SIZE(T) {#T, (long)sizeof(T)},
+#define LAYOUT_OFFSET(T, F) {#T "." #F, (long)offsetof(T, F)},
+#include "layout.h"
+#undef LAYOUT_SIZE
+#undef LAYOUT_OFFSET
+};
+
+API const char *fake_nvml_layout_name(int i) {
+    return i >= 0 && i < (int)(sizeof layout / sizeof *layout) ? layout[i].name : NULL;
+}
+
+API long fake_nvml_layout_value(int i) {
+    return i >= 0 && i < (int)(sizeof layout / sizeof *layout) ? layout[i].value : -1;
+}

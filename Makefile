@@ -49,4 +49,5 @@ clean:
 
 # Benchmarks: figures for the README, written to bench/results/ (not part of `make test`).
 bench: $(STAMP) services
+	$(PY) bench/bench_nvml.py --passes 2000
 	$(PY) bench/bench_agent_cpu.py --seconds 60 --backend sim

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
-from agents.protocol import GpuHealthState, HealthAction, XidEvent
+from agents.protocol import EventKind, GpuHealthState, HealthAction, XidEvent
 
 H = GpuHealthState
 T = TypeVar("T")
@@ -134,7 +134,10 @@ class GpuHealthTracker:
         if self._reset_observed(reading):
             self._clear(Clears.RESET)
         for event in events:
-            self._on_xid(event.xid, event.at)
+            if event.kind is EventKind.XID:
+                self._on_xid(event.xid, event.at)
+            elif event.kind is EventKind.ECC_DBE:
+                self._on_xid(48, event.at)  # the double-bit ECC workflow, whether or not the XID came too
         self._on_dbe(reading, now)
         self._on_state(reading, now)
         self._expire(now)

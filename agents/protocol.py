@@ -125,9 +125,19 @@ class HealthAction(StrEnum):
     DRAIN_NVLINK_PEERS = "drain_nvlink_peers"
 
 
+class EventKind(StrEnum):
+    XID = "xid"
+    # NVML delivers ECC and recovery-action events on the same event set as XIDs; the driver may
+    # also log an XID for the same error, so the kind keeps them apart (no double counting).
+    ECC_DBE = "ecc_dbe"
+    ECC_SBE = "ecc_sbe"
+    RECOVERY_ACTION = "recovery_action"
+
+
 class XidEvent(_Wire):
     uuid: Uuid
-    xid: int
+    xid: int  # the XID; for ECC kinds 48 (double-bit) or 0, for recovery_action the field-230 value
+    kind: EventKind = EventKind.XID
     at: float  # unix seconds, agent clock
     detail: str | None = Field(default=None, max_length=500)
 

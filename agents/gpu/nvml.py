@@ -33,7 +33,7 @@ from typing import Any, Final, TypeVar
 
 import pynvml
 
-from agents.protocol import GpuInventory, GpuProcess, GpuTelemetry, MigDevice, XidEvent
+from agents.protocol import EventKind, GpuInventory, GpuProcess, GpuTelemetry, MigDevice, XidEvent
 
 log = logging.getLogger(__name__)
 
@@ -712,7 +712,9 @@ class NvmlBackend:
                 log.warning("GPU %s: XID %d", gpu.uuid, event_data)
             if event_type & EVENT_DBE:
                 detail = "double-bit ECC error (nvmlEventTypeDoubleBitEccError)"
-                self._events.append(XidEvent(uuid=gpu.uuid, xid=XID_DOUBLE_BIT_ECC, at=at, detail=detail))
+                self._events.append(
+                    XidEvent(uuid=gpu.uuid, xid=XID_DOUBLE_BIT_ECC, kind=EventKind.ECC_DBE, at=at, detail=detail)
+                )
                 log.warning("GPU %s: double-bit ECC error", gpu.uuid)
             # ECC and recovery-action events: re-read the health counters at the next sample.
             if event_type & (EVENT_DBE | EVENT_SBE | (EVENT_RECOVERY_ACTION or 0)):

@@ -68,7 +68,7 @@ def fold(
         if gpu is not None:
             at = datetime.fromtimestamp(event.at, tz=UTC)
             session.add(
-                GpuEvent(gpu_id=gpu.id, node_id=node.id, kind="xid", xid=event.xid, detail=event.detail or "", at=at)
+                GpuEvent(gpu_id=gpu.id, node_id=node.id, kind=event.kind.value, xid=event.xid, detail=event.detail or "", at=at)
             )
     for sample in gpus:
         gpu = rows.get(sample.uuid)

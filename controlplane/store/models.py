@@ -255,7 +255,7 @@ class GpuEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     gpu_id: Mapped[str] = mapped_column(ForeignKey("gpus.id", ondelete="CASCADE"))
     node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # xid | health | lost | found
+    kind: Mapped[str] = mapped_column(String(16))  # xid | ecc_dbe | ecc_sbe | recovery_action | health | lost | found
     xid: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -96,3 +96,14 @@ def test_unreadable_fields_keep_the_last_knowledge() -> None:
     t = GpuHealthTracker()
     t.observe(now=0, reading=Reading(remapped_rows_pending=True))
     assert t.observe(now=1, reading=Reading()).health is H.UNHEALTHY
+
+
+def test_ecc_event_and_its_xid_make_one_condition() -> None:
+    from agents.protocol import EventKind
+
+    t = GpuHealthTracker()
+    dbe = XidEvent(uuid="GPU-0", xid=48, kind=EventKind.ECC_DBE, at=1)
+    verdict = t.observe(now=1, events=[dbe, xid(48, 1)])
+    assert verdict.health is H.UNHEALTHY and len(verdict.reasons) == 1
+    sbe = XidEvent(uuid="GPU-0", xid=0, kind=EventKind.ECC_SBE, at=2)
+    assert GpuHealthTracker().observe(now=2, events=[sbe]).health is H.HEALTHY

@@ -15,6 +15,36 @@ from agents.gpu.sim import SimBackend
 from agents.protocol import GpuTelemetry
 
 DCGM_LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"]
+# dcgm-exporter's names and types (etc/default-counters.csv, dcp-metrics-included.csv and the
+# DCGM field names for the rest).
+DCGM_TYPES = {
+    "DCGM_FI_DEV_SM_CLOCK": "gauge",
+    "DCGM_FI_DEV_MEM_CLOCK": "gauge",
+    "DCGM_FI_DEV_MEMORY_TEMP": "gauge",
+    "DCGM_FI_DEV_GPU_TEMP": "gauge",
+    "DCGM_FI_DEV_POWER_USAGE": "gauge",
+    "DCGM_FI_DEV_POWER_MGMT_LIMIT": "gauge",
+    # As dcgm-exporter exposes them: counters without the _total suffix.
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": "counter",
+    "DCGM_FI_DEV_PCIE_REPLAY_COUNTER": "counter",
+    "DCGM_FI_DEV_GPU_UTIL": "gauge",
+    "DCGM_FI_DEV_MEM_COPY_UTIL": "gauge",
+    "DCGM_FI_DEV_XID_ERRORS": "gauge",
+    "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": "gauge",
+    "DCGM_FI_DEV_FB_FREE": "gauge",
+    "DCGM_FI_DEV_FB_USED": "gauge",
+    "DCGM_FI_DEV_FB_RESERVED": "gauge",
+    "DCGM_FI_DEV_FB_TOTAL": "gauge",
+    "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL": "counter",
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": "counter",
+    "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL": "counter",
+    "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL": "counter",
+    "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": "counter",
+    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": "counter",
+    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": "counter",
+    "DCGM_FI_DEV_ROW_REMAP_FAILURE": "gauge",
+    "DCGM_FI_DEV_ROW_REMAP_PENDING": "gauge",
+}
 SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 
 
@@ -54,27 +84,26 @@ def test_dcgm_series_names_types_and_labels(served: tuple[MetricsServer, AgentCo
     types, samples, response = scrape(server)
     assert response.status_code == 200
     assert response.headers["content-type"] == CONTENT_TYPE
-    assert types == {
-        "DCGM_FI_DEV_SM_CLOCK": "gauge",
-        "DCGM_FI_DEV_MEM_CLOCK": "gauge",
-        "DCGM_FI_DEV_MEMORY_TEMP": "gauge",
-        "DCGM_FI_DEV_GPU_TEMP": "gauge",
-        "DCGM_FI_DEV_POWER_USAGE": "gauge",
-        # As dcgm-exporter exposes it: a counter without the _total suffix.
-        "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": "counter",
-        "DCGM_FI_DEV_GPU_UTIL": "gauge",
-        "DCGM_FI_DEV_MEM_COPY_UTIL": "gauge",
-        "DCGM_FI_DEV_XID_ERRORS": "gauge",
-        "DCGM_FI_DEV_FB_FREE": "gauge",
-        "DCGM_FI_DEV_FB_USED": "gauge",
-        "DCGM_FI_DEV_FB_RESERVED": "gauge",
+    assert {n: t for n, t in types.items() if n.startswith("DCGM_")} == DCGM_TYPES
+    assert {n: t for n, t in types.items() if not n.startswith("DCGM_")} == {
+        "switchyard_gpu_module_power_watts": "gauge",
+        "switchyard_gpu_processes": "gauge",
+        "switchyard_gpu_nvlink_links_up": "gauge",
+        "switchyard_gpu_nvlink_links": "gauge",
+        "switchyard_gpu_nvlink_errors_total": "counter",
+        "switchyard_gpu_recovery_action": "gauge",
+        "switchyard_gpu_fabric_healthy": "gauge",
+        "switchyard_gpu_fabric_state": "gauge",
+        "switchyard_gpu_health": "gauge",
+        "switchyard_gpu_health_action": "gauge",
         "switchyard_agent_reports_sent_total": "counter",
         "switchyard_agent_reports_failed_total": "counter",
         "switchyard_agent_running_assignments": "gauge",
+        "switchyard_agent_gpus": "gauge",
     }
     inventory = backend.inventory()
     dcgm = [(n, labels, v) for n, labels, v in samples if n.startswith("DCGM_")]
-    assert len(dcgm) == 12 * 2
+    assert len(dcgm) == len(DCGM_TYPES) * 2  # the simulator fills every field dcgm-exporter has
     for name, labels, _ in dcgm:
         assert list(labels) == DCGM_LABELS, name  # dcgm-exporter's order too
         gpu = inventory[int(labels["gpu"])]
@@ -102,9 +131,15 @@ def test_absent_fields_produce_no_series(served: tuple[MetricsServer, AgentColle
     collector.set_gpus([full, sparse])
     _, samples, _ = scrape(server)
     gpu1 = sorted(n for n, labels, _ in samples if labels.get("gpu") == "1")
-    # FB_RESERVED is a static fact of the GPU, known even when the sample has no memory fields.
-    assert gpu1 == ["DCGM_FI_DEV_FB_RESERVED", "DCGM_FI_DEV_GPU_TEMP"]
-    assert len([n for n, labels, _ in samples if labels.get("gpu") == "0"]) == 12
+    # FB_RESERVED is a static fact of the GPU, known even when the sample has no memory fields;
+    # health always has a value (the agent's verdict), the rest is absent.
+    assert gpu1 == [
+        "DCGM_FI_DEV_FB_RESERVED",
+        "DCGM_FI_DEV_GPU_TEMP",
+        "switchyard_gpu_health",
+        "switchyard_gpu_health_action",
+    ]
+    assert len([n for n, labels, _ in samples if labels.get("gpu") == "0" and n.startswith("DCGM_")]) == len(DCGM_TYPES)
 
 
 def test_no_gpus_yet_means_no_dcgm_families(served: tuple[MetricsServer, AgentCollector, SimBackend]) -> None:

@@ -231,3 +231,115 @@ def test_unknown_gpu_is_a_key_error_and_bad_counts_are_refused() -> None:
 def test_gb300_patterns_generalise_beyond_four_gpus() -> None:
     assert gb300.pci_bus_id(4) == "00000028:06:00.0"
     assert [gb300.module_id(i) for i in range(6)] == [2, 1, 4, 3, 6, 5]
+
+
+def test_inventory_has_every_field_the_nvml_backend_fills() -> None:
+    inv = SimBackend().inventory()
+    for gpu in inv:
+        assert [k for k, v in gpu.model_dump().items() if v is None] == []
+        assert gpu.pci_device_id == "0x31C210DE"
+        assert gpu.memory_reserved_mib == 947.0
+        assert gpu.module_power_limit_w == 2900.0
+        assert (gpu.max_sm_clock_mhz, gpu.max_mem_clock_mhz) == (2070.0, 3996.0)
+        assert gpu.host_id == 1
+        assert gpu.mig_mode is False and gpu.mig_devices == []
+    chassis = {g.chassis_serial for g in inv}
+    assert len(chassis) == 1 and all(c is not None and len(c) == 13 and c.startswith("18") for c in chassis)
+
+
+def test_platform_info_places_trays_in_a_rack_like_the_capture() -> None:
+    def platform(node: int, cluster: str = "rack-a") -> tuple[str | None, int | None, int | None]:
+        gpu = SimBackend(node_index=node, cluster_uuid=cluster).inventory()[0]
+        return gpu.chassis_serial, gpu.slot_number, gpu.tray_index
+
+    serial, slot, tray = platform(15)
+    assert (slot, tray) == (25, 15)  # the capture's tray (l.42-l.43)
+    assert platform(0)[1:] == (1, 0)
+    assert platform(9)[1:] == (10, 9)
+    assert platform(10)[1:] == (20, 10)  # below the nine NVSwitch trays
+    assert platform(0)[0] == serial  # one chassis serial per rack of 18 trays
+    assert platform(18)[0] != serial and platform(18)[1:] == (1, 0)
+    assert platform(15, "rack-b")[0] != serial
+
+
+def test_idle_telemetry_has_every_field_with_the_capture_values() -> None:
+    clock = FakeClock()
+    backend = make(clock)
+    clock.advance(1)
+    for gpu in backend.sample():
+        assert [k for k, v in gpu.model_dump().items() if v is None] == []
+        assert gpu.module_power_w is not None and 480.0 <= gpu.module_power_w <= 505.0  # capture: 486-497 W
+        assert gpu.memory_reserved_mib == 947.0
+        assert gpu.clock_event_reasons == 0x1  # GpuIdle
+        assert gpu.processes == []
+        assert (gpu.nvlink_tx_kib, gpu.nvlink_rx_kib) == (0, 0)
+        ecc = (gpu.ecc_volatile_sbe, gpu.ecc_volatile_dbe, gpu.ecc_aggregate_sbe, gpu.ecc_aggregate_dbe)
+        assert ecc == (0, 0, 0, 0)
+        assert (gpu.remapped_rows_correctable, gpu.remapped_rows_uncorrectable) == (0, 0)
+        assert gpu.remapped_rows_pending is False and gpu.remapped_rows_failure is False
+        assert gpu.recovery_action == 0
+        assert (gpu.nvlink_links_up, gpu.nvlink_links_total, gpu.nvlink_errors) == (18, 18, 0)
+        assert gpu.pcie_replay_count == 0
+        assert (gpu.fabric_state, gpu.fabric_healthy) == ("completed", True)
+        assert gpu.xid_counts == {}
+
+
+def test_clock_event_reasons_follow_load_and_the_cap() -> None:
+    clock = FakeClock()
+    backend = make(clock)
+    uuid = backend.inventory()[0].uuid
+    backend.set_load(uuid, 0.5, 0.0)
+    assert run(backend, clock, 3)[-1][0].clock_event_reasons == 0x0  # busy, under the limit
+    backend.set_load(uuid, 1.0, 0.0)
+    assert run(backend, clock, 3)[-1][0].clock_event_reasons == 0x4  # SwPowerCap
+    backend.set_power_limit(uuid, 600.0)
+    backend.set_load(uuid, 0.5, 0.0)
+    assert run(backend, clock, 3)[-1][0].clock_event_reasons == 0x4
+    backend.clear_load(uuid)
+    assert run(backend, clock, 3)[-1][0].clock_event_reasons == 0x1
+
+
+def test_module_power_is_gpu_power_plus_the_grace_share_and_stays_under_the_module_limit() -> None:
+    clock = FakeClock()
+    backend = make(clock)
+    uuid = backend.inventory()[0].uuid
+    backend.set_load(uuid, 1.0, 0.0)
+    for gpus in run(backend, clock, 30):
+        gpu = gpus[0]
+        assert gpu.module_power_w is not None and gpu.power_w is not None
+        assert 300.0 < gpu.module_power_w - gpu.power_w < 400.0
+        assert gpu.module_power_w <= 2900.0
+
+
+def test_nvlink_counters_grow_with_load_as_the_integral_of_the_held_rate() -> None:
+    clock = FakeClock()
+    backend = make(clock)
+    uuid = backend.inventory()[1].uuid
+    idle = run(backend, clock, 10)[-1][1]
+    assert (idle.nvlink_tx_kib, idle.nvlink_rx_kib) == (0, 0)
+    backend.set_load(uuid, 0.5, 0.0)
+    samples = [g[1] for g in run(backend, clock, 20)]
+    tx = [s.nvlink_tx_kib or 0 for s in samples]
+    assert tx == sorted(tx) and tx[-1] > 0
+    assert samples[-1].nvlink_rx_kib == samples[-1].nvlink_tx_kib
+    # 19 one-second steps at the held rate: 900 GB/s x 25% x 50% per direction.
+    rate = 900e9 / 1024 * 0.25 * 0.5
+    assert tx[-1] - tx[0] == pytest.approx(19 * rate, rel=1e-9, abs=1)
+    backend.set_load(uuid, 1.0, 0.0)
+    busy = [g[1].nvlink_tx_kib or 0 for g in run(backend, clock, 5)]
+    assert busy[-1] - busy[-2] > rate  # more load, more traffic
+
+
+def test_processes_are_what_the_daemon_says_runs_on_the_gpu() -> None:
+    clock = FakeClock()
+    backend = make(clock)
+    uuid = backend.inventory()[2].uuid
+    backend.set_load(uuid, 0.9, 90_000.0)
+    backend.set_processes(uuid, [101, 202, 101])
+    gpu = backend.sample()[2]
+    assert [(p.pid, p.used_memory_mib) for p in gpu.processes or []] == [(101, 45_000.0), (202, 45_000.0)]
+    backend.set_processes(uuid, [303], used_mib=1234.0)
+    assert [(p.pid, p.used_memory_mib) for p in backend.sample()[2].processes or []] == [(303, 1234.0)]
+    backend.set_processes(uuid, [])
+    assert backend.sample()[2].processes == []
+    assert backend.sample()[0].processes == []

@@ -178,6 +178,8 @@ class GpuHealthTracker:
         self._last_dbe = dbe
 
     def _on_state(self, reading: Reading, now: float) -> None:
+        if reading.recovery_action == 0:
+            self._conditions.pop("xid:154", None)  # XID 154 said "read field 230": it reads "nothing to do"
         self._set_state(
             "field230",
             reading.recovery_action,

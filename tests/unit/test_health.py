@@ -107,3 +107,9 @@ def test_ecc_event_and_its_xid_make_one_condition() -> None:
     assert verdict.health is H.UNHEALTHY and len(verdict.reasons) == 1
     sbe = XidEvent(uuid="GPU-0", xid=0, kind=EventKind.ECC_SBE, at=2)
     assert GpuHealthTracker().observe(now=2, events=[sbe]).health is H.HEALTHY
+
+
+def test_xid_154_clears_once_field_230_reads_zero() -> None:
+    t = GpuHealthTracker(quiet_window_s=600)
+    assert t.observe(now=0, events=[xid(154, 0)], reading=Reading(recovery_action=1)).action is A.RESET_GPU
+    assert t.observe(now=5, reading=Reading(recovery_action=0)).health is H.HEALTHY

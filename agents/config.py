@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class AgentConfig:
     sim_cluster_uuid: str | None = None
     sim_clique_id: int = 32766
     sim_seed: int = 0
+    # Reports kept on disk while the control plane is unreachable (agents.spool).
+    spool_max_bytes: int = 64 * 1024 * 1024
     # What tenant processes inherit from the agent's environment (PATH, HOME, LANG, ...).
     child_env: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -92,6 +95,22 @@ def _choice(options: Sequence[str], *, upper: bool = False) -> Callable[[str], s
     return convert
 
 
+_BYTE_UNITS = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+MIN_SPOOL_BYTES = 64 * 1024
+
+
+def _byte_size(text: str) -> int:
+    """``67108864``, ``64MiB``, ``64M``, ``512KiB``: binary units, case-insensitive."""
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _BYTE_UNITS:
+        raise ValueError("must be a byte count such as 67108864 or 64MiB")
+    value = int(match.group(1)) * _BYTE_UNITS[unit]
+    if value < MIN_SPOOL_BYTES:
+        raise ValueError(f"must be at least {MIN_SPOOL_BYTES} bytes")
+    return value
+
+
 def _server_url(text: str) -> str:
     if not text.startswith(("http://", "https://")):
         raise ValueError("must be an http:// or https:// URL")
@@ -120,6 +139,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--metrics-addr", _text, "127.0.0.1", "address of the /metrics listener"),
     _Option("--metrics-port", _int_in(0, 65535), 0, "port of the /metrics listener (0: any free)"),
     _Option("--report-interval", _positive_float, None, "seconds between reports (default: server's)"),
+    _Option("--spool-max-bytes", _byte_size, 64 * 1024 * 1024, "bound of the on-disk report spool, e.g. 64MiB"),
     _Option("--stop-grace", _positive_float, 10.0, "seconds between SIGTERM and SIGKILL on stop"),
     _Option("--log-level", _choice(LOG_LEVELS, upper=True), "INFO", "DEBUG | INFO | WARNING | ERROR"),
 )
@@ -183,5 +203,6 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         sim_cluster_uuid=values["sim_cluster_uuid"],
         sim_clique_id=values["sim_clique_id"],
         sim_seed=values["sim_seed"],
+        spool_max_bytes=values["spool_max_bytes"],
         child_env=inherited_env(env),
     )

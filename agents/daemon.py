@@ -5,7 +5,11 @@ the desired-state long poll, a one-second housekeeping tick (reconcile, simulato
 log shipper. The main thread only waits for SIGTERM/SIGINT, then stops the workloads' process
 groups, sends a last report and exits 0. Every loop survives a failed call to the control
 plane: the agent's job is to keep the GPUs and the workloads in order while the control plane
-is away, and its counters are cumulative, so nothing is lost by a missed report.
+is away. A report that could not be delivered goes to the on-disk ``Spool`` and is sent, in
+sequence order and before any newer report, once the control plane answers again.
+
+Each report also carries the XID events the backend saw since the previous one, and each GPU's
+health as ``agents.health`` judges it from those events and the sample (``judge_health``).
 
 Before it registers, the agent stops the workload process groups a killed or crashed
 predecessor left running (``recover_orphans``), so no assignment ever runs twice on its GPUs.
@@ -21,26 +25,33 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from enum import Enum
+from importlib import import_module
 
 from agents.client import AgentClient, ControlPlaneError, RejectedError, TransientError
 from agents.config import AgentConfig, ConfigError, load_config
-from agents.exporter import AgentCollector, MetricsServer, build_exporter
-from agents.gpu.base import GpuBackend, LoadDriver
+from agents.exporter import AgentCollector, MetricsServer, SpoolStats, build_exporter
+from agents.gpu.base import GpuBackend, InventoryWatcher, LibraryVersions, LoadDriver, XidEventSource
 from agents.gpu.sim import SimBackend
+from agents.health import GpuHealthTracker, Reading
 from agents.logship import LogShipper
 from agents.protocol import (
     PROTOCOL_VERSION,
     AssignmentStatus,
     DesiredState,
+    GpuInventory,
+    GpuTelemetry,
     NodeInventory,
     RegisterRequest,
     RegisterResponse,
     ReportRequest,
+    XidEvent,
 )
 from agents.reconcile import plan_reconcile
 from agents.runtime.orphans import stop_orphans
 from agents.runtime.processes import TERMINAL_PHASES, AssignmentKey, ProcessRunner, assignment_key
+from agents.spool import Spool
 from agents.state import (
     FatalError,
     FinishedLedger,
@@ -54,6 +65,22 @@ log = logging.getLogger("agents.daemon")
 
 LOG_SETTLE_TIMEOUT_S = 120.0  # give up waiting for a log ack and forget the assignment anyway
 SIM_MEMORY_SHARE = 0.85  # simulated workloads fill this share of usable memory x their utilisation
+XID_EVENTS_PER_REPORT = 1024  # the wire's limit; more wait for the next report
+MAX_UNSENT_XID_EVENTS = 16 * 1024  # an XID storm beyond this loses its oldest events (xid_counts keep counting)
+MAX_HEALTH_REASONS = 16  # the wire's limit
+FINAL_DRAIN_S = 5.0  # at shutdown, spooled reports are sent for this long; the rest wait for the next start
+# A refused credential is not the report's fault: keep the report spooled rather than drop it.
+CREDENTIAL_REFUSED = frozenset({401, 403})
+
+
+class BackendUnavailable(Exception):
+    """The configured GPU backend cannot start (module missing, NVML failed); the message says why."""
+
+
+class Delivery(Enum):
+    ACKED = "acked"  # accepted or duplicate: the control plane has it
+    REFUSED = "refused"  # a 4xx about this report: sending it again will not help
+    RETRY = "retry"  # unreachable, overloaded, or our credential refused: try again later
 
 
 class Backoff:
@@ -73,6 +100,59 @@ class Backoff:
         self._next = self._initial
 
 
+def judge_health(
+    trackers: dict[str, GpuHealthTracker],
+    samples: Sequence[GpuTelemetry],
+    events: Sequence[XidEvent],
+    *,
+    now: float,
+) -> list[GpuTelemetry]:
+    """Fold the events since the previous report and each GPU's readings into its health verdict.
+
+    ``trackers`` holds one ``GpuHealthTracker`` per GPU UUID across reports (missing ones are
+    added). Events for a GPU absent from ``samples`` (fallen off the bus) still reach its
+    tracker, so what happened to it is known if it comes back.
+    """
+    by_uuid: dict[str, list[XidEvent]] = {}
+    for event in events:
+        by_uuid.setdefault(event.uuid, []).append(event)
+    sampled = {gpu.uuid for gpu in samples}
+    for uuid, unsampled in by_uuid.items():
+        if uuid not in sampled:
+            trackers.setdefault(uuid, GpuHealthTracker()).observe(now=now, events=unsampled)
+    judged = []
+    for gpu in samples:
+        reading = Reading(
+            energy_mj=gpu.energy_mj,
+            recovery_action=gpu.recovery_action,
+            remapped_rows_pending=gpu.remapped_rows_pending,
+            remapped_rows_failure=gpu.remapped_rows_failure,
+            ecc_volatile_dbe=gpu.ecc_volatile_dbe,
+        )
+        tracker = trackers.setdefault(gpu.uuid, GpuHealthTracker())
+        verdict = tracker.observe(now=now, events=by_uuid.get(gpu.uuid, ()), reading=reading)
+        reasons = list(verdict.reasons)
+        if len(reasons) > MAX_HEALTH_REASONS:  # model_copy does not validate: keep it within the wire's limit
+            keep = MAX_HEALTH_REASONS - 1
+            reasons = [*reasons[:keep], f"... and {len(reasons) - keep} more"]
+        update = {"health": verdict.health, "health_action": verdict.action, "health_reasons": reasons}
+        judged.append(gpu.model_copy(update=update))
+    return judged
+
+
+def node_inventory(cfg: AgentConfig, backend: GpuBackend, gpus: list[GpuInventory] | None = None) -> NodeInventory:
+    versions = backend if isinstance(backend, LibraryVersions) else None
+    return NodeInventory(
+        hostname=cfg.hostname,
+        address=cfg.advertise_addr,
+        backend=backend.name,
+        driver_version=backend.driver_version(),
+        nvml_version=versions.nvml_version() if versions is not None else None,
+        cuda_driver_version=versions.cuda_driver_version() if versions is not None else None,
+        gpus=backend.inventory() if gpus is None else gpus,
+    )
+
+
 def register(
     cfg: AgentConfig, backend: GpuBackend, client: AgentClient, stop: threading.Event
 ) -> RegisterResponse | None:
@@ -86,13 +166,7 @@ def register(
     request = RegisterRequest(
         protocol_version=PROTOCOL_VERSION,
         bootstrap_token=cfg.bootstrap_token,
-        inventory=NodeInventory(
-            hostname=cfg.hostname,
-            address=cfg.advertise_addr,
-            backend=backend.name,
-            driver_version=backend.driver_version(),
-            gpus=backend.inventory(),
-        ),
+        inventory=node_inventory(cfg, backend),
     )
     backoff = Backoff()
     while not stop.is_set():
@@ -144,6 +218,7 @@ class Agent:
         collector: AgentCollector,
         seqs: SeqAllocator,
         finished: FinishedLedger,
+        spool: Spool,
         stop: threading.Event,
     ) -> None:
         self._cfg = cfg
@@ -156,6 +231,7 @@ class Agent:
         self._collector = collector
         self._seqs = seqs
         self._finished = finished
+        self._spool = spool
         self._stop = stop
         self._wake_watch = threading.Event()
         self._lock = threading.RLock()
@@ -170,6 +246,16 @@ class Agent:
         self._reported_terminal: dict[AssignmentKey, float] = {}  # key -> when first reported
         self._logs = LogShipper(client, self._node_id, runner.log_files)
         self._threads: list[threading.Thread] = []
+        # One report at a time, from build to delivery, so seqs reach the wire in order.
+        self._report_lock = threading.Lock()
+        self._events = backend if isinstance(backend, XidEventSource) else None
+        self._inventory_watcher = backend if isinstance(backend, InventoryWatcher) else None
+        # Guarded by _report_lock:
+        self._health: dict[str, GpuHealthTracker] = {}
+        self._unsent_events: list[XidEvent] = []
+        # The first report after a start carries the inventory: GPUs may have come or gone while down.
+        self._inventory_due = True
+        self._newest_generation = 0  # the highest generation a report response named
 
     @property
     def generation(self) -> int:
@@ -197,7 +283,7 @@ class Agent:
             log.error("some workload processes outlived SIGKILL; they may still hold GPUs")
         with self._lock:
             self._finished.save(self.known_statuses())
-        self.report_once()
+        self.report_once(final=True)
         self._logs.ship()
         deadline = time.monotonic() + 2.0
         for thread in self._threads:
@@ -211,42 +297,139 @@ class Agent:
             self._survive(self.report_once)
             self._stop.wait(self._report_interval_s * random.uniform(0.9, 1.1))
 
-    def report_once(self) -> None:
+    def report_once(self, *, final: bool = False) -> None:
+        """Sample and report; behind any spooled reports, which are sent first, oldest first.
+
+        A report the control plane does not answer is spooled and sent again later, never
+        ahead of an older one. ``final`` (at shutdown) sends spooled reports for at most
+        FINAL_DRAIN_S even though the agent is stopping; the rest wait on disk for the next start.
+        """
+        with self._report_lock:
+            request = self._build_report()
+            if len(self._spool) == 0:
+                if self._deliver(request) is Delivery.RETRY:
+                    self._spool_report(request)  # the next report tries again: no second attempt now
+            else:
+                self._spool_report(request)
+                self._drain_spool(deadline=time.monotonic() + FINAL_DRAIN_S if final else None)
+            newest = self._newest_generation
+        if newest > self.generation and not self._stop.is_set():
+            # The long poll may be parked on a replica that missed the wake-up: fetch now.
+            self._wake_watch.set()
+            try:
+                self._fetch_desired(wait_s=0.0)
+            except ControlPlaneError as exc:
+                log.warning("fetching desired generation %d failed: %s", newest, exc)
+
+    def _build_report(self) -> ReportRequest:
+        """The next report: sample, events since the last one, health, inventory if it changed (under _report_lock)."""
         samples = self._backend.sample()
+        events = self._events.drain_events() if self._events is not None else []
+        samples = judge_health(self._health, samples, events, now=time.time())
         self._collector.set_gpus(samples)
+        inventory = self._inventory_update()
         with self._lock:
             statuses = self.known_statuses()
             applied = self._applied()
         seq = self._seqs.next()
-        request = ReportRequest(
+        return ReportRequest(
             protocol_version=PROTOCOL_VERSION,
             seq=seq,
             sent_at=time.time(),
             gpus=samples,
             assignments=statuses,
             applied_generation=applied,
+            xid_events=self._next_events(events),
+            inventory=inventory,
         )
+
+    def _next_events(self, new: list[XidEvent]) -> list[XidEvent]:
+        """The oldest unsent events, up to the wire's limit per report (under _report_lock)."""
+        self._unsent_events.extend(new)
+        excess = len(self._unsent_events) - MAX_UNSENT_XID_EVENTS
+        if excess > 0:
+            del self._unsent_events[:excess]
+            log.warning("XID event storm: the %d oldest unsent event(s) will not be reported one by one", excess)
+        batch = self._unsent_events[:XID_EVENTS_PER_REPORT]
+        del self._unsent_events[:XID_EVENTS_PER_REPORT]
+        return batch
+
+    def _inventory_update(self) -> NodeInventory | None:
+        """The current inventory if it changed since the last report (or this is the first one)."""
+        changed = self._inventory_due
+        if self._inventory_watcher is not None and self._inventory_watcher.inventory_changed():
+            changed = True
+            log.warning("the backend reports a change in this node's GPUs")
+        if not changed:
+            return None
+        gpus = self._backend.inventory()
+        reserved = self._backend.memory_reserved_mib()
+        with self._lock:
+            self._node_gpus = {gpu.uuid for gpu in gpus}
+            self._usable_mib = {gpu.uuid: gpu.memory_total_mib - reserved.get(gpu.uuid, 0.0) for gpu in gpus}
+        self._collector.set_inventory(gpus, reserved)
+        self._inventory_due = False
+        return node_inventory(self._cfg, self._backend, gpus)
+
+    def _deliver(self, request: ReportRequest, *, spooled: bool = False) -> Delivery:
         try:
             response = self._client.report(self._node_id, request)
-        except ControlPlaneError as exc:
-            self._collector.record_report(seq, ok=False, at=time.time())
-            log.warning("report %d failed: %s", seq, exc)
-            return
+        except RejectedError as exc:
+            self._collector.record_report(request.seq, ok=False, at=time.time())
+            if exc.status_code in CREDENTIAL_REFUSED:
+                log.error("report %d: the control plane refuses this node's credential: %s", request.seq, exc)
+                return Delivery.RETRY
+            log.error(
+                "the control plane refused report %d (HTTP %d): %s; dropping it",
+                request.seq,
+                exc.status_code,
+                exc.detail,
+            )
+            return Delivery.REFUSED
+        except TransientError as exc:
+            self._collector.record_report(request.seq, ok=False, at=time.time())
+            waiting = f" ({len(self._spool)} report(s) spooled)" if spooled else ""
+            log.warning("report %d not delivered%s: %s", request.seq, waiting, exc)
+            return Delivery.RETRY
         now = time.time()
-        self._collector.record_report(seq, ok=True, at=now)
-        if not response.accepted:
-            log.warning("report %d not accepted by the control plane (duplicate=%s)", seq, response.duplicate)
+        self._collector.record_report(request.seq, ok=True, at=now)
+        if not response.accepted and not (spooled and response.duplicate):
+            log.warning("report %d not accepted by the control plane (duplicate=%s)", request.seq, response.duplicate)
         with self._lock:
-            for status in statuses:
+            for status in request.assignments:
                 if status.phase in TERMINAL_PHASES:
                     self._reported_terminal.setdefault(assignment_key(status), now)
-        if response.generation > self.generation and not self._stop.is_set():
-            # The long poll may be parked on a replica that missed the wake-up: fetch now.
-            self._wake_watch.set()
-            try:
-                self._fetch_desired(wait_s=0.0)
-            except ControlPlaneError as exc:
-                log.warning("fetching desired generation %d failed: %s", response.generation, exc)
+        self._newest_generation = max(self._newest_generation, response.generation)
+        return Delivery.ACKED
+
+    def _spool_report(self, request: ReportRequest) -> None:
+        try:
+            self._spool.append(request)
+        except OSError as exc:
+            log.error("cannot spool report %d (%s): it is lost; later reports repeat its counters", request.seq, exc)
+            # What only this report carried goes into the next one instead.
+            self._unsent_events[:0] = request.xid_events
+            self._inventory_due = self._inventory_due or request.inventory is not None
+
+    def _drain_spool(self, *, deadline: float | None) -> None:
+        """Send spooled reports oldest first until the spool is empty or the control plane fails."""
+        sent = 0
+        while True:
+            if deadline is None and self._stop.is_set():
+                return  # shutting down: the final report drains, with a deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                log.warning("%d spooled report(s) left for the next start", len(self._spool))
+                return
+            head = self._spool.head()
+            if head is None:
+                if sent:
+                    log.info("sent %d spooled report(s); the spool is empty", sent)
+                return
+            outcome = self._deliver(head, spooled=True)
+            if outcome is Delivery.RETRY:
+                return
+            self._spool.remove(head.seq, rejected=outcome is Delivery.REFUSED)
+            sent += 1
 
     # -- desired state ------------------------------------------------------------------------
 
@@ -359,10 +542,12 @@ class Agent:
         self._collector.set_assignments(len(active), owners)
         if not isinstance(self._backend, LoadDriver):
             return
+        with self._lock:
+            usable_mib = self._usable_mib  # replaced, never changed in place, when the inventory changes
         loads = {uuid: a.sim_utilization for a in active for uuid in a.gpu_uuids}
-        for uuid in self._node_gpus:
+        for uuid in usable_mib:
             if uuid in loads:
-                memory = loads[uuid] * SIM_MEMORY_SHARE * self._usable_mib[uuid]
+                memory = loads[uuid] * SIM_MEMORY_SHARE * usable_mib[uuid]
                 self._backend.set_load(uuid, loads[uuid], memory)
             else:
                 self._backend.clear_load(uuid)
@@ -388,6 +573,9 @@ class Agent:
 
 
 def build_backend(cfg: AgentConfig) -> GpuBackend:
+    """The configured backend; raises BackendUnavailable with a one-line reason if it cannot start."""
+    if cfg.backend == "nvml":
+        return _build_nvml_backend()
     return SimBackend(
         cfg.sim_gpus,
         seed=cfg.sim_seed,
@@ -395,6 +583,20 @@ def build_backend(cfg: AgentConfig) -> GpuBackend:
         cluster_uuid=cfg.sim_cluster_uuid,
         clique_id=cfg.sim_clique_id,
     )
+
+
+def _build_nvml_backend() -> GpuBackend:
+    # Imported here: a simulator-only host needs neither the module nor pynvml.
+    try:
+        module = import_module("agents.gpu.nvml")
+    except ImportError as exc:
+        raise BackendUnavailable(f"--backend nvml: cannot load the NVML backend: {exc}") from None
+    try:
+        backend: GpuBackend = module.NvmlBackend()
+    except Exception as exc:  # pynvml.NVMLError_*, OSError from the loader: the class varies with the library
+        log.debug("NVML backend failed to start", exc_info=True)
+        raise BackendUnavailable(f"--backend nvml: {str(exc) or type(exc).__name__}") from None
+    return backend
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,26 +610,31 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
     if cfg.log_level != "DEBUG":
         logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per report would drown the log
-    if cfg.backend == "nvml":
-        print("switchyard-agent: the NVML backend is not built yet; use --backend sim", file=sys.stderr)
+    try:
+        backend = build_backend(cfg)
+    except BackendUnavailable as exc:
+        print(f"switchyard-agent: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
     _install_signal_handlers(stop)
     try:
-        return _run(cfg, stop)
+        return _run(cfg, backend, stop)
     except FatalError as exc:
         print(f"switchyard-agent: {exc}", file=sys.stderr)
         return 1
+    finally:
+        backend.close()
 
 
-def _run(cfg: AgentConfig, stop: threading.Event) -> int:
-    backend = build_backend(cfg)
+def _run(cfg: AgentConfig, backend: GpuBackend, stop: threading.Event) -> int:
     registry, collector = build_exporter(cfg.hostname)
     collector.set_inventory(backend.inventory(), backend.memory_reserved_mib())
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        spool = Spool(cfg.state_dir / "spool", max_bytes=cfg.spool_max_bytes)
     except OSError as exc:
-        raise FatalError(f"cannot use state dir {cfg.state_dir}: {exc.strerror}") from None
+        raise FatalError(f"cannot use state dir {cfg.state_dir}: {exc}") from None
+    collector.set_spool_stats_provider(lambda: _exported(spool))
     try:
         metrics = MetricsServer(registry, host=cfg.metrics_addr, port=cfg.metrics_port).start()
     except OSError as exc:
@@ -461,6 +668,7 @@ def _run(cfg: AgentConfig, stop: threading.Event) -> int:
             collector=collector,
             seqs=seqs,
             finished=finished,
+            spool=spool,
             stop=stop,
         )
         agent.start()
@@ -472,7 +680,11 @@ def _run(cfg: AgentConfig, stop: threading.Event) -> int:
     finally:
         metrics.close()
         client.close()
-        backend.close()
+
+
+def _exported(spool: Spool) -> SpoolStats:
+    stats = spool.stats()
+    return SpoolStats(depth=stats.spooled, dropped=stats.dropped)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

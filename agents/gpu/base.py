@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from agents.protocol import GpuInventory, GpuTelemetry
+from agents.protocol import GpuInventory, GpuTelemetry, XidEvent
 
 
 class GpuBackend(Protocol):
@@ -54,3 +54,30 @@ class LoadDriver(Protocol):
     def set_load(self, uuid: str, utilization: float, memory_used_mib: float) -> None: ...
 
     def clear_load(self, uuid: str) -> None: ...
+
+
+@runtime_checkable
+class XidEventSource(Protocol):
+    """Backends that see XID (and ECC) events as they happen: NVML's event set, the simulator."""
+
+    def drain_events(self) -> list[XidEvent]:
+        """Every event since the previous call, oldest first; each event is returned once."""
+        ...
+
+
+@runtime_checkable
+class InventoryWatcher(Protocol):
+    """Backends that notice GPUs leaving or joining (a GPU fell off the bus, or came back)."""
+
+    def inventory_changed(self) -> bool:
+        """True once after each change (``inventory()`` then returns the new list)."""
+        ...
+
+
+@runtime_checkable
+class LibraryVersions(Protocol):
+    """Backends over a vendor library (NVML) that can say which versions they talk to."""
+
+    def nvml_version(self) -> str | None: ...
+
+    def cuda_driver_version(self) -> int | None: ...

@@ -67,8 +67,9 @@ def fold(
         gpu = rows.get(event.uuid)
         if gpu is not None:
             at = datetime.fromtimestamp(event.at, tz=UTC)
+            detail = event.detail or ""
             session.add(
-                GpuEvent(gpu_id=gpu.id, node_id=node.id, kind=event.kind.value, xid=event.xid, detail=event.detail or "", at=at)
+                GpuEvent(gpu_id=gpu.id, node_id=node.id, kind=event.kind.value, xid=event.xid, detail=detail, at=at)
             )
     for sample in gpus:
         gpu = rows.get(sample.uuid)

@@ -51,7 +51,8 @@ def test_bad_options_exit_non_zero_with_a_message_and_no_traceback(tmp_path: Pat
         ([], "--server is required"),
         (["--server", "ftp://x"], "--server: invalid value 'ftp://x'"),
         (["--server", "http://127.0.0.1:9", "--sim-gpus", "0"], "--sim-gpus: invalid value '0'"),
-        (["--server", "http://127.0.0.1:9", "--backend", "nvml"], "NVML backend is not built yet"),
+        (["--server", "http://127.0.0.1:9", "--backend", "nvml"], "switchyard-agent: --backend nvml: "),
+        (["--server", "http://127.0.0.1:9", "--spool-max-bytes", "1KiB"], "--spool-max-bytes: invalid value"),
         (["--server", "http://127.0.0.1:9", "--bootstrap-token-file", str(tmp_path / "nope")], "cannot read"),
         (["--server", "http://127.0.0.1:9", "--no-such-flag"], "unrecognized arguments"),
     ]
@@ -94,3 +95,12 @@ def test_environment_variables_configure_the_agent() -> None:
     assert load_config(["--sim-gpus", "3"], env).sim_gpus == 3  # a flag beats its variable
     with pytest.raises(ConfigError, match="SWITCHYARD_AGENT_SIM_GPUS: invalid value 'many'"):
         load_config([], {**env, "SWITCHYARD_AGENT_SIM_GPUS": "many"})
+
+
+def test_the_spool_bound_takes_binary_units() -> None:
+    base = {"SWITCHYARD_AGENT_SERVER": "http://cp:8000"}
+    assert load_config([], base).spool_max_bytes == 64 * 1024 * 1024
+    assert load_config(["--spool-max-bytes", "16MiB"], base).spool_max_bytes == 16 * 1024 * 1024
+    assert load_config([], {**base, "SWITCHYARD_AGENT_SPOOL_MAX_BYTES": "1048576"}).spool_max_bytes == 1048576
+    with pytest.raises(ConfigError, match="--spool-max-bytes: invalid value '64 parsecs'"):
+        load_config(["--spool-max-bytes", "64 parsecs"], base)

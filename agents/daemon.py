@@ -545,12 +545,23 @@ class Agent:
         with self._lock:
             usable_mib = self._usable_mib  # replaced, never changed in place, when the inventory changes
         loads = {uuid: a.sim_utilization for a in active for uuid in a.gpu_uuids}
+        pids: dict[str, list[int]] = {}
+        for proc in self._runner.live_processes():
+            for assignment in active:
+                if (assignment.workload_id, assignment.rank, assignment.epoch) == (
+                    proc.workload_id,
+                    proc.rank,
+                    proc.epoch,
+                ):
+                    for uuid in assignment.gpu_uuids:
+                        pids.setdefault(uuid, []).append(proc.pid)
         for uuid in usable_mib:
             if uuid in loads:
                 memory = loads[uuid] * SIM_MEMORY_SHARE * usable_mib[uuid]
                 self._backend.set_load(uuid, loads[uuid], memory)
             else:
                 self._backend.clear_load(uuid)
+            self._backend.set_processes(uuid, pids.get(uuid, []))
 
     # -- logs ---------------------------------------------------------------------------------
 

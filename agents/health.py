@@ -133,12 +133,15 @@ class GpuHealthTracker:
         reading = reading or Reading()
         if self._reset_observed(reading):
             self._clear(Clears.RESET)
+        dbe_seen = False
         for event in events:
             if event.kind is EventKind.XID:
                 self._on_xid(event.xid, event.at)
-            elif event.kind is EventKind.ECC_DBE:
-                self._on_xid(48, event.at)  # the double-bit ECC workflow, whether or not the XID came too
-        self._on_dbe(reading, now)
+                dbe_seen |= event.xid == 48
+            elif event.kind is EventKind.ECC_DBE and not dbe_seen:
+                self._on_xid(48, event.at)  # the double-bit ECC workflow, once per error
+                dbe_seen = True
+        self._on_dbe(reading, now, already_counted=dbe_seen)
         self._on_state(reading, now)
         self._expire(now)
         return self.verdict()
@@ -169,11 +172,11 @@ class GpuHealthTracker:
             return
         self._conditions[key] = _Condition(key, rule.health, rule.action, rule.clears, f"XID {xid}: {rule.what}", at)
 
-    def _on_dbe(self, reading: Reading, now: float) -> None:
+    def _on_dbe(self, reading: Reading, now: float, *, already_counted: bool) -> None:
         dbe = reading.ecc_volatile_dbe
         if dbe is None:
             return
-        if self._last_dbe is not None and dbe > self._last_dbe:
+        if self._last_dbe is not None and dbe > self._last_dbe and not already_counted:
             self._on_xid(48, now)  # a double-bit error seen in the counters is XID 48's workflow
         self._last_dbe = dbe
 

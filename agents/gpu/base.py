@@ -7,6 +7,7 @@ it cannot read rather than a made-up zero.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from agents.protocol import GpuInventory, GpuTelemetry, XidEvent
@@ -54,6 +55,10 @@ class LoadDriver(Protocol):
     def set_load(self, uuid: str, utilization: float, memory_used_mib: float) -> None: ...
 
     def clear_load(self, uuid: str) -> None: ...
+
+    def set_processes(self, uuid: str, pids: Iterable[int], used_mib: float | None = None) -> None:
+        """The PIDs running on the GPU, as NVML's running-processes list would show them."""
+        ...
 
 
 @runtime_checkable

@@ -71,13 +71,22 @@ class LiveState:
         self._record = client.register_script(_RECORD)
 
     def record_report(
-        self, *, node_id: str, seq: int, gpus: list[GpuTelemetry], now: float, lease_ttl_s: float
+        self,
+        *,
+        node_id: str,
+        seq: int,
+        gpus: list[GpuTelemetry],
+        now: float,
+        lease_ttl_s: float,
+        sent_at: float | None = None,
     ) -> bool:
         """Renew the lease; store the sample unless this seq was already seen. True if fresh."""
+        sent_at = now if sent_at is None else sent_at
         args: list[Any] = [seq, now + lease_ttl_s, node_id, int(max(lease_ttl_s * 20, 60) * 1000)]
         for gpu in gpus:
             sample = gpu.model_dump(exclude_none=True)
-            sample["at"] = now
+            sample["at"] = sent_at  # when the agent sampled it: a replayed spool keeps its own times
+            sample["received_at"] = now
             energy = "" if gpu.energy_mj is None else str(gpu.energy_mj)
             args += [gpu.uuid, json.dumps(sample, separators=(",", ":")), energy]
         keys = [

@@ -113,3 +113,13 @@ def test_xid_154_clears_once_field_230_reads_zero() -> None:
     t = GpuHealthTracker(quiet_window_s=600)
     assert t.observe(now=0, events=[xid(154, 0)], reading=Reading(recovery_action=1)).action is A.RESET_GPU
     assert t.observe(now=5, reading=Reading(recovery_action=0)).health is H.HEALTHY
+
+
+def test_one_double_bit_error_seen_three_ways_counts_once() -> None:
+    from agents.protocol import EventKind
+
+    t = GpuHealthTracker()
+    t.observe(now=0, reading=Reading(ecc_volatile_dbe=0))
+    dbe = XidEvent(uuid="GPU-0", xid=48, kind=EventKind.ECC_DBE, at=1)
+    verdict = t.observe(now=1, events=[xid(48, 1), dbe], reading=Reading(ecc_volatile_dbe=1))
+    assert verdict.reasons == ("XID 48: double-bit ECC error: reset to remap the row",)

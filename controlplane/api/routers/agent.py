@@ -52,6 +52,7 @@ def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime:
         gpus=list(body.gpus),
         now=time.time(),
         lease_ttl_s=runtime.settings.lease_ttl_s,
+        sent_at=body.sent_at,
     )
     fingerprint = nodes.report_fingerprint(body)
     known = None if fingerprint is None else runtime.live.unchanged_report(node_id, fingerprint)

@@ -14,6 +14,9 @@ from typing import Any
 
 import httpx
 
+# Agent processes the `site` fixture starts: 24 simulated GB300 GPUs in one NVLink domain.
+NODES = 6
+
 
 def free_port() -> int:
     import socket

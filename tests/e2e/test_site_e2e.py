@@ -9,15 +9,9 @@ readable, and the operator API shows every GPU free again.
 from __future__ import annotations
 
 import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
-from harness import Site, free_port, registered_nodes, wait_all_gpus_free, wait_for
-
-NODES = 6
+from harness import NODES, Site, registered_nodes, wait_all_gpus_free, wait_for
 
 CHECK_ENV = r"""
 import os, sys, time
@@ -34,89 +28,6 @@ print(f"rank={rank} world={world} master={os.environ['MASTER_ADDR']}:{os.environ
 time.sleep(float(sys.argv[1]))
 print("done", flush=True)
 """
-
-
-@pytest.fixture
-def site(tmp_path: Path, redis_prefix: str) -> Iterator[Site]:
-    from testenv import PEPPER, REDIS_URL, pg_database
-
-    from controlplane.config import Settings
-    from controlplane.domain.enums import KeyScope
-    from controlplane.services import admin
-    from controlplane.store.db import make_engine, make_session_factory, transaction
-    from controlplane.store.migrate import upgrade
-
-    db_name = f"switchyard_e2e_{uuid.uuid4().hex[:8]}"
-    db_url = pg_database(db_name, drop=False)
-    upgrade(db_url)
-    port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
-        "HOME": str(tmp_path),
-        "PYTHONUNBUFFERED": "1",
-        "SWITCHYARD_DATA_DIR": str(tmp_path / "data"),
-        "SWITCHYARD_DATABASE_URL": db_url,
-        "SWITCHYARD_REDIS_URL": REDIS_URL,
-        "SWITCHYARD_REDIS_PREFIX": redis_prefix,
-        "SWITCHYARD_PEPPER": PEPPER,
-        "SWITCHYARD_API_PORT": str(port),
-        "SWITCHYARD_REPORT_INTERVAL_S": "1",
-        "SWITCHYARD_LEASE_TTL_S": "5",
-        "SWITCHYARD_SWEEP_INTERVAL_S": "2",
-        "SWITCHYARD_SCHEDULER_INTERVAL_S": "1",
-    }
-    settings = Settings(database_url=db_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, pepper=PEPPER)
-    engine = make_engine(db_url)
-    with transaction(make_session_factory(engine)) as session:
-        from factories import demo_spec
-
-        admin.create_site(session, name="demo-rack", spec=demo_spec())
-        tenant = admin.create_tenant(session, name="acme")
-        pepper = settings.pepper_bytes()
-        tenant_key = admin.issue_api_key(session, pepper=pepper, scope=KeyScope.TENANT, tenant_id=tenant.id).secret
-        ops_key = admin.issue_api_key(session, pepper=pepper, scope=KeyScope.OPERATOR).secret
-        tokens = [
-            admin.issue_bootstrap_token(session, pepper=pepper, site_name="demo-rack", rack="rack-001", ttl_s=600)[1]
-            for _ in range(NODES)
-        ]
-    engine.dispose()
-    s = Site(workdir=tmp_path, env=env, url=f"http://127.0.0.1:{port}")
-    s.env["TENANT_KEY"] = tenant_key
-    s.env["OPS_KEY"] = ops_key
-    try:
-        s.start("api", "api")
-        s.start("scheduler", "scheduler")
-        s.start("worker", "worker", "--beat", "--concurrency", "1")
-        wait_for(
-            lambda: httpx.get(f"{s.url}/healthz", timeout=1).status_code == 200,
-            timeout=30,
-            site=s,
-            what="the API",
-        )
-        from controlplane.services.admin import rack_fabric_uuid
-
-        for i, token in enumerate(tokens, start=1):
-            s.start(
-                f"agent-{i}",
-                "agent",
-                "--server",
-                s.url,
-                "--state-dir",
-                str(tmp_path / f"agent-{i}"),
-                "--backend",
-                "sim",
-                "--sim-node-index",
-                str(i),
-                "--sim-cluster-uuid",
-                rack_fabric_uuid("demo-rack", "rack-001"),
-                "--hostname",
-                f"tray{i:02d}",
-                extra_env={"SWITCHYARD_AGENT_BOOTSTRAP_TOKEN": token},
-            )
-        yield s
-    finally:
-        s.stop_all()
-        pg_database(db_name, drop=True)
 
 
 def test_tenant_workloads_run_on_one_node_and_one_domain(site: Site) -> None:

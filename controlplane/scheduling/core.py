@@ -92,6 +92,15 @@ def _place_one(state: _Free, req: WorkloadRequest) -> Decision:
     free_total = sum(len(g) for g in candidates.values())
     if free_total < req.gpu_count:
         return Unplaced(req.workload_id, _shortage(state, req, free_total, total))
+    if req.nvlink is NvlinkPolicy.REQUIRED and req.gpu_count > 1:
+        draining = sum(len(g) for n, g in candidates.items() if state.nodes[n].nvlink_draining)
+        candidates = {n: g for n, g in candidates.items() if not state.nodes[n].nvlink_draining}
+        if draining and sum(len(g) for g in candidates.values()) < req.gpu_count:
+            return Unplaced(
+                req.workload_id,
+                f"waiting for {req.gpu_count} {req.gpu_model} GPUs on NVLink: {draining} free GPUs are in "
+                "NVLink domains draining their peers",
+            )
 
     single = _fit_single_node(state, candidates, req.gpu_count)
     if single is not None:

@@ -24,6 +24,9 @@ class NodeView:
     # Why the node admits no new work ("cordoned", "draining", "unreachable"), or "" if it does.
     unschedulable: str
     gpus: tuple[GpuSlot, ...]
+    # A GPU of this node's NVLink domain asked to drain its NVLink peers (recovery action 3/5):
+    # no new multi-GPU NVLink work here until it clears.
+    nvlink_draining: bool = False
 
 
 @dataclass(frozen=True, slots=True)

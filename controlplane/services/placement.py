@@ -33,6 +33,7 @@ def build_snapshot(session: Session) -> FleetSnapshot:
     allocated = set(session.scalars(select(Allocation.gpu_id).where(Allocation.released_at.is_(None))).all())
     gpus_by_node: dict[str, list[GpuSlot]] = {}
     node_actions: dict[str, str] = {}
+    peer_drain_nodes: set[str] = set()
     for gpu in session.scalars(select(Gpu).where(Gpu.present)).all():
         gpus_by_node.setdefault(gpu.node_id, []).append(
             GpuSlot(
@@ -46,14 +47,19 @@ def build_snapshot(session: Session) -> FleetSnapshot:
         )
         if gpu.health_action in NODE_ACTIONS:
             node_actions[gpu.node_id] = gpu.health_action
+        if gpu.health_action == "drain_nvlink_peers":
+            peer_drain_nodes.add(gpu.node_id)
+    all_nodes = session.scalars(select(Node).order_by(Node.id)).all()
+    draining_domains = {n.nvlink_domain for n in all_nodes if n.id in peer_drain_nodes and n.nvlink_domain}
     nodes = []
-    for node in session.scalars(select(Node).order_by(Node.id)).all():
+    for node in all_nodes:
         nodes.append(
             NodeView(
                 node_id=node.id,
                 domain=node.nvlink_domain,
                 unschedulable=_unschedulable(node, node_actions.get(node.id)),
                 gpus=tuple(gpus_by_node.get(node.id, ())),
+                nvlink_draining=node.id in peer_drain_nodes or node.nvlink_domain in draining_domains,
             )
         )
     return FleetSnapshot(nodes=tuple(nodes))

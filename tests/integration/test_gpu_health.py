@@ -116,3 +116,21 @@ def test_inventory_changes_mark_gpus_lost_and_found(client, runtime, site) -> No
     extra = dict(inv["gpus"][0], index=4, uuid="GPU-new-0000")
     agent.report(inventory=dict(inv, gpus=[*inv["gpus"], extra]))
     assert len(gpus(client, ops, node.node_id)) == 5
+
+
+def test_nvlink_peer_drain_keeps_gangs_off_the_domain(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+    acme = make_tenant(runtime, "acme")
+    a = register_node(runtime, 1)
+    register_node(runtime, 2)
+    register_node(runtime, 3)  # all three trays share the rack's NVLink domain
+    agent = Agent(client, a)
+    agent.report({0: ("unhealthy", "drain_nvlink_peers", ["recovery action 3: drain NVLink peers"])})
+    gang = client.post("/v1/workloads", json=workload_body(8), headers=acme.headers).json()
+    single = client.post("/v1/workloads", json=workload_body(1), headers=acme.headers).json()
+    run_pass(runtime, epoch=1)
+    got = client.get(f"/v1/workloads/{gang['id']}", headers=acme.headers).json()
+    assert got["state"] == "pending" and "draining their peers" in got["pending_reason"]
+    assert client.get(f"/v1/workloads/{single['id']}", headers=acme.headers).json()["state"] == "scheduled"
+    agent.report()  # recovered
+    run_pass(runtime, epoch=2)
+    assert client.get(f"/v1/workloads/{gang['id']}", headers=acme.headers).json()["state"] == "scheduled"

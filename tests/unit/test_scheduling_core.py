@@ -141,3 +141,14 @@ def test_placement_epochs_fence_by_leader_and_differ_by_pass() -> None:
 
     assert placement_epoch(2, 1) < placement_epoch(2, 2) < placement_epoch(3, 1)
     assert placement_epoch(3, 1) > placement_epoch(2, 10**6)
+
+
+def test_a_domain_draining_its_nvlink_peers_takes_no_nvlink_gangs() -> None:
+    draining = NodeView(node_id="a", domain="d1", unschedulable="", gpus=node("a").gpus, nvlink_draining=True)
+    fleet = FleetSnapshot((draining, node("b", "d1")))
+    [gang] = place(fleet, [request("w", 8)])
+    assert isinstance(gang, Unplaced) and "draining their peers" in gang.reason
+    [single] = place(fleet, [request("w", 1)])
+    assert isinstance(single, Placement)  # one GPU needs no NVLink peers
+    [anywhere] = place(fleet, [request("w", 8, NvlinkPolicy.NONE)])
+    assert isinstance(anywhere, Placement)

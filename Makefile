@@ -50,4 +50,6 @@ clean:
 # Benchmarks: figures for the README, written to bench/results/ (not part of `make test`).
 bench: $(STAMP) services
 	$(PY) bench/bench_nvml.py --passes 2000
+	$(PY) bench/bench_agent.py
 	$(PY) bench/bench_agent_cpu.py --seconds 60 --backend sim
+	$(PY) bench/bench_agent_cpu.py --seconds 60 --backend nvml --fake-nvml

@@ -46,7 +46,15 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--backend", default="sim")
     parser.add_argument("--extra-agent-env", action="append", default=[], help="NAME=VALUE for the agent")
+    parser.add_argument(
+        "--fake-nvml", action="store_true", help="with --backend nvml: build the fake libnvidia-ml.so.1 and use it"
+    )
     args = parser.parse_args()
+    if args.fake_nvml:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from fakes.nvml.build import build_fake_nvml
+
+        args.extra_agent_env.append(f"LD_LIBRARY_PATH={build_fake_nvml().parent}")
     sys.path.insert(0, str(ROOT))
     from controlplane.config import Settings
     from controlplane.domain.enums import KeyScope

@@ -486,7 +486,15 @@ class Agent:
                 self._runner.reject(assignment, message)
             for wid, rank, epoch in plan.stop:
                 log.info("stopping %s rank %d epoch %d: no longer desired", wid, rank, epoch)
-                self._runner.stop(wid, self._cfg.stop_grace_s, rank=rank, epoch=epoch, reason="no longer desired")
+                grace = next(
+                    (
+                        a.stop_grace_s
+                        for a in self._runner.active_assignments()
+                        if (a.workload_id, a.rank, a.epoch) == (wid, rank, epoch) and a.stop_grace_s is not None
+                    ),
+                    self._cfg.stop_grace_s,
+                )
+                self._runner.stop(wid, grace, rank=rank, epoch=epoch, reason="no longer desired")
             for assignment in plan.start:
                 self._runner.start(assignment, node_address=self._cfg.advertise_addr)
             for key in plan.forget:

@@ -254,6 +254,9 @@ class Assignment(_Wire):
     peers: list[str] = Field(default_factory=list)  # node addresses by rank
     # Simulator only: the GPU utilisation the workload drives while it runs.
     sim_utilization: float = Field(default=0.9, ge=0.0, le=1.0)
+    # Seconds between SIGTERM and SIGKILL when this process is stopped (cancel, preemption,
+    # deadline): a spot workload's preemption notice. None: the agent's own --stop-grace.
+    stop_grace_s: float | None = Field(default=None, ge=0.0, le=3600.0)
 
 
 class DesiredState(_Wire):

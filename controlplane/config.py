@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # requeue: back to pending elsewhere; fail: mark failed.
     unreachable_policy: str = Field(default="requeue", pattern="^(requeue|fail)$")
 
+    # A spot workload's preemption notice: SIGTERM, then this long before SIGKILL.
+    spot_grace_s: float = Field(default=30.0, ge=0, le=3600)
     scheduler_interval_s: float = Field(default=2.0, gt=0)
     scheduler_lease_s: float = Field(default=10.0, gt=0)
     sweep_interval_s: float = Field(default=5.0, gt=0)

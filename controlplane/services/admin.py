@@ -37,6 +37,12 @@ def rack_fabric_uuid(site_name: str, rack: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"switchyard:{site_name}:{rack}"))
 
 
+def mining_fleet_w(spec: dict[str, Any]) -> float:
+    """The ASIC fleet's full draw: what mining takes when no GPU needs the power."""
+    asics = spec.get("asics") or {}
+    return float(asics.get("count", 0)) * float(asics.get("power_w", 0))
+
+
 def load_scenario(path: Path, name: str) -> dict[str, Any]:
     try:
         sites = json.loads(path.read_text())
@@ -64,6 +70,7 @@ def create_site(session: Session, *, name: str, spec: dict[str, Any]) -> Site:
             grid_capacity_mw=float(spec["grid_capacity_mw"]),
             pue=float(spec["pue"]),
             spec=spec,
+            mining_planned_w=mining_fleet_w(spec),
         )
         session.add(site)
         session.flush()  # racks reference it; the unit of work does not order by foreign keys

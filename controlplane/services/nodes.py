@@ -124,7 +124,12 @@ def authorize_node(principal_node_id: str | None, node_id: str) -> None:
         raise Forbidden("this credential belongs to another node")
 
 
-def desired_state(session: Session, *, node_id: str) -> DesiredState:
+def stop_grace(priority: str, spot_grace_s: float) -> float | None:
+    """A spot workload's preemption notice; mining stops at once; others: the agent's default."""
+    return {"spot": spot_grace_s, "mining": 0.0}.get(priority)
+
+
+def desired_state(session: Session, *, node_id: str, spot_grace_s: float = 30.0) -> DesiredState:
     node = session.get(Node, node_id)
     if node is None:
         raise Forbidden("this node no longer exists")
@@ -161,6 +166,7 @@ def desired_state(session: Session, *, node_id: str) -> DesiredState:
                 master_port=wl.master_port or 29500,
                 peers=peers,
                 sim_utilization=wl.sim_utilization,
+                stop_grace_s=stop_grace(wl.priority, spot_grace_s),
             )
         )
     return DesiredState(node_id=node_id, generation=node.generation, assignments=assignments)

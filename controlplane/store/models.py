@@ -50,6 +50,9 @@ class Site(Base):
     # The scenario entry as given (racks, ASICs, prices): later capabilities read it.
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What the ASIC fleet may draw now: the scheduler sheds it first to make room for GPUs and
+    # gives it back as GPUs free up; the dispatch loop (a later issue) drives the miners to it.
+    mining_planned_w: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Rack(Base):
@@ -121,6 +124,15 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Contracted capacity: reserved-class work up to this many GPUs preempts lower classes.
+    reserved_gpus: Mapped[int] = mapped_column(Integer, default=0)
+    # Quotas (None: unlimited) and what happens to a workload over them: reject | hold.
+    max_gpus: Mapped[int | None] = mapped_column(Integer)
+    gpu_hours_limit: Mapped[float | None] = mapped_column(Float)
+    spend_cap_usd: Mapped[float | None] = mapped_column(Float)
+    over_quota: Mapped[str] = mapped_column(String(8), default="hold")
+    # The tenant's rate, for spend-cap estimates until metering prices it (issue 5).
+    price_usd_per_gpu_hour: Mapped[float] = mapped_column(Float, default=3.0)
 
 
 class ApiKey(Base):
@@ -259,3 +271,39 @@ class GpuEvent(Base):
     xid: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Preemption(Base):
+    """Every preemption: the victim, what it made room for, why, and when its GPUs came free."""
+
+    __tablename__ = "preemptions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    victim_id: Mapped[str] = mapped_column(ForeignKey("workloads.id", ondelete="CASCADE"), index=True)
+    for_workload_id: Mapped[str] = mapped_column(ForeignKey("workloads.id", ondelete="CASCADE"), index=True)
+    victim_priority: Mapped[str] = mapped_column(String(16))
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    grace_s: Mapped[float] = mapped_column(Float, default=0.0)
+    noticed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MiningEvent(Base):
+    """Changes to the mining budget the scheduler made: sheds for GPU work, and give-backs."""
+
+    __tablename__ = "mining_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    delta_w: Mapped[float] = mapped_column(Float)
+    planned_w: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SchedulerFence(Base):
+    """The newest scheduler epoch that committed. A commit from an older leader (a paused
+    process that lost its Redis lease) fails here, inside the database, whatever Redis says."""
+
+    __tablename__ = "scheduler_fence"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -106,7 +106,7 @@ async def desired(
 
     def state() -> DesiredState:
         with runtime.read() as session:
-            return nodes.desired_state(session, node_id=node_id)
+            return nodes.desired_state(session, node_id=node_id, spot_grace_s=runtime.settings.spot_grace_s)
 
     return await run_in_threadpool(state)
 

@@ -73,6 +73,9 @@ class SchedulerLoop:
                     result = run_pass(self.runtime, placement_epoch(self.lease.epoch, passes))
                     if result.placed:
                         log.info("placed %d workloads, %d pending", result.placed, result.still_pending)
+                except placement.FencedOut as exc:
+                    log.warning("%s; standing down", exc)
+                    self.lease.epoch = None
                 except IntegrityError:
                     # The database refused a second live allocation of a GPU: another writer won.
                     log.warning("placement refused by the database (a GPU is already allocated); retrying")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from controlplane.domain.enums import NodeStatus, NvlinkPolicy, PriorityClass, WorkloadState
@@ -25,7 +25,7 @@ from controlplane.scheduling.snapshot import (
 from controlplane.services import lifecycle
 from controlplane.services.gpu_state import NODE_ACTIONS
 from controlplane.services.uow import wakeups
-from controlplane.store.models import Allocation, Gpu, Node, Workload, WorkloadRank
+from controlplane.store.models import Allocation, Gpu, Node, SchedulerFence, Workload, WorkloadRank
 from controlplane.store.types import utcnow
 
 
@@ -92,6 +92,31 @@ def pending_queue(session: Session) -> list[WorkloadRequest]:
     ]
 
 
+class FencedOut(RuntimeError):
+    """A scheduler with a newer epoch has committed: this one lost its lease and must stand down."""
+
+
+def check_fence(session: Session, leader_epoch: int) -> None:
+    """Advance the database's fence to this leader's epoch, or fail if a newer leader got there.
+
+    The row lock this takes also serialises commits of two schedulers that both think they lead.
+    """
+    advanced = session.execute(
+        update(SchedulerFence)
+        .where(SchedulerFence.id == 1, SchedulerFence.epoch <= leader_epoch)
+        .values(epoch=leader_epoch)
+        .returning(SchedulerFence.id)
+    ).all()
+    if advanced:
+        return
+    current = session.get(SchedulerFence, 1)
+    if current is None:
+        session.add(SchedulerFence(id=1, epoch=leader_epoch))
+        session.flush()
+        return
+    raise FencedOut(f"scheduler epoch {leader_epoch} is fenced out by epoch {current.epoch}")
+
+
 @dataclass(frozen=True)
 class CommitResult:
     placed: int
@@ -106,6 +131,7 @@ def commit(
     now: datetime | None = None,
 ) -> CommitResult:
     now = now or utcnow()
+    check_fence(session, epoch >> 32)
     placed = 0
     touched_nodes: set[str] = set()
     for decision in decisions:

@@ -29,3 +29,36 @@ def test_one_leader_and_increasing_epochs(redis_prefix: str) -> None:
     third = a.try_acquire()
     assert third is not None and third > second
     client.close()
+
+
+def test_database_fence_refuses_an_older_leaders_commit(runtime) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+    from factories import make_site, make_tenant, register_node
+
+    from controlplane.processes.scheduler import placement_epoch, run_pass
+    from controlplane.services.placement import FencedOut
+
+    make_site(runtime)
+    register_node(runtime, 1)
+    acme = make_tenant(runtime, "acme")
+    from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+    from controlplane.domain.specs import WorkloadSpec
+    from controlplane.services import workloads
+
+    def submit() -> None:
+        spec = WorkloadSpec(
+            gpu_count=1,
+            gpu_model="NVIDIA GB300",
+            nvlink=NvlinkPolicy.NONE,
+            priority=PriorityClass.ON_DEMAND,
+            command=("true",),
+        )
+        with runtime.uow() as s:
+            workloads.submit(s, tenant_id=acme.tenant_id, spec=spec, idempotency_key=None, default_max_duration_s=60)
+
+    submit()
+    assert run_pass(runtime, placement_epoch(7, 1)).placed == 1  # leader 7 commits
+    submit()
+    with pytest.raises(FencedOut):  # leader 6, paused past its lease, wakes up and tries to commit
+        run_pass(runtime, placement_epoch(6, 99))
+    assert run_pass(runtime, placement_epoch(7, 2)).placed == 1

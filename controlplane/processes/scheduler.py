@@ -12,13 +12,17 @@ import threading
 import time
 
 import redis
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from controlplane.config import Settings
 from controlplane.leader import LeaderLease
 from controlplane.runtime import Runtime, build_runtime
-from controlplane.scheduling.core import place
+from controlplane.scheduling.core import schedule
+from controlplane.scheduling.snapshot import Placement, Preempt
 from controlplane.services import placement
+from controlplane.services import snapshot as snapshots
+from controlplane.store.models import Site
 
 log = logging.getLogger("switchyard.scheduler")
 
@@ -31,13 +35,27 @@ def placement_epoch(leader_epoch: int, pass_number: int) -> int:
 
 
 def run_pass(runtime: Runtime, epoch: int) -> placement.CommitResult:
+    """One pass: each site in turn gets the workloads still pending, under its own power cap."""
+    placed = preempted = 0
+    pending = 0
     with runtime.uow() as session:
-        queue = placement.pending_queue(session)
+        queue = snapshots.pending_queue(session)
         if not queue:
             return placement.CommitResult(placed=0, still_pending=0)
-        snapshot = placement.build_snapshot(session)
-        decisions = place(snapshot, queue)
-        return placement.commit(session, decisions=decisions, epoch=epoch)
+        sites: list[Site | None] = list(session.scalars(select(Site).order_by(Site.name)).all()) or [None]
+        for site in sites:
+            if not queue:
+                break
+            snapshot = snapshots.build_snapshot(session, site=site, spot_grace_s=runtime.settings.spot_grace_s)
+            decisions = schedule(snapshot, queue)
+            result = placement.commit(session, decisions=decisions, epoch=epoch, site=site, snapshot=snapshot)
+            placed += result.placed
+            preempted += result.preempted
+            done = {d.workload_id for d in decisions if isinstance(d, Placement)}
+            waiting = {d.for_workload_id for d in decisions if isinstance(d, Preempt)}
+            queue = [r for r in queue if r.workload_id not in done and r.workload_id not in waiting]
+            pending = len(queue)
+    return placement.CommitResult(placed=placed, still_pending=pending, preempted=preempted)
 
 
 class SchedulerLoop:

@@ -1,205 +1,275 @@
 """Placement core: snapshot + queue -> decisions. Pure; the scheduler process does the I/O.
 
-Shaped like the Kubernetes scheduling framework, reduced to what the first cut needs: the queue
-is sorted by priority class then age; filters drop GPUs and count why (model, node state,
-health, allocation); the fit step keeps a gang whole (all GPUs or none), inside one NVLink
-domain when the workload requires it; scoring is best fit, so whole nodes and whole domains
-stay free for large gangs. Reserve happens in a working copy, so later workloads in the same
-pass see earlier placements.
+Shaped like the Kubernetes scheduling framework: queue sort (``queue``), per-GPU filters counted
+once per pass (``filters``, into the ``index``), request filters that say why (model, quota, NVLink
+shape, rack power, site power), best-fit scores (``scores``, searched through the index by
+``fit``), reserve within the pass (the index and the power budget are updated, so later requests
+see earlier ones), and preemption only when filtering leaves nothing (``preemption``).
+
+Per request, in queue order, the decisions are one of:
+- [ShedMining?, Placement]: placed; mining shed first when the site cap needs it;
+- [Preempt..., Unplaced]: waits for the GPUs its victims (or earlier notices) are freeing; the
+  next pass, after they release, places it;
+- [Unplaced]: pending, with the reason.
+
+Failed shapes are memoised per pass: free GPUs only fall during a pass, so a (model, size, NVLink)
+shape that did not fit still does not fit until the pool changes, and one that could not be made
+to fit by preemption never can again in this pass.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-from controlplane.domain.enums import PRIORITY_RANK, NvlinkPolicy
+from controlplane.domain.enums import PriorityClass
+from controlplane.scheduling import fit, preemption
+from controlplane.scheduling.filters import describe, plural
+from controlplane.scheduling.index import HELD, Fleet, ModelPool, build_pools
+from controlplane.scheduling.power import PowerBudget
+from controlplane.scheduling.queue import queue_order
+from controlplane.scheduling.quota import QuotaLedger
 from controlplane.scheduling.snapshot import (
     Decision,
     FleetSnapshot,
-    NodeView,
     Placement,
+    Preempt,
     RankPlacement,
+    ShedMining,
     Unplaced,
     WorkloadRequest,
 )
 
-
-def queue_order(queue: Iterable[WorkloadRequest]) -> list[WorkloadRequest]:
-    return sorted(queue, key=lambda w: (PRIORITY_RANK[w.priority], w.submitted_at, w.workload_id))
+__all__ = ["SchedulingPass", "place", "queue_order", "schedule"]
 
 
-class _Free:
-    """Free, healthy GPUs per schedulable node, with the reasons the others are excluded."""
+class SchedulingPass:
+    """One pass over one snapshot: the indexes are built here, the decisions in ``run``."""
 
     def __init__(self, snapshot: FleetSnapshot) -> None:
-        self.nodes: dict[str, NodeView] = {n.node_id: n for n in snapshot.nodes}
-        self.free: dict[str, list[str]] = {}
-        self.model_of: dict[str, str] = {}
-        self.excluded_by_model: dict[str, Counter[str]] = defaultdict(Counter)
-        self.total_by_model: Counter[str] = Counter()
-        for node in snapshot.nodes:
-            free: list[str] = []
-            for gpu in sorted(node.gpus, key=lambda g: g.index):
-                self.total_by_model[gpu.model] += 1
-                reason = _exclusion(node, gpu.healthy, gpu.allocated)
-                if reason:
-                    self.excluded_by_model[gpu.model][reason] += 1
+        self.snapshot = snapshot
+        self.fleet = Fleet(snapshot)
+        self.pools = build_pools(snapshot, self.fleet)
+        self.power = PowerBudget(snapshot, self.fleet.rack_names) if snapshot.power is not None else None
+        self.room = self._rack_room()
+        self.ledger = QuotaLedger.from_snapshot(snapshot)
+        self.preempt: dict[str, preemption.ModelPreemption] | None = None
+        self.fit_failed: dict[tuple[str, int, str], tuple[int, str]] = {}
+        self.preempt_failed: set[tuple[str, int, str, frozenset[PriorityClass]]] = set()
+        self.decisions: list[Decision] = []
+
+    def _rack_room(self) -> fit.RackRoom | None:
+        """Racks whose cap leaves room for fewer GPUs than they have free; None if no rack binds.
+
+        Room and free GPUs fall together as GPUs are placed, so a rack that does not bind at the
+        start of the pass never binds during it."""
+        if self.power is None or not any(c is not None for c in self.power.rack_cap):
+            return None
+        node_rack = self.fleet.node_rack
+        free = [0] * len(self.fleet.rack_names)
+        for pool in self.pools.values():
+            for n, k in enumerate(pool.k):
+                if k and node_rack[n] >= 0:
+                    free[node_rack[n]] += k
+        left = {r: room for r, f in enumerate(free) if (room := self.power.rack_room_gpus(r)) < f}
+        return fit.RackRoom(node_rack, left) if left else None
+
+    def run(self, queue: Sequence[WorkloadRequest]) -> list[Decision]:
+        for req in queue_order(queue, self.snapshot):
+            self.decide(req)
+        return self.decisions
+
+    def decide(self, req: WorkloadRequest) -> None:
+        pool = self.pools.get(req.gpu_model)
+        c = req.gpu_count
+        if pool is None:
+            return self.unplaced(req, f"no {req.gpu_model} GPUs in the fleet")
+        if c <= 0:
+            return self.unplaced(req, "asks for no GPUs")
+        if c > pool.total:
+            return self.unplaced(req, f"asks for {c} GPUs; the fleet has {pool.total} {req.gpu_model}")
+        held = self.ledger.hold_reason(req) if self.ledger.policies else None
+        if held:
+            return self.unplaced(req, held)
+        mode = req.nvlink.value if c > 1 else "none"
+        key = (req.gpu_model, c, mode)
+        failed = self.fit_failed.get(key)
+        plan = None
+        if failed is None or failed[0] != pool.version:
+            plan = fit.find(pool, c, mode, self.room)
+        if plan is None:
+            if failed is not None and failed[0] == pool.version:
+                reason = failed[1]
+            else:
+                reason = self.fit_reason(pool, req, mode)
+                self.fit_failed[key] = (pool.version, reason)
+            return self.preempt_or_wait(pool, req, mode, reason)
+        shed = 0.0
+        if self.power is not None:
+            site = self.power.check_site(c)
+            if site.reason is not None:
+                return self.unplaced(req, site.reason)
+            shed = site.shed_w
+        self.commit(pool, req, plan, shed)
+
+    def commit(self, pool: ModelPool, req: WorkloadRequest, plan: fit.Plan, shed: float) -> None:
+        within = self.ledger.within_reservation(req)
+        taken = pool.take(plan)
+        node_ids, node_rack = self.fleet.node_ids, self.fleet.node_rack
+        if self.power is not None:
+            per_rack: dict[int, int] = {}
+            loose = 0
+            for n, x in plan:
+                r = node_rack[n]
+                if r < 0:
+                    loose += x
                 else:
-                    free.append(gpu.gpu_id)
-                    self.model_of[gpu.gpu_id] = gpu.model
-            self.free[node.node_id] = free
+                    per_rack[r] = per_rack.get(r, 0) + x
+            if shed > 0:
+                before = self.power.mining_w
+                self.decisions.append(
+                    ShedMining(
+                        shed,
+                        req.workload_id,
+                        f"site power: {req.gpu_count} GPUs need {shed / 1e6:,.3f} MW of mining's "
+                        f"{before / 1e6:,.3f} MW to stay under the {self.power.site_limit_w / 1e6:,.3f} MW limit",
+                    )
+                )
+            self.power.commit(per_rack, loose, shed)
+            if self.room is not None:
+                for r, x in per_rack.items():
+                    if r in self.room.left:
+                        self.room.left[r] -= x
+        if self.ledger.policies:
+            self.ledger.admit(req, reserved=within)
+        self.decisions.append(Placement(req.workload_id, tuple(RankPlacement(node_ids[n], gpus) for n, gpus in taken)))
 
-    def free_of_model(self, node_id: str, model: str) -> list[str]:
-        return [g for g in self.free[node_id] if self.model_of[g] == model]
+    def unplaced(self, req: WorkloadRequest, reason: str) -> None:
+        self.decisions.append(Unplaced(req.workload_id, reason))
 
-    def reserve(self, placement: Placement) -> None:
-        for rank in placement.ranks:
-            taken = set(rank.gpu_ids)
-            self.free[rank.node_id] = [g for g in self.free[rank.node_id] if g not in taken]
-            model = self.model_of[rank.gpu_ids[0]]
-            self.excluded_by_model[model]["allocated"] += len(taken)
+    # -- reasons ---------------------------------------------------------------------------------
 
-
-def _exclusion(node: NodeView, healthy: bool, allocated: bool) -> str:
-    if allocated:
-        return "allocated"
-    if node.unschedulable:
-        return node.unschedulable
-    if not healthy:
-        return "unhealthy"
-    return ""
-
-
-def place(snapshot: FleetSnapshot, queue: Sequence[WorkloadRequest]) -> list[Decision]:
-    state = _Free(snapshot)
-    decisions: list[Decision] = []
-    for request in queue_order(queue):
-        decision = _place_one(state, request)
-        if isinstance(decision, Placement):
-            state.reserve(decision)
-        decisions.append(decision)
-    return decisions
-
-
-def _place_one(state: _Free, req: WorkloadRequest) -> Decision:
-    total = state.total_by_model.get(req.gpu_model, 0)
-    if total == 0:
-        return Unplaced(req.workload_id, f"no {req.gpu_model} GPUs in the fleet")
-    if req.gpu_count > total:
-        return Unplaced(req.workload_id, f"asks for {req.gpu_count} GPUs; the fleet has {total} {req.gpu_model}")
-    candidates = {node_id: gpus for node_id in state.nodes if (gpus := state.free_of_model(node_id, req.gpu_model))}
-    free_total = sum(len(g) for g in candidates.values())
-    if free_total < req.gpu_count:
-        return Unplaced(req.workload_id, _shortage(state, req, free_total, total))
-    if req.nvlink is NvlinkPolicy.REQUIRED and req.gpu_count > 1:
-        draining = sum(len(g) for n, g in candidates.items() if state.nodes[n].nvlink_draining)
-        candidates = {n: g for n, g in candidates.items() if not state.nodes[n].nvlink_draining}
-        if draining and sum(len(g) for g in candidates.values()) < req.gpu_count:
-            return Unplaced(
-                req.workload_id,
-                f"waiting for {req.gpu_count} {req.gpu_model} GPUs on NVLink: {draining} free GPUs are in "
-                "NVLink domains draining their peers",
+    def fit_reason(self, pool: ModelPool, req: WorkloadRequest, mode: str) -> str:
+        c, model = req.gpu_count, req.gpu_model
+        free, total = pool.free_total, pool.total
+        counts = f"{free}/{total} free ({describe(pool.excluded)})"
+        if free < c:
+            return f"waiting for {_gpus(c, model)}: {counts}"
+        if self.room is not None and fit.find(pool, c, mode, None) is not None:
+            racks = [self.power.rack_reason(r) for r in self.room.left if self.room.left[r] < c] if self.power else []
+            example = f" (e.g. {racks[0]})" if racks else ""
+            return (
+                f"waiting for rack power for {_gpus(c, model)}: the racks that could hold them are at their caps"
+                f"{example}"
             )
+        if mode != "required":
+            return f"waiting for {_gpus(c, model)}: {counts}, none placeable in the shape asked"
+        nvl_free = pool.free_by_pool[0]
+        draining = pool.free_by_pool[2]
+        if draining and nvl_free < c:
+            return (
+                f"waiting for {_gpus(c, model)} on NVLink: {draining} free GPUs are in NVLink domains draining "
+                f"their peers ({counts})"
+            )
+        largest = pool.largest_domain_free()
+        if c > pool.dmax:
+            whole = len(pool.whole_domains())
+            return (
+                f"waiting for {_gpus(c, model)} in whole NVLink domains of {pool.dmax}: {counts}, "
+                f"{plural(whole, 'whole domain')} free, at most {largest} in any one domain"
+            )
+        return (
+            f"waiting for {_gpus(c, model)} in one NVLink domain: {counts}, at most {largest} in any one domain "
+            f"({plural(pool.doms_with_free, 'domain')} with free GPUs)"
+        )
 
-    single = _fit_single_node(state, candidates, req.gpu_count)
-    if single is not None:
-        return Placement(req.workload_id, (single,))
-    if req.nvlink in (NvlinkPolicy.REQUIRED, NvlinkPolicy.PREFERRED):
-        in_domain = _fit_in_domain(state, candidates, req.gpu_count)
-        if in_domain is not None:
-            return Placement(req.workload_id, in_domain)
-        if req.nvlink is NvlinkPolicy.REQUIRED:
-            return Unplaced(req.workload_id, _domain_shortage(state, candidates, req, total))
-    spread = _fit_across(state, candidates, req.gpu_count)
-    return Placement(req.workload_id, spread)
+    # -- preemption ------------------------------------------------------------------------------
 
-
-def _domain_free(state: _Free, candidates: dict[str, list[str]]) -> dict[str, int]:
-    """Free GPUs per NVLink domain, over the candidate nodes."""
-    per: Counter[str] = Counter()
-    for node_id, gpus in candidates.items():
-        domain = state.nodes[node_id].domain
-        if domain is not None:
-            per[domain] += len(gpus)
-    return dict(per)
-
-
-def _fit_single_node(state: _Free, candidates: dict[str, list[str]], count: int) -> RankPlacement | None:
-    """Best fit on one node: the node left with the fewest free GPUs, in the fullest domain."""
-    if count > max((len(g) for g in candidates.values()), default=0):
-        return None
-    domain_free = _domain_free(state, candidates)
-    best: tuple[int, int, str] | None = None
-    for node_id, gpus in candidates.items():
-        if len(gpus) < count:
-            continue
-        domain = state.nodes[node_id].domain
-        key = (len(gpus) - count, domain_free.get(domain, 0) if domain else 1 << 30, node_id)
-        if best is None or key < best:
-            best = key
-    if best is None:
-        return None
-    node_id = best[2]
-    return RankPlacement(node_id, tuple(candidates[node_id][:count]))
-
-
-def _take_nodes(candidates: dict[str, list[str]], node_ids: list[str], count: int) -> tuple[RankPlacement, ...]:
-    """Whole free nodes first, then the fullest partial ones, so fewer nodes share the gang."""
-    order = sorted(node_ids, key=lambda n: (-len(candidates[n]), n))
-    ranks: list[RankPlacement] = []
-    need = count
-    # Prefer a set whose last node is filled exactly: pick largest first, then the smallest that
-    # covers the remainder.
-    while need > 0:
-        exact = [n for n in order if len(candidates[n]) >= need]
-        if exact:
-            pick = min(exact, key=lambda n: (len(candidates[n]), n))
-            ranks.append(RankPlacement(pick, tuple(candidates[pick][:need])))
-            break
-        pick = order.pop(0)
-        ranks.append(RankPlacement(pick, tuple(candidates[pick])))
-        need -= len(candidates[pick])
-        order = [n for n in order if n != pick]
-    return tuple(ranks)
-
-
-def _fit_in_domain(state: _Free, candidates: dict[str, list[str]], count: int) -> tuple[RankPlacement, ...] | None:
-    by_domain: dict[str, list[str]] = defaultdict(list)
-    for node_id in candidates:
-        domain = state.nodes[node_id].domain
-        if domain is not None:
-            by_domain[domain].append(node_id)
-    fitting = [
-        (sum(len(candidates[n]) for n in nodes), domain)
-        for domain, nodes in by_domain.items()
-        if sum(len(candidates[n]) for n in nodes) >= count
-    ]
-    if not fitting:
-        return None
-    _, domain = min(fitting)  # best fit: the domain left with the fewest free GPUs
-    return _take_nodes(candidates, by_domain[domain], count)
+    def preempt_or_wait(self, pool: ModelPool, req: WorkloadRequest, mode: str, reason: str) -> None:
+        if not self.snapshot.running:
+            return self.unplaced(req, reason)
+        c = req.gpu_count
+        within = self.ledger.within_reservation(req)
+        rights = preemption.victim_classes(req.priority, within_reservation=within)
+        key = (req.gpu_model, c, mode, rights)
+        if key in self.preempt_failed:
+            return self.unplaced(req, reason)
+        if self.preempt is None:
+            self.preempt = preemption.build(self.snapshot, self.fleet)
+        mp = self.preempt.get(req.gpu_model)
+        choice = None
+        if mp is not None:
+            if mode == "required":
+                if c <= pool.dmax:
+                    choice = preemption.choose_in_domain(pool, mp, c, rights)
+            else:
+                choice = preemption.choose_anywhere(pool, mp, c, rights)
+        if choice is None or mp is None:
+            self.preempt_failed.add(key)
+            return self.unplaced(req, reason)
+        # Hold what the preemptor will use: its free GPUs, the GPUs being freed, its victims.
+        if choice.free_used:
+            if choice.domain >= 0:
+                held = fit.take_nodes(pool, choice.domain, min(choice.free_used, c), None, {})
+            else:
+                held = fit.spread(pool, min(choice.free_used, c), None)
+            if held:
+                pool.take(held, HELD)
+        preemption.claim(mp, choice)
+        if within:
+            self.ledger.hold_reserved(req.tenant_id, c)
+        scope = " in one NVLink domain" if choice.domain >= 0 else ""
+        freed = 0
+        for v in choice.victims:
+            useful = v.useful_by_dom.get(choice.domain, 0) if choice.domain >= 0 else v.useful
+            freed += useful
+            grace = preemption.grace_for(v.run.priority, self.snapshot.spot_grace_s)
+            why = (
+                f"preempted: {v.run.priority.value} work ({_grace(grace)}) makes room for "
+                f"{req.priority.value}{' (within its reservation)' if within else ''} workload {req.workload_id}, "
+                f"which needs {c} {req.gpu_model} GPUs{scope}; frees {useful} of them"
+            )
+            self.decisions.append(Preempt(v.run.workload_id, req.workload_id, why, grace, v.run.gpu_count))
+        parts = []
+        if choice.free_used:
+            parts.append(f"{min(choice.free_used, c)} free")
+        if choice.soon_used:
+            parts.append(f"{choice.soon_used} being freed by work already under preemption notice")
+        if choice.victims:
+            parts.append(f"{min(freed, c)} being freed by preempting {_describe_victims(choice, self.snapshot)}")
+        self.unplaced(req, f"waiting for {_gpus(c, req.gpu_model)}{scope}: " + ", ".join(parts))
 
 
-def _fit_across(state: _Free, candidates: dict[str, list[str]], count: int) -> tuple[RankPlacement, ...]:
-    in_domain = _fit_in_domain(state, candidates, count)
-    if in_domain is not None:
-        return in_domain
-    return _take_nodes(candidates, list(candidates), count)
+def _grace(grace: float) -> str:
+    return "at once" if grace <= 0 else f"grace {grace:g} s"
 
 
-def _shortage(state: _Free, req: WorkloadRequest, free_total: int, total: int) -> str:
-    excluded = state.excluded_by_model[req.gpu_model]
-    parts = [f"{n} {why}" for why, n in sorted(excluded.items(), key=lambda kv: (-kv[1], kv[0])) if n]
-    detail = ", ".join(parts) if parts else "none excluded"
-    return f"waiting for {req.gpu_count} {req.gpu_model} GPUs: {free_total}/{total} free ({detail})"
-
-
-def _domain_shortage(state: _Free, candidates: dict[str, list[str]], req: WorkloadRequest, total: int) -> str:
-    domain_free = _domain_free(state, candidates)
-    largest = max(domain_free.values(), default=0)
-    free_total = sum(len(g) for g in candidates.values())
-    return (
-        f"waiting for {req.gpu_count} {req.gpu_model} GPUs in one NVLink domain: {free_total}/{total} free, "
-        f"at most {largest} in any one domain ({len(domain_free)} domains with free GPUs)"
+def _describe_victims(choice: preemption.Choice, snapshot: FleetSnapshot) -> str:
+    by_class: dict[PriorityClass, int] = {}
+    for v in choice.victims:
+        by_class[v.run.priority] = by_class.get(v.run.priority, 0) + 1
+    return " and ".join(
+        f"{plural(n, f'{cls.value} workload')} ({_grace(preemption.grace_for(cls, snapshot.spot_grace_s))})"
+        for cls, n in sorted(by_class.items(), key=lambda kv: kv[0].value)
     )
+
+
+def schedule(snapshot: FleetSnapshot, queue: Sequence[WorkloadRequest]) -> list[Decision]:
+    """One pass: every decision (placements, preemptions, mining shed, pending reasons) in queue order."""
+    return SchedulingPass(snapshot).run(queue)
+
+
+def place(snapshot: FleetSnapshot, queue: Sequence[WorkloadRequest]) -> list[Placement | Unplaced]:
+    """The placements and pending reasons of one pass, for callers that commit only those.
+
+    A snapshot with running work or a power model can yield preemptions and mining shed that such
+    a caller would drop: that raises, so the caller moves to ``schedule``."""
+    out: list[Placement | Unplaced] = []
+    for d in schedule(snapshot, queue):
+        if not isinstance(d, Placement | Unplaced):
+            raise ValueError(f"{type(d).__name__} decisions need schedule(), not place()")
+        out.append(d)
+    return out
+
+
+def _gpus(n: int, model: str) -> str:
+    return f"{n} {model} GPU{'' if n == 1 else 's'}"

@@ -1,8 +1,14 @@
-"""The immutable fleet snapshot and queue the placement core works on: plain data, no I/O."""
+"""The immutable fleet snapshot, the queue and the decisions of the placement core: plain data, no I/O.
+
+Everything the core knows comes in here, time included (``FleetSnapshot.now``), so a pass is a pure
+function of its inputs and a replay gives the same decisions.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 
@@ -27,11 +33,82 @@ class NodeView:
     # A GPU of this node's NVLink domain asked to drain its NVLink peers (recovery action 3/5):
     # no new multi-GPU NVLink work here until it clears.
     nvlink_draining: bool = False
+    # The rack whose power cap the node draws from; None: the node's NVLink domain is its rack
+    # (one NVL72 rack is one domain), and a node with neither answers to the site cap only.
+    rack_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunningWorkload:
+    """Admitted work holding GPUs: the preemption candidates and the quota/reservation usage."""
+
+    workload_id: str
+    tenant_id: str
+    priority: PriorityClass
+    gpus: tuple[tuple[str, str], ...]  # (node_id, gpu_id)
+    started_at: float
+    gpu_model: str
+    # Already under a preemption notice: its GPUs free soon; never preempted a second time.
+    preempting: bool = False
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class PowerModel:
+    """Planned (not measured) draw: what the site would draw if every allocated GPU ran at its limit.
+
+    A rack's IT draw = switch trays + node overhead per powered node + per GPU (limit if allocated,
+    idle otherwise); the site's = sum over racks x PUE + mining. Node overhead is paid whether a node
+    runs work or not, so taking a GPU adds (limit - idle) to its rack and that x PUE to the site.
+    """
+
+    site_cap_w: float
+    pue: float
+    gpu_idle_w: float
+    gpu_limit_w: float
+    node_overhead_w: float
+    switch_trays_w_per_rack: float
+    rack_cap_w: Mapping[str, float] = field(default_factory=dict)
+    safety_margin_w: float = 0.0
+
+    @property
+    def marginal_gpu_w(self) -> float:
+        return self.gpu_limit_w - self.gpu_idle_w
+
+
+@dataclass(frozen=True, slots=True)
+class MiningBlock:
+    """The ASIC fleet as one preemptible block of planned draw: shed first, never below ``min_w``."""
+
+    power_w: float
+    min_w: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    tenant_id: str
+    reserved_gpus: int = 0
+    max_gpus: int | None = None
+    gpu_hours_limit: float | None = None  # per calendar month
+    gpu_hours_used: float = 0.0
+    spend_cap_usd: float | None = None
+    spend_used_usd: float = 0.0
+    # What an over-quota workload gets: refused at submission, or held pending with the reason.
+    over_quota: Literal["reject", "hold"] = "hold"
 
 
 @dataclass(frozen=True, slots=True)
 class FleetSnapshot:
     nodes: tuple[NodeView, ...]
+    running: tuple[RunningWorkload, ...] = ()
+    tenants: Mapping[str, TenantPolicy] = field(default_factory=dict)
+    power: PowerModel | None = None
+    mining: MiningBlock | None = None
+    now: float = 0.0
+    spot_grace_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +119,9 @@ class WorkloadRequest:
     nvlink: NvlinkPolicy
     priority: PriorityClass
     submitted_at: float
+    tenant_id: str = ""
+    max_duration_s: float | None = None
+    price_usd_per_gpu_hour: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,4 +147,24 @@ class Unplaced:
     reason: str
 
 
-Decision = Placement | Unplaced
+@dataclass(frozen=True, slots=True)
+class Preempt:
+    """Give ``victim_id`` its notice: it must release its GPUs within ``grace_s`` (0: at once)."""
+
+    victim_id: str
+    for_workload_id: str
+    reason: str
+    grace_s: float
+    gpu_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShedMining:
+    """Lower the ASIC fleet's planned draw by ``watts`` before ``for_workload_id`` starts."""
+
+    watts: float
+    for_workload_id: str
+    reason: str
+
+
+Decision = Placement | Unplaced | Preempt | ShedMining

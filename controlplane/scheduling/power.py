@@ -1,0 +1,119 @@
+"""Planned power: the site cap, each rack's cap, and mining as the block shed first.
+
+Per pass the budget starts from the snapshot (every allocated GPU at its power limit, every other
+at idle, every node's overhead, every rack's switch trays) and grows with each placement by
+(limit - idle) per GPU taken. Mining is preemptible at once, so a placement that would cross the
+site cap sheds the watts it needs from the mining block, never below the block's minimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controlplane.scheduling.snapshot import FleetSnapshot, NodeView, PowerModel
+
+
+def rack_key(node: NodeView) -> str | None:
+    """The rack a node draws from: its rack id, else its NVLink domain (an NVL72 rack is one)."""
+    return node.rack_id if node.rack_id is not None else node.domain
+
+
+def _mw(watts: float) -> str:
+    return f"{watts / 1e6:,.3f} MW"
+
+
+def _kw(watts: float) -> str:
+    return f"{watts / 1e3:,.1f} kW"
+
+
+@dataclass(slots=True)
+class SiteCheck:
+    shed_w: float  # mining to shed first (0: fits as is)
+    reason: str | None  # set: does not fit even with mining at its minimum
+
+
+class PowerBudget:
+    """Mutable for one pass; racks are small ints (index order of first appearance)."""
+
+    __slots__ = (
+        "model",
+        "rack_names",
+        "rack_draw",
+        "rack_cap",
+        "it_w",
+        "mining_w",
+        "mining_min_w",
+        "marginal_w",
+    )
+
+    def __init__(self, snapshot: FleetSnapshot, rack_names: list[str]) -> None:
+        model = snapshot.power
+        assert model is not None
+        self.model: PowerModel = model
+        self.rack_names = rack_names
+        index = {name: i for i, name in enumerate(rack_names)}
+        draw = [model.switch_trays_w_per_rack] * len(rack_names)
+        loose = 0.0  # nodes with no rack: count at the site only
+        for node in snapshot.nodes:
+            w = model.node_overhead_w
+            for gpu in node.gpus:
+                w += model.gpu_limit_w if gpu.allocated else model.gpu_idle_w
+            rack = rack_key(node)
+            if rack is None:
+                loose += w
+            else:
+                draw[index[rack]] += w
+        self.rack_draw = draw
+        self.rack_cap = [model.rack_cap_w.get(name) for name in rack_names]
+        self.it_w = sum(draw) + loose
+        mining = snapshot.mining
+        self.mining_w = mining.power_w if mining else 0.0
+        self.mining_min_w = mining.min_w if mining else 0.0
+        self.marginal_w = model.marginal_gpu_w
+
+    @property
+    def site_limit_w(self) -> float:
+        return self.model.site_cap_w - self.model.safety_margin_w
+
+    @property
+    def site_planned_w(self) -> float:
+        return self.it_w * self.model.pue + self.mining_w
+
+    def rack_room_gpus(self, rack: int) -> int:
+        """How many more GPUs the rack can take under its cap (a large number when uncapped)."""
+        cap = self.rack_cap[rack]
+        if cap is None or self.marginal_w <= 0:
+            return 1 << 30
+        return max(0, int((cap - self.rack_draw[rack]) / self.marginal_w + 1e-9))
+
+    def rack_reason(self, rack: int) -> str:
+        cap = self.rack_cap[rack]
+        return f"rack {self.rack_names[rack]} at its power cap ({_kw(self.rack_draw[rack])}/{_kw(cap or 0.0)} planned)"
+
+    def check_site(self, gpus: int) -> SiteCheck:
+        extra = gpus * self.marginal_w * self.model.pue
+        over = self.site_planned_w + extra - self.site_limit_w
+        if over <= 1e-6:
+            return SiteCheck(0.0, None)
+        sheddable = max(0.0, self.mining_w - self.mining_min_w)
+        if over <= sheddable + 1e-6:
+            return SiteCheck(min(over, sheddable), None)
+        mining = (
+            f"mining already at its {_mw(self.mining_min_w)} minimum"
+            if self.mining_w > 0 or self.mining_min_w > 0
+            else "no mining to shed"
+        )
+        if sheddable > 0:
+            mining = f"shedding mining to its {_mw(self.mining_min_w)} minimum frees only {_mw(sheddable)}"
+        return SiteCheck(
+            0.0,
+            f"waiting for site power: {gpus} GPUs add {_mw(extra)} (x PUE {self.model.pue:g}) to "
+            f"{_mw(self.site_planned_w)} planned, over the {_mw(self.site_limit_w)} limit "
+            f"({_mw(self.model.site_cap_w)} cap - {_mw(self.model.safety_margin_w)} margin); {mining}",
+        )
+
+    def commit(self, per_rack: dict[int, int], loose_gpus: int, shed_w: float) -> None:
+        for rack, n in per_rack.items():
+            self.rack_draw[rack] += n * self.marginal_w
+        self.it_w += (sum(per_rack.values()) + loose_gpus) * self.marginal_w
+        self.mining_w -= shed_w

@@ -1,0 +1,286 @@
+"""Preemption: only when filtering leaves nothing, and only of lower classes the request may displace.
+
+Rights: reserved work within its tenant's reservation may displace on_demand, spot and mining;
+reserved work beyond the reservation and on_demand work may displace spot and mining; spot may
+displace mining; mining displaces nothing. Reserved work is never a victim.
+
+GPUs of running work already under notice (``preempting``) count as freeing soon: a request that
+fits with them waits for them and preempts nothing more, and no workload is preempted twice. A
+preemptor claims what it waits for (the free GPUs it will use, the GPUs being freed, its
+victims) for the rest of the pass, so lower-priority work cannot take them meanwhile.
+
+Victims are chosen to free the fewest GPUs, then the lowest classes, then the youngest work: of
+three candidate sets (the best single victim; Kubernetes-style "remove all, reprieve the most
+valuable while the rest still suffices", once by class and once by size) the best by that key.
+The set must make the gang fit its shape: for ``required`` gangs only GPUs inside the chosen
+NVLink domain count, so a victim spread over several domains is charged all its GPUs but
+credited only those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controlplane.domain.enums import PRIORITY_RANK, PriorityClass
+from controlplane.scheduling.index import Fleet, ModelPool
+from controlplane.scheduling.snapshot import FleetSnapshot, GpuSlot, NodeView, RunningWorkload
+
+_RIGHTS: dict[str, frozenset[PriorityClass]] = {
+    "reserved_within": frozenset({PriorityClass.ON_DEMAND, PriorityClass.SPOT, PriorityClass.MINING}),
+    PriorityClass.RESERVED: frozenset({PriorityClass.SPOT, PriorityClass.MINING}),
+    PriorityClass.ON_DEMAND: frozenset({PriorityClass.SPOT, PriorityClass.MINING}),
+    PriorityClass.SPOT: frozenset({PriorityClass.MINING}),
+    PriorityClass.MINING: frozenset(),
+}
+
+# Per GPU preempted: any number of mining GPUs before one spot GPU, any spot before on_demand.
+_CLASS_WEIGHT = {PriorityClass.MINING: 1, PriorityClass.SPOT: 10_000, PriorityClass.ON_DEMAND: 100_000_000}
+
+
+def victim_classes(priority: PriorityClass, *, within_reservation: bool) -> frozenset[PriorityClass]:
+    """The classes a request may preempt (see the module docstring)."""
+    if priority is PriorityClass.RESERVED and within_reservation:
+        return _RIGHTS["reserved_within"]
+    return _RIGHTS[priority]
+
+
+def grace_for(victim: PriorityClass, spot_grace_s: float) -> float:
+    """Mining stops at once; spot (and on_demand, displaced only by a reservation) gets its notice."""
+    return 0.0 if victim is PriorityClass.MINING else spot_grace_s
+
+
+@dataclass(slots=True, eq=False)
+class Victim:
+    run: RunningWorkload
+    useful_by_dom: dict[int, int]  # GPUs that would become usable in each usable NVLink domain
+    useful: int  # usable anywhere
+    taken: bool = False
+
+    @property
+    def cost(self) -> int:
+        return self.run.gpu_count
+
+
+@dataclass(slots=True)
+class ModelPreemption:
+    soon_by_dom: dict[int, int] = field(default_factory=dict)
+    soon_total: int = 0
+    victims: list[Victim] = field(default_factory=list)  # sorted: fewest GPUs, lowest class, youngest
+    by_dom: dict[int, list[Victim]] = field(default_factory=dict)
+    # Useful GPUs of untaken victims, per class: per domain and anywhere (bounds that prune the search).
+    pre_by_dom: dict[int, dict[PriorityClass, int]] = field(default_factory=dict)
+    pre_total: dict[PriorityClass, int] = field(default_factory=dict)
+    doms: list[int] = field(default_factory=list)  # domains with GPUs being freed or victims
+    # Per domain, useful GPUs of untaken victims a given set of rights may preempt (built on first use).
+    rights_arr: dict[frozenset[PriorityClass], list[int]] = field(default_factory=dict)
+
+    def by_rights(self, rights: frozenset[PriorityClass], n_doms: int) -> list[int]:
+        arr = self.rights_arr.get(rights)
+        if arr is None:
+            arr = [0] * n_doms
+            for d, per in self.pre_by_dom.items():
+                arr[d] = sum(per.get(cls, 0) for cls in rights)
+            self.rights_arr[rights] = arr
+        return arr
+
+    def preemptible(self, rights: frozenset[PriorityClass], d: int = -1) -> int:
+        counts = self.pre_total if d < 0 else self.pre_by_dom.get(d)
+        return sum(counts.get(cls, 0) for cls in rights) if counts else 0
+
+
+@dataclass(slots=True)
+class Choice:
+    victims: list[Victim]
+    free_used: int
+    soon_used: int
+    domain: int  # -1: anywhere
+
+
+def _usable(node: NodeView, gpu_id: str) -> GpuSlot | None:
+    if node.unschedulable:
+        return None
+    for gpu in node.gpus:
+        if gpu.gpu_id == gpu_id:
+            return gpu if gpu.healthy else None
+    return None
+
+
+def build(snapshot: FleetSnapshot, fleet: Fleet) -> dict[str, ModelPreemption]:
+    out: dict[str, ModelPreemption] = {}
+    for run in snapshot.running:
+        if run.priority is PriorityClass.RESERVED and not run.preempting:
+            continue  # never a victim, never freeing
+        mp = out.setdefault(run.gpu_model, ModelPreemption())
+        by_dom: dict[int, int] = {}
+        useful = 0
+        for node_id, gpu_id in run.gpus:
+            n = fleet.node_index.get(node_id)
+            if n is None or _usable(snapshot.nodes[n], gpu_id) is None:
+                continue
+            useful += 1
+            d = fleet.node_dom[n]
+            if d >= 0 and not fleet.draining[n]:
+                by_dom[d] = by_dom.get(d, 0) + 1
+        if run.preempting:
+            mp.soon_total += useful
+            for d, x in by_dom.items():
+                mp.soon_by_dom[d] = mp.soon_by_dom.get(d, 0) + x
+            continue
+        victim = Victim(run, by_dom, useful)
+        mp.victims.append(victim)
+        mp.pre_total[run.priority] = mp.pre_total.get(run.priority, 0) + useful
+        for d, x in by_dom.items():
+            mp.by_dom.setdefault(d, []).append(victim)
+            per = mp.pre_by_dom.setdefault(d, {})
+            per[run.priority] = per.get(run.priority, 0) + x
+    for mp in out.values():
+        mp.victims.sort(key=_victim_order)
+        mp.doms = sorted(set(mp.soon_by_dom) | set(mp.by_dom))
+    return out
+
+
+def _victim_order(v: Victim) -> tuple[int, int, float]:
+    return (v.run.gpu_count, -PRIORITY_RANK[v.run.priority], -v.run.started_at)
+
+
+def _key(victims: list[Victim]) -> tuple[int, int, float]:
+    gpus = sum(v.cost for v in victims)
+    weight = sum(v.cost * _CLASS_WEIGHT[v.run.priority] for v in victims)
+    oldest = min((v.run.started_at for v in victims), default=0.0)
+    return (gpus, weight, -oldest)
+
+
+def _reprieve(
+    cands: list[tuple[int, Victim]], need: int, order_key: Callable[[tuple[int, Victim]], tuple[int, int, float]]
+) -> list[Victim] | None:
+    total = sum(u for u, _ in cands)
+    if total < need:
+        return None
+    kept: list[Victim] = []
+    ordered = sorted(cands, key=order_key)
+    for u, v in ordered:
+        if total - u >= need:
+            total -= u  # reprieved: the rest still frees enough
+        else:
+            kept.append(v)
+    return kept
+
+
+def select_victims(cands: list[tuple[int, Victim]], need: int) -> list[Victim] | None:
+    """The best victim set freeing at least ``need`` useful GPUs; cands: (useful GPUs, victim)."""
+    options: list[list[Victim]] = []
+    singles = [(v.cost, -PRIORITY_RANK[v.run.priority], -v.run.started_at, v) for u, v in cands if u >= need]
+    if singles:
+        options.append([min(singles, key=lambda t: t[:3])[3]])
+    # Reprieve the most valuable first: higher class, then more GPUs, then older.
+    by_class = _reprieve(cands, need, lambda t: (PRIORITY_RANK[t[1].run.priority], -t[1].cost, t[1].run.started_at))
+    if by_class is not None:
+        options.append(by_class)
+    by_size = _reprieve(cands, need, lambda t: (-t[1].cost, PRIORITY_RANK[t[1].run.priority], t[1].run.started_at))
+    if by_size is not None:
+        options.append(by_size)
+    if not options:
+        return None
+    return min(options, key=_key)
+
+
+# Domains compared once one can be freed: a bounded search; domains lacking the fewest GPUs come first.
+MAX_DOMAINS_COMPARED = 8
+
+
+def choose_in_domain(pool: ModelPool, mp: ModelPreemption, c: int, rights: frozenset[PriorityClass]) -> Choice | None:
+    """Waiting (on GPUs being freed) or preempting inside one NVLink domain, whichever costs least."""
+    dom_free, dom_size, soon_by_dom = pool.dom_free, pool.dom_size, mp.soon_by_dom
+    best: Choice | None = None
+    bounds: list[tuple[int, int]] = []
+    arr = mp.by_rights(rights, len(dom_free)) if rights else None
+    for d in mp.doms:
+        if dom_size[d] < c:
+            continue
+        free = dom_free[d]
+        soon = soon_by_dom.get(d, 0)
+        if free + soon >= c:
+            used_soon = c - free if c > free else 0
+            if best is None or used_soon < best.soon_used:
+                best = Choice([], min(free, c), used_soon, d)
+            continue
+        if arr is not None and best is None:
+            need = c - free - soon
+            if arr[d] >= need:
+                bounds.append((need, d))
+    if best is not None:
+        return best
+    bounds.sort()
+    best_key: tuple[int, int, float] | None = None
+    compared = 0
+    for need, d in bounds:
+        if best_key is not None and (need > best_key[0] or compared >= MAX_DOMAINS_COMPARED):
+            break
+        cands = [
+            (v.useful_by_dom[d], v)
+            for v in mp.by_dom.get(d, ())
+            if not v.taken and v.run.priority in rights and v.useful_by_dom[d] > 0
+        ]
+        victims = select_victims(cands, need)
+        if victims is None:
+            continue
+        compared += 1
+        key = _key(victims)
+        if best_key is None or key < best_key:
+            best_key = key
+            best = Choice(victims, dom_free[d], soon_by_dom.get(d, 0), d)
+    return best
+
+
+def choose_anywhere(pool: ModelPool, mp: ModelPreemption, c: int, rights: frozenset[PriorityClass]) -> Choice | None:
+    free = pool.free_total
+    if free + mp.soon_total >= c:
+        return Choice([], free, c - free, -1)
+    need = c - free - mp.soon_total
+    if not rights or mp.preemptible(rights) < need:
+        return None
+    # Victims are sorted fewest GPUs first: the smallest that suffice, and the best single one.
+    cands: list[tuple[int, Victim]] = []
+    got = 0
+    single: Victim | None = None
+    for v in mp.victims:
+        if v.taken or v.run.priority not in rights or v.useful <= 0:
+            continue
+        if got < need:
+            cands.append((v.useful, v))
+            got += v.useful
+        if v.useful >= need:
+            single = v
+            break
+    if single is not None and all(x is not single for _, x in cands):
+        cands.append((single.useful, single))
+    victims = select_victims(cands, need)
+    if victims is None:
+        return None
+    return Choice(victims, free, mp.soon_total, -1)
+
+
+def claim(mp: ModelPreemption, choice: Choice) -> None:
+    """Take ``choice``'s GPUs being freed and its victims out of reach for the rest of the pass."""
+    left = choice.soon_used
+    mp.soon_total -= left
+    if choice.domain >= 0:
+        if left:
+            mp.soon_by_dom[choice.domain] -= left
+    else:
+        for d, s in list(mp.soon_by_dom.items()):
+            if left <= 0:
+                break
+            x = min(s, left)
+            mp.soon_by_dom[d] = s - x
+            left -= x
+    for v in choice.victims:
+        v.taken = True
+        cls = v.run.priority
+        mp.pre_total[cls] -= v.useful
+        for d, x in v.useful_by_dom.items():
+            mp.pre_by_dom[d][cls] -= x
+            for rights, arr in mp.rights_arr.items():
+                if cls in rights:
+                    arr[d] -= x

@@ -1,0 +1,192 @@
+"""Build the scheduling core's input from the database: one site's fleet, its running work, its
+power, and the tenants' reservations and quotas. Reads only."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controlplane.domain.enums import NodeStatus, NvlinkPolicy, PriorityClass, WorkloadState
+from controlplane.scheduling.snapshot import (
+    FleetSnapshot,
+    GpuSlot,
+    MiningBlock,
+    NodeView,
+    PowerModel,
+    RunningWorkload,
+    TenantPolicy,
+    WorkloadRequest,
+)
+from controlplane.services.gpu_state import NODE_ACTIONS
+from controlplane.store.models import Allocation, Gpu, Node, Rack, Site, Tenant, Workload
+
+
+def build_snapshot(
+    session: Session, *, site: Site | None = None, now: datetime | None = None, spot_grace_s: float = 30.0
+) -> FleetSnapshot:
+    now = now or datetime.now(UTC)
+    node_query = select(Node).order_by(Node.id)
+    if site is not None:
+        node_query = node_query.where(Node.site_id == site.id)
+    all_nodes = session.scalars(node_query).all()
+    node_ids = [n.id for n in all_nodes]
+    live = session.scalars(
+        select(Allocation).where(Allocation.released_at.is_(None), Allocation.node_id.in_(node_ids))
+    ).all()
+    allocated = {a.gpu_id for a in live}
+    gpus_by_node: dict[str, list[GpuSlot]] = defaultdict(list)
+    node_actions: dict[str, str] = {}
+    peer_drain_nodes: set[str] = set()
+    models: dict[str, str] = {}
+    for gpu in session.scalars(select(Gpu).where(Gpu.present, Gpu.node_id.in_(node_ids))).all():
+        models[gpu.id] = gpu.model
+        gpus_by_node[gpu.node_id].append(
+            GpuSlot(
+                gpu_id=gpu.id,
+                index=gpu.index,
+                model=gpu.model,
+                # Degraded GPUs still run work (the tenant is told); unhealthy ones admit none.
+                healthy=gpu.health != "unhealthy",
+                allocated=gpu.id in allocated,
+            )
+        )
+        if gpu.health_action in NODE_ACTIONS:
+            node_actions[gpu.node_id] = gpu.health_action
+        if gpu.health_action == "drain_nvlink_peers":
+            peer_drain_nodes.add(gpu.node_id)
+    draining_domains = {n.nvlink_domain for n in all_nodes if n.id in peer_drain_nodes and n.nvlink_domain}
+    nodes = tuple(
+        NodeView(
+            node_id=node.id,
+            domain=node.nvlink_domain,
+            unschedulable=_unschedulable(node, node_actions.get(node.id)),
+            gpus=tuple(gpus_by_node.get(node.id, ())),
+            nvlink_draining=node.id in peer_drain_nodes or node.nvlink_domain in draining_domains,
+            rack_id=node.rack_id,
+        )
+        for node in all_nodes
+    )
+    return FleetSnapshot(
+        nodes=nodes,
+        running=running_workloads(session, live, models),
+        tenants=tenant_policies(session, now),
+        power=power_model(session, site) if site is not None else None,
+        mining=MiningBlock(power_w=site.mining_planned_w) if site is not None else None,
+        now=now.timestamp(),
+        spot_grace_s=spot_grace_s,
+    )
+
+
+def _unschedulable(node: Node, gpu_action: str | None) -> str:
+    if node.status != NodeStatus.READY.value:
+        return node.status
+    if gpu_action is not None:
+        return gpu_action.replace("_", " ")  # "reboot node": a GPU's health asks for it
+    if node.draining:
+        return "draining"
+    if node.cordoned:
+        return "cordoned"
+    return ""
+
+
+def running_workloads(
+    session: Session, live: Sequence[Allocation], models: dict[str, str]
+) -> tuple[RunningWorkload, ...]:
+    """Work holding GPUs. Allocations already dropped from the desired state (cancelled, preempted,
+    finished, being stopped) count as freeing soon: never victims, and never counted twice."""
+    by_workload: dict[str, list[Allocation]] = defaultdict(list)
+    for alloc in live:
+        by_workload[alloc.workload_id].append(alloc)
+    if not by_workload:
+        return ()
+    rows = session.scalars(select(Workload).where(Workload.id.in_(list(by_workload)))).all()
+    out = []
+    for wl in rows:
+        allocs = by_workload[wl.id]
+        started = wl.scheduled_at or wl.created_at
+        out.append(
+            RunningWorkload(
+                workload_id=wl.id,
+                tenant_id=wl.tenant_id,
+                priority=PriorityClass(wl.priority),
+                gpus=tuple((a.node_id, a.gpu_id) for a in allocs),
+                started_at=started.timestamp(),
+                gpu_model=models.get(allocs[0].gpu_id, wl.gpu_model),
+                preempting=any(a.stop_generation is not None for a in allocs),
+            )
+        )
+    return tuple(sorted(out, key=lambda r: r.workload_id))
+
+
+def tenant_policies(session: Session, now: datetime) -> dict[str, TenantPolicy]:
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    hours = gpu_hours_since(session, month_start, now)
+    return {
+        t.id: TenantPolicy(
+            tenant_id=t.id,
+            reserved_gpus=t.reserved_gpus,
+            max_gpus=t.max_gpus,
+            gpu_hours_limit=t.gpu_hours_limit,
+            gpu_hours_used=hours.get(t.id, 0.0),
+            spend_cap_usd=t.spend_cap_usd,
+            spend_used_usd=hours.get(t.id, 0.0) * t.price_usd_per_gpu_hour,
+            over_quota="reject" if t.over_quota == "reject" else "hold",
+        )
+        for t in session.scalars(select(Tenant)).all()
+    }
+
+
+def gpu_hours_since(session: Session, start: datetime, now: datetime) -> dict[str, float]:
+    """GPU-hours each tenant held since ``start``, from allocation lifetimes (metering refines
+    this with energy and prices in a later issue)."""
+    rows = session.execute(
+        select(Workload.tenant_id, Allocation.created_at, Allocation.released_at)
+        .join(Workload, Workload.id == Allocation.workload_id)
+        .where((Allocation.released_at.is_(None)) | (Allocation.released_at >= start))
+    ).all()
+    hours: dict[str, float] = defaultdict(float)
+    for tenant_id, created, released in rows:
+        held = (min(released or now, now) - max(created, start)).total_seconds()
+        if held > 0:
+            hours[tenant_id] += held / 3600
+    return dict(hours)
+
+
+def power_model(session: Session, site: Site) -> PowerModel:
+    racks_spec = site.spec.get("racks", {})
+    racks = session.scalars(select(Rack).where(Rack.site_id == site.id)).all()
+    return PowerModel(
+        site_cap_w=site.grid_capacity_mw * 1e6,
+        pue=site.pue,
+        gpu_idle_w=float(racks_spec.get("gpu_idle_w", 180.0)),
+        gpu_limit_w=float(racks_spec.get("gpu_power_limit_w", 1400.0)),
+        node_overhead_w=float(racks_spec.get("node_overhead_w", 1100.0)),
+        switch_trays_w_per_rack=float(racks_spec.get("switch_trays_w", 3600.0)),
+        rack_cap_w={r.id: r.power_capacity_kw * 1000 for r in racks},
+    )
+
+
+def pending_queue(session: Session) -> list[WorkloadRequest]:
+    rows = session.execute(
+        select(Workload, Tenant.price_usd_per_gpu_hour)
+        .join(Tenant, Tenant.id == Workload.tenant_id)
+        .where(Workload.state == WorkloadState.PENDING.value)
+    ).all()
+    return [
+        WorkloadRequest(
+            workload_id=w.id,
+            gpu_count=w.gpu_count,
+            gpu_model=w.gpu_model,
+            nvlink=NvlinkPolicy(w.nvlink),
+            priority=PriorityClass(w.priority),
+            submitted_at=w.created_at.timestamp(),
+            tenant_id=w.tenant_id,
+            max_duration_s=float(w.max_duration_s),
+            price_usd_per_gpu_hour=price,
+        )
+        for w, price in rows
+    ]

@@ -185,6 +185,32 @@ def cmd_key_create(args: argparse.Namespace) -> int:
     return _with_uow(run)
 
 
+def cmd_set_policy(args: argparse.Namespace) -> int:
+    from controlplane.services import admin
+
+    changes = {
+        name: getattr(args, name)
+        for name in (
+            "reserved_gpus",
+            "max_gpus",
+            "gpu_hours_limit",
+            "spend_cap_usd",
+            "over_quota",
+            "price_usd_per_gpu_hour",
+        )
+        if getattr(args, name) is not None
+    }
+    if not changes:
+        raise CliError("nothing to change: give at least one option (see --help)")
+
+    def run(session: Any, settings: Any) -> int:
+        tenant = admin.update_tenant_policy(session, tenant_id=args.tenant, changes=changes)
+        print(f"tenant {tenant.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+        return 0
+
+    return _with_uow(run)
+
+
 def cmd_key_revoke(args: argparse.Namespace) -> int:
     from controlplane.services import admin
 
@@ -261,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin.add_parser("create-tenant", help="create a tenant")
     p.add_argument("name")
     p.set_defaults(func=cmd_tenant_create)
+
+    p = admin.add_parser("set-policy", help="a tenant's reservation and quotas")
+    p.add_argument("tenant", help="tenant name or id")
+    p.add_argument("--reserved-gpus", type=int)
+    p.add_argument("--max-gpus", type=int)
+    p.add_argument("--gpu-hours-limit", type=float, help="GPU-hours per calendar month")
+    p.add_argument("--spend-cap-usd", type=float)
+    p.add_argument("--over-quota", choices=["reject", "hold"])
+    p.add_argument("--price-usd-per-gpu-hour", type=float)
+    p.set_defaults(func=cmd_set_policy)
 
     p = admin.add_parser("create-key", help="issue an API key (shown once)")
     who = p.add_mutually_exclusive_group(required=True)

@@ -170,10 +170,69 @@ class TenantCreate(_Request):
     name: str = Field(min_length=1, max_length=63)
 
 
+class TenantPolicyIn(_Request):
+    """Fields left out keep their value; null clears a limit."""
+
+    reserved_gpus: StrictInt | None = Field(None, ge=0, le=1_000_000)
+    max_gpus: StrictInt | None = Field(None, ge=0, le=1_000_000)
+    gpu_hours_limit: float | None = Field(None, ge=0)
+    spend_cap_usd: float | None = Field(None, ge=0)
+    over_quota: Literal["reject", "hold"] | None = None
+    price_usd_per_gpu_hour: float | None = Field(None, ge=0, le=1000)
+
+
 class TenantOut(BaseModel):
     id: str
     name: str
     created_at: datetime
+    reserved_gpus: int = 0
+    max_gpus: int | None = None
+    gpu_hours_limit: float | None = None
+    spend_cap_usd: float | None = None
+    over_quota: str = "hold"
+    price_usd_per_gpu_hour: float = 3.0
+
+
+class QuotaOut(BaseModel):
+    reserved_gpus: int
+    max_gpus: int | None
+    gpu_hours_limit: float | None
+    spend_cap_usd: float | None
+    over_quota: str
+    gpus_in_use: int
+    gpu_hours_this_month: float
+    spend_this_month_usd: float
+
+
+class PreemptionOut(BaseModel):
+    victim_id: str
+    for_workload_id: str
+    victim_priority: str
+    gpu_count: int
+    reason: str
+    grace_s: float
+    noticed_at: datetime
+    released_at: datetime | None
+
+
+class MiningEventOut(BaseModel):
+    delta_w: float
+    planned_w: float
+    reason: str
+    at: datetime
+
+
+class SitePowerOut(BaseModel):
+    site_id: str
+    cap_w: float
+    pue: float
+    gpu_planned_w: float
+    mining_planned_w: float
+    mining_fleet_w: float
+    headroom_w: float
+    gpus_allocated: int
+    gpus_total: int
+    recent_mining_events: list[MiningEventOut]
 
 
 class KeyCreate(_Request):

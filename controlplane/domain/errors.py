@@ -44,3 +44,8 @@ class InvalidTransition(Conflict):
 class UnsupportedProtocol(DomainError):
     status = 400
     title = "Unsupported protocol version"
+
+
+class OverQuota(DomainError):
+    status = 403
+    title = "Over quota"

@@ -40,12 +40,11 @@ def run_pass(runtime: Runtime, epoch: int) -> placement.CommitResult:
     pending = 0
     with runtime.uow() as session:
         queue = snapshots.pending_queue(session)
-        if not queue:
-            return placement.CommitResult(placed=0, still_pending=0)
         sites: list[Site | None] = list(session.scalars(select(Site).order_by(Site.name)).all()) or [None]
+        if not queue and sites == [None]:
+            return placement.CommitResult(placed=0, still_pending=0)
         for site in sites:
-            if not queue:
-                break
+            # Even with nothing pending, each site's pass gives freed power back to mining.
             snapshot = snapshots.build_snapshot(session, site=site, spot_grace_s=runtime.settings.spot_grace_s)
             decisions = schedule(snapshot, queue)
             result = placement.commit(session, decisions=decisions, epoch=epoch, site=site, snapshot=snapshot)

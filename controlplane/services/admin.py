@@ -185,3 +185,21 @@ def issue_bootstrap_token(
     session.add(row)
     session.flush()
     return row, secret
+
+
+POLICY_FIELDS = frozenset(
+    {"reserved_gpus", "max_gpus", "gpu_hours_limit", "spend_cap_usd", "over_quota", "price_usd_per_gpu_hour"}
+)
+NOT_NULL = {"reserved_gpus": 0, "over_quota": "hold", "price_usd_per_gpu_hour": 3.0}
+
+
+def update_tenant_policy(session: Session, *, tenant_id: str, changes: dict[str, Any]) -> Tenant:
+    tenant = get_tenant(session, tenant_id)
+    unknown = set(changes) - POLICY_FIELDS
+    if unknown:
+        raise InvalidRequest(f"not tenant policy fields: {', '.join(sorted(unknown))}")
+    for name, value in changes.items():
+        if value is None and name in NOT_NULL:
+            value = NOT_NULL[name]
+        setattr(tenant, name, value)
+    return tenant

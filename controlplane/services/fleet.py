@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controlplane.domain.enums import NodeStatus
 from controlplane.domain.errors import NotFound
+from controlplane.services.snapshot import gpu_hours_since
 from controlplane.services.uow import wakeups
-from controlplane.store.models import Allocation, Gpu, Node, Rack, Site
+from controlplane.store.models import Allocation, Gpu, Node, Rack, Site, Tenant, Workload
 from controlplane.store.types import utcnow
 
 
@@ -146,3 +148,28 @@ def list_nodes(session: Session, rack_id: str | None = None) -> list[Node]:
     if rack_id is not None:
         query = query.where(Node.rack_id == rack_id)
     return list(session.scalars(query).all())
+
+
+def quota_view(session: Session, *, tenant_id: str) -> dict[str, Any]:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"no tenant {tenant_id!r}")
+    now = utcnow()
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    hours = gpu_hours_since(session, month_start, now).get(tenant_id, 0.0)
+    in_use = session.scalar(
+        select(func.count())
+        .select_from(Allocation)
+        .join(Workload, Workload.id == Allocation.workload_id)
+        .where(Workload.tenant_id == tenant_id, Allocation.released_at.is_(None))
+    )
+    return {
+        "reserved_gpus": tenant.reserved_gpus,
+        "max_gpus": tenant.max_gpus,
+        "gpu_hours_limit": tenant.gpu_hours_limit,
+        "spend_cap_usd": tenant.spend_cap_usd,
+        "over_quota": tenant.over_quota,
+        "gpus_in_use": int(in_use or 0),
+        "gpu_hours_this_month": round(hours, 4),
+        "spend_this_month_usd": round(hours * tenant.price_usd_per_gpu_hour, 2),
+    }

@@ -27,7 +27,7 @@ from controlplane.domain.enums import KeyScope, NodeStatus, WorkloadState
 from controlplane.domain.errors import Conflict, Forbidden, InvalidRequest, Unauthorized, UnsupportedProtocol
 from controlplane.domain.ids import new_id
 from controlplane.domain.workload import is_terminal
-from controlplane.services import admin, gpu_state, lifecycle
+from controlplane.services import admin, gpu_state, lifecycle, placement
 from controlplane.services.uow import wakeups
 from controlplane.services.workloads import decode_chunk
 from controlplane.store.models import (
@@ -250,6 +250,7 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
         if wl is not None and not is_terminal(WorkloadState(wl.state)):
             _derive_state(session, wl, now)
     lifecycle.release(session, to_release, now=now)
+    placement.mark_preemptions_released(session, {a.workload_id for a in to_release}, now)
     session.flush()
     return node.generation
 

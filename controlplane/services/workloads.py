@@ -11,13 +11,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from controlplane.domain.enums import WorkloadState
-from controlplane.domain.errors import Conflict, InvalidRequest, NotFound
+from controlplane.domain.errors import Conflict, InvalidRequest, NotFound, OverQuota
 from controlplane.domain.ids import new_id
 from controlplane.domain.specs import WorkloadSpec
 from controlplane.domain.workload import is_terminal
-from controlplane.services import fleet, lifecycle
+from controlplane.scheduling.quota import check_quota
+from controlplane.scheduling.snapshot import WorkloadRequest
+from controlplane.services import fleet, lifecycle, snapshot
 from controlplane.services.uow import wakeups
-from controlplane.store.models import Workload, WorkloadLog
+from controlplane.store.models import Allocation, Tenant, Workload, WorkloadLog
+from controlplane.store.types import utcnow
 
 MAX_PAGE = 200
 
@@ -49,6 +52,7 @@ def submit(
         raise InvalidRequest(
             f"asks for {spec.gpu_count} GPUs; this site has {capacity[spec.gpu_model]} {spec.gpu_model}"
         )
+    _check_quota(session, tenant_id=tenant_id, spec=spec, default_max_duration_s=default_max_duration_s)
     workload_id = new_id("wl")
     wl = Workload(
         id=workload_id,
@@ -179,3 +183,35 @@ def decode_chunk(data_b64: str) -> bytes:
         return base64.b64decode(data_b64, validate=True)
     except ValueError as exc:
         raise InvalidRequest(f"log chunk is not valid base64: {exc}") from exc
+
+
+def _check_quota(session: Session, *, tenant_id: str, spec: WorkloadSpec, default_max_duration_s: int) -> None:
+    """Reject at submission when the tenant's policy says so; "hold" tenants wait in the queue."""
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None or tenant.over_quota != "reject":
+        return
+    if tenant.max_gpus is None and tenant.gpu_hours_limit is None and tenant.spend_cap_usd is None:
+        return
+    now = utcnow()
+    policy = snapshot.tenant_policies(session, now).get(tenant_id)
+    assert policy is not None
+    running = session.scalar(
+        select(func.count())
+        .select_from(Allocation)
+        .join(Workload, Workload.id == Allocation.workload_id)
+        .where(Workload.tenant_id == tenant_id, Allocation.released_at.is_(None))
+    )
+    request = WorkloadRequest(
+        workload_id="new",
+        gpu_count=spec.gpu_count,
+        gpu_model=spec.gpu_model,
+        nvlink=spec.nvlink,
+        priority=spec.priority,
+        submitted_at=now.timestamp(),
+        tenant_id=tenant_id,
+        max_duration_s=float(spec.max_duration_s or default_max_duration_s),
+        price_usd_per_gpu_hour=tenant.price_usd_per_gpu_hour,
+    )
+    reason = check_quota(policy, request, int(running or 0))
+    if reason is not None:
+        raise OverQuota(f"rejected: {reason}")

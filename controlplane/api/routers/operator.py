@@ -16,18 +16,23 @@ from controlplane.api.schemas import (
     GpuOut,
     KeyCreate,
     KeyOut,
+    MiningEventOut,
     NodeOut,
+    PreemptionOut,
     RackOut,
     SiteOut,
+    SitePowerOut,
     TenantCreate,
     TenantOut,
+    TenantPolicyIn,
     WorkloadPage,
 )
 from controlplane.domain.enums import KeyScope
 from controlplane.domain.errors import NotFound
 from controlplane.runtime import Runtime
-from controlplane.services import admin, fleet
-from controlplane.store.models import ApiKey, Gpu, GpuEvent, Node, Rack, Tenant
+from controlplane.services import admin, fleet, placement
+from controlplane.services import snapshot as snapshots
+from controlplane.store.models import ApiKey, Gpu, GpuEvent, MiningEvent, Node, Preemption, Rack, Site, Tenant
 
 router = APIRouter(prefix="/operator", tags=["operator"])
 Id = Annotated[str, Path(min_length=1, max_length=40)]
@@ -177,14 +182,87 @@ def list_all_workloads(
 def list_tenants(_: OperatorPrincipal, runtime: RuntimeDep) -> list[TenantOut]:
     with runtime.read() as session:
         rows = session.scalars(select(Tenant).order_by(Tenant.name)).all()
-        return [TenantOut(id=t.id, name=t.name, created_at=t.created_at) for t in rows]
+        return [tenant_out(t) for t in rows]
 
 
 @router.post("/tenants", response_model=TenantOut, status_code=201)
 def create_tenant(body: TenantCreate, _: OperatorPrincipal, runtime: RuntimeDep) -> TenantOut:
     with runtime.uow() as session:
         t = admin.create_tenant(session, name=body.name)
-        return TenantOut(id=t.id, name=t.name, created_at=t.created_at)
+        return tenant_out(t)
+
+
+@router.patch("/tenants/{tenant_id}", response_model=TenantOut)
+def update_tenant_policy(tenant_id: Id, body: TenantPolicyIn, _: OperatorPrincipal, runtime: RuntimeDep) -> TenantOut:
+    """Reservation and quotas; fields left out keep their value, null clears a limit."""
+    with runtime.uow() as session:
+        tenant = admin.update_tenant_policy(session, tenant_id=tenant_id, changes=body.model_dump(exclude_unset=True))
+        return tenant_out(tenant)
+
+
+@router.get("/preemptions", response_model=list[PreemptionOut])
+def list_preemptions(
+    _: OperatorPrincipal, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[PreemptionOut]:
+    """Every preemption, newest first: victim, what it made room for, why, grace, when freed."""
+    with runtime.read() as session:
+        rows = session.scalars(select(Preemption).order_by(Preemption.id.desc()).limit(limit)).all()
+        return [
+            PreemptionOut(
+                victim_id=p.victim_id,
+                for_workload_id=p.for_workload_id,
+                victim_priority=p.victim_priority,
+                gpu_count=p.gpu_count,
+                reason=p.reason,
+                grace_s=p.grace_s,
+                noticed_at=p.noticed_at,
+                released_at=p.released_at,
+            )
+            for p in rows
+        ]
+
+
+@router.get("/sites/{site_id}/power", response_model=SitePowerOut)
+def site_power(site_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> SitePowerOut:
+    """The site's planned draw: GPUs (at their power limit when allocated) and mining, vs the cap."""
+    with runtime.read() as session:
+        site = session.get(Site, site_id) or session.scalar(select(Site).where(Site.name == site_id))
+        if site is None:
+            raise NotFound(f"no site {site_id!r}")
+        snap = snapshots.build_snapshot(session, site=site)
+        allocated = sum(1 for n in snap.nodes for g in n.gpus if g.allocated)
+        gpu_w = placement.planned_gpu_draw_w(snap, allocated)
+        events = session.scalars(
+            select(MiningEvent).where(MiningEvent.site_id == site.id).order_by(MiningEvent.id.desc()).limit(20)
+        ).all()
+        return SitePowerOut(
+            site_id=site.id,
+            cap_w=site.grid_capacity_mw * 1e6,
+            pue=site.pue,
+            gpu_planned_w=gpu_w,
+            mining_planned_w=site.mining_planned_w,
+            mining_fleet_w=admin.mining_fleet_w(site.spec),
+            headroom_w=site.grid_capacity_mw * 1e6 - gpu_w - site.mining_planned_w,
+            gpus_allocated=allocated,
+            gpus_total=sum(len(n.gpus) for n in snap.nodes),
+            recent_mining_events=[
+                MiningEventOut(delta_w=e.delta_w, planned_w=e.planned_w, reason=e.reason, at=e.at) for e in events
+            ],
+        )
+
+
+def tenant_out(t: Tenant) -> TenantOut:
+    return TenantOut(
+        id=t.id,
+        name=t.name,
+        created_at=t.created_at,
+        reserved_gpus=t.reserved_gpus,
+        max_gpus=t.max_gpus,
+        gpu_hours_limit=t.gpu_hours_limit,
+        spend_cap_usd=t.spend_cap_usd,
+        over_quota=t.over_quota,
+        price_usd_per_gpu_hour=t.price_usd_per_gpu_hour,
+    )
 
 
 @router.get("/tenants/{tenant_id}/keys", response_model=list[KeyOut])

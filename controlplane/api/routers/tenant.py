@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from controlplane.api.convert import WorkloadQuery, workload_out, workload_page
 from controlplane.api.deps import IdempotencyKey, RuntimeDep, TenantPrincipal
-from controlplane.api.schemas import CancelRequest, OfferingOut, WorkloadCreate, WorkloadOut, WorkloadPage
+from controlplane.api.schemas import CancelRequest, OfferingOut, QuotaOut, WorkloadCreate, WorkloadOut, WorkloadPage
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.specs import WorkloadSpec
 from controlplane.services import fleet, workloads
@@ -115,3 +115,10 @@ def read_logs(
 def list_offerings(tenant: TenantPrincipal, runtime: RuntimeDep) -> list[OfferingOut]:
     with runtime.read() as session:
         return [OfferingOut(**o.__dict__) for o in fleet.offerings(session)]
+
+
+@router.get("/quota", response_model=QuotaOut)
+def my_quota(tenant: TenantPrincipal, runtime: RuntimeDep) -> QuotaOut:
+    """Your reservation, limits, and what you have used of them this month."""
+    with runtime.read() as session:
+        return QuotaOut(**fleet.quota_view(session, tenant_id=_tenant_id(tenant)))

@@ -7,10 +7,11 @@ schedulers ever run at once: the loser's transaction fails as a whole.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from controlplane.domain.enums import WorkloadState
@@ -24,6 +25,7 @@ from controlplane.store.models import (
     SchedulerFence,
     Site,
     Workload,
+    WorkloadEvent,
     WorkloadRank,
 )
 from controlplane.store.types import utcnow
@@ -71,60 +73,131 @@ def commit(
     snapshot: FleetSnapshot | None = None,
     now: datetime | None = None,
 ) -> CommitResult:
-    """Apply one pass's decisions in one transaction: placements, preemptions, mining sheds."""
+    """Apply one pass's decisions in one transaction: placements, preemptions, mining sheds.
+
+    Placements are written in bulk (one statement per table, not one per row): at campus scale
+    a pass commits thousands of workloads and a hundred thousand allocations.
+    """
     now = now or utcnow()
     check_fence(session, epoch >> 32)
-    placed = preempted = 0
-    touched_nodes: set[str] = set()
+    preempted = 0
     sheds: list[ShedMining] = []
     for decision in decisions:
         if isinstance(decision, Preempt):
             preempted += _preempt(session, decision, now)
-            continue
-        if isinstance(decision, ShedMining):
+        elif isinstance(decision, ShedMining):
             sheds.append(decision)
+    writes = _Writes()
+    pending = _lock_pending(session, [d.workload_id for d in decisions if isinstance(d, Placement | Unplaced)])
+    for decision in decisions:
+        if not isinstance(decision, Placement | Unplaced):
             continue
-        wl = session.get(Workload, decision.workload_id, with_for_update=True, populate_existing=True)
-        if wl is None or wl.state != WorkloadState.PENDING.value:
-            continue  # cancelled (or placed by someone else) since the snapshot
+        reason = pending.get(decision.workload_id)
+        if reason is None:
+            continue  # not ours to decide any more: cancelled, or placed by someone else since the snapshot
         if isinstance(decision, Unplaced):
-            if wl.reason != decision.reason:
-                wl.reason = decision.reason
-            continue
-        _place(session, wl, decision, epoch, now)
-        touched_nodes.update(rank.node_id for rank in decision.ranks)
-        placed += 1
-    session.flush()  # the unique index speaks here, inside the transaction
-    lifecycle.bump_generations(session, touched_nodes)
+            if reason != decision.reason:
+                writes.reasons.append({"b_id": decision.workload_id, "b_reason": decision.reason})
+        else:
+            writes.add_placement(decision, epoch, now)
+    writes.flush(session, epoch, now)  # the unique index on live allocations speaks here
+    lifecycle.bump_generations(session, writes.nodes)
     mining_w = None
     if site is not None and snapshot is not None:
         mining_w = rebalance_mining(session, site=site, snapshot=snapshot, decisions=decisions, sheds=sheds, now=now)
     return CommitResult(
-        placed=placed,
+        placed=len(writes.placed),
         still_pending=sum(isinstance(d, Unplaced) for d in decisions),
         preempted=preempted,
         mining_w=mining_w,
     )
 
 
-def _place(session: Session, wl: Workload, decision: Placement, epoch: int, now: datetime) -> None:
-    for rank_no, rank in enumerate(decision.ranks):
-        session.add(WorkloadRank(workload_id=wl.id, rank=rank_no, node_id=rank.node_id, phase="assigned"))
-        for gpu_id in rank.gpu_ids:
-            session.add(
-                Allocation(
-                    workload_id=wl.id, gpu_id=gpu_id, node_id=rank.node_id, rank=rank_no, epoch=epoch, created_at=now
-                )
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def _lock_pending(session: Session, workload_ids: list[str]) -> dict[str, str]:
+    """Lock the decided workloads that are still pending; their current reason by id."""
+    found: dict[str, str] = {}
+    for start in range(0, len(workload_ids), 5000):
+        chunk = workload_ids[start : start + 5000]
+        rows = session.execute(
+            select(Workload.id, Workload.reason)
+            .where(Workload.id.in_(chunk), Workload.state == WorkloadState.PENDING.value)
+            .with_for_update()
+        ).all()
+        found.update({str(wl_id): str(reason) for wl_id, reason in rows})
+    return found
+
+
+@dataclass
+class _Writes:
+    placed: list[dict[str, Any]] = field(default_factory=list)
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    ranks: list[dict[str, Any]] = field(default_factory=list)
+    allocations: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    nodes: set[str] = field(default_factory=set)
+
+    def add_placement(self, decision: Placement, epoch: int, now: datetime) -> None:
+        wl_id = decision.workload_id
+        for rank_no, rank in enumerate(decision.ranks):
+            self.ranks.append({"workload_id": wl_id, "rank": rank_no, "node_id": rank.node_id, "phase": "assigned"})
+            self.nodes.add(rank.node_id)
+            self.allocations.extend(
+                {
+                    "workload_id": wl_id,
+                    "gpu_id": gpu_id,
+                    "node_id": rank.node_id,
+                    "rank": rank_no,
+                    "epoch": epoch,
+                    "created_at": now,
+                }
+                for gpu_id in rank.gpu_ids
             )
-    wl.epoch = epoch
-    nodes = len(decision.ranks)
-    lifecycle.transition(
-        session,
-        wl,
-        WorkloadState.SCHEDULED,
-        f"placed on {decision.gpu_count} GPUs across {nodes} node{'s' if nodes > 1 else ''}",
-        now=now,
-    )
+        nodes = len(decision.ranks)
+        reason = f"placed on {decision.gpu_count} GPUs across {nodes} node{'s' if nodes > 1 else ''}"
+        self.placed.append({"b_id": wl_id, "b_reason": reason})
+        self.events.append(
+            {
+                "workload_id": wl_id,
+                "from_state": WorkloadState.PENDING.value,
+                "to_state": WorkloadState.SCHEDULED.value,
+                "reason": reason,
+                "at": now,
+            }
+        )
+
+    def flush(self, session: Session, epoch: int, now: datetime) -> None:
+        session.flush()
+        if self.placed:
+            # Core statements on the tables: executemany, no ORM objects for 100k rows.
+            session.execute(insert(_table(WorkloadRank)), self.ranks)
+            session.execute(insert(_table(Allocation)), self.allocations)
+            session.execute(insert(_table(WorkloadEvent)), self.events)
+            workloads = _table(Workload)
+            session.execute(
+                update(workloads)
+                .where(workloads.c.id == bindparam("b_id"))
+                .values(
+                    state=WorkloadState.SCHEDULED.value,
+                    reason=bindparam("b_reason"),
+                    epoch=epoch,
+                    scheduled_at=now,
+                    updated_at=now,
+                ),
+                self.placed,
+            )
+        if self.reasons:
+            session.execute(
+                update(_table(Workload))
+                .where(_table(Workload).c.id == bindparam("b_id"))
+                .values(reason=bindparam("b_reason")),
+                self.reasons,
+            )
 
 
 def _preempt(session: Session, decision: Preempt, now: datetime) -> int:

@@ -52,6 +52,8 @@ class Waker:
             await asyncio.wait_for(self._ready.wait(), timeout=5)
 
     async def stop(self) -> None:
+        # Held long polls answer now with the current state instead of being cut off mid-request.
+        self._wake_all()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

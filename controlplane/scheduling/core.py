@@ -201,13 +201,20 @@ class SchedulingPass:
             if mode == "required":
                 if c <= pool.dmax:
                     choice = preemption.choose_in_domain(pool, mp, c, rights)
+                else:
+                    choice = preemption.choose_across_domains(pool, mp, c, rights)
             else:
                 choice = preemption.choose_anywhere(pool, mp, c, rights)
         if choice is None or mp is None:
             self.preempt_failed.add(key)
             return self.unplaced(req, reason)
         # Hold what the preemptor will use: its free GPUs, the GPUs being freed, its victims.
-        if choice.free_used:
+        if choice.parts:
+            for d, f, _ in choice.parts:
+                held = fit.take_nodes(pool, d, f, None, {}) if f else None
+                if held:
+                    pool.take(held, HELD)
+        elif choice.free_used:
             if choice.domain >= 0:
                 held = fit.take_nodes(pool, choice.domain, min(choice.free_used, c), None, {})
             else:
@@ -217,10 +224,11 @@ class SchedulingPass:
         preemption.claim(mp, choice)
         if within:
             self.ledger.hold_reserved(req.tenant_id, c)
-        scope = " in one NVLink domain" if choice.domain >= 0 else ""
+        doms = [d for d, _, _ in choice.parts] if choice.parts else [choice.domain] if choice.domain >= 0 else []
+        scope = f" in {len(doms)} NVLink domains" if len(doms) > 1 else " in one NVLink domain" if doms else ""
         freed = 0
         for v in choice.victims:
-            useful = v.useful_by_dom.get(choice.domain, 0) if choice.domain >= 0 else v.useful
+            useful = sum(v.useful_by_dom.get(d, 0) for d in doms) if doms else v.useful
             freed += useful
             grace = preemption.grace_for(v.run.priority, self.snapshot.spot_grace_s)
             why = (

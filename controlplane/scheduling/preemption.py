@@ -14,7 +14,8 @@ three candidate sets (the best single victim; Kubernetes-style "remove all, repr
 valuable while the rest still suffices", once by class and once by size) the best by that key.
 The set must make the gang fit its shape: for ``required`` gangs only GPUs inside the chosen
 NVLink domain count, so a victim spread over several domains is charged all its GPUs but
-credited only those.
+credited only those. A ``required`` gang larger than any domain is freed the way
+``fit.whole_domains`` places it: whole domains, cheapest first, then one domain for the remainder.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class Choice:
     victims: list[Victim]
     free_used: int
     soon_used: int
-    domain: int  # -1: anywhere
+    domain: int  # -1: anywhere, or across ``parts`` when there are any
+    parts: list[tuple[int, int, int]] = field(default_factory=list)  # (domain, free used, soon used)
 
 
 def _usable(node: NodeView, gpu_id: str) -> GpuSlot | None:
@@ -233,6 +235,143 @@ def choose_in_domain(pool: ModelPool, mp: ModelPreemption, c: int, rights: froze
     return best
 
 
+def choose_across_domains(
+    pool: ModelPool, mp: ModelPreemption, c: int, rights: frozenset[PriorityClass]
+) -> Choice | None:
+    """A ``required`` gang larger than any domain, shaped as ``fit.whole_domains`` places it.
+
+    Whole domains are taken cheapest first (those needing no victims, fewest GPUs being freed
+    first, then the victim ranking of ``select_victims``), then one more domain for any remainder.
+    A victim chosen for one domain also credits the GPUs it frees in the others."""
+    dom_free, dom_size, soon_by_dom = pool.dom_free, pool.dom_size, mp.soon_by_dom
+    arr = mp.by_rights(rights, len(dom_free)) if rights else None
+    waits: list[tuple[int, int]] = []  # (GPUs being freed used, domain): whole without preempting
+    bounds: list[tuple[int, int]] = []  # (GPUs to preempt, domain)
+    for d, size in enumerate(dom_size):
+        if not size or size > c:
+            continue
+        lack = size - dom_free[d]
+        soon = soon_by_dom.get(d, 0)
+        if lack <= soon:
+            waits.append((max(lack, 0), d))
+        elif arr is not None and arr[d] >= lack - soon:
+            bounds.append((lack - soon, d))
+    waits.sort()
+    bounds.sort()
+    # Bounded: the domains lacking the fewest GPUs, as many as the gang could need and a few more.
+    compared: list[tuple[tuple[int, int, float], int]] = []
+    for need, d in bounds[: c // max(pool.dmax, 1) + MAX_DOMAINS_COMPARED]:
+        victims = select_victims(_dom_cands(mp, d, rights, set()), need)
+        if victims is not None:
+            compared.append((_key(victims), d))
+    compared.sort()
+    chosen: list[Victim] = []
+    chosen_ids: set[int] = set()
+    parts: list[tuple[int, int, int]] = []
+    left = c
+    for d in [d for _, d in waits] + [d for _, d in compared]:
+        size = dom_size[d]
+        if size > left:
+            continue
+        got = _take_domain(mp, d, size, rights, chosen, chosen_ids, dom_free[d])
+        if got is None:
+            continue
+        parts.append((d, dom_free[d], got))
+        left -= size
+        if not left:
+            break
+    if left:
+        used = {d for d, _, _ in parts}
+        rest = _remainder(pool, mp, left, rights, used, chosen, chosen_ids)
+        if rest is None:
+            return None
+        parts.append(rest)
+    return Choice(chosen, sum(f for _, f, _ in parts), sum(s for _, _, s in parts), -1, parts)
+
+
+def _dom_cands(
+    mp: ModelPreemption, d: int, rights: frozenset[PriorityClass], chosen_ids: set[int]
+) -> list[tuple[int, Victim]]:
+    return [
+        (v.useful_by_dom[d], v)
+        for v in mp.by_dom.get(d, ())
+        if not v.taken and id(v) not in chosen_ids and v.run.priority in rights and v.useful_by_dom[d] > 0
+    ]
+
+
+def _take_domain(
+    mp: ModelPreemption,
+    d: int,
+    want: int,
+    rights: frozenset[PriorityClass],
+    chosen: list[Victim],
+    chosen_ids: set[int],
+    free: int,
+) -> int | None:
+    """Make ``want`` GPUs of domain ``d`` available: the GPUs being freed it uses, or None.
+
+    Free GPUs first, then those freed by victims already chosen, then work under notice, then
+    new victims (added to ``chosen``)."""
+    credit = sum(v.useful_by_dom.get(d, 0) for v in chosen)
+    soon = mp.soon_by_dom.get(d, 0)
+    lack = max(want - min(free, want) - credit, 0)
+    if lack <= soon:
+        return lack
+    if not rights:
+        return None
+    victims = select_victims(_dom_cands(mp, d, rights, chosen_ids), lack - soon)
+    if victims is None:
+        return None
+    chosen.extend(victims)
+    chosen_ids.update(id(v) for v in victims)
+    return soon
+
+
+def _remainder(
+    pool: ModelPool,
+    mp: ModelPreemption,
+    want: int,
+    rights: frozenset[PriorityClass],
+    used: set[int],
+    chosen: list[Victim],
+    chosen_ids: set[int],
+) -> tuple[int, int, int] | None:
+    """The domain for the last ``want`` GPUs: one needing no new victims if any (fewest GPUs being
+    freed used), else the cheapest of a bounded few."""
+    dom_free, dom_size, soon_by_dom = pool.dom_free, pool.dom_size, mp.soon_by_dom
+    best_wait: tuple[int, int] | None = None
+    bounds: list[tuple[int, int]] = []
+    for d, size in enumerate(dom_size):
+        if d in used or size < want:
+            continue
+        free = dom_free[d]
+        have = min(free, want) + sum(v.useful_by_dom.get(d, 0) for v in chosen)
+        soon = soon_by_dom.get(d, 0)
+        lack = max(want - have, 0)
+        if lack <= soon:
+            if best_wait is None or lack < best_wait[0]:
+                best_wait = (lack, d)
+        elif rights and best_wait is None:
+            need = lack - soon
+            if sum(u for u, _ in _dom_cands(mp, d, rights, chosen_ids)) >= need:
+                bounds.append((need, d))
+    if best_wait is not None:
+        d = best_wait[1]
+        return (d, min(dom_free[d], want), best_wait[0])
+    bounds.sort()
+    best: tuple[tuple[int, int, float], int, list[Victim]] | None = None
+    for need, d in bounds[:MAX_DOMAINS_COMPARED]:
+        victims = select_victims(_dom_cands(mp, d, rights, chosen_ids), need)
+        if victims is not None and (best is None or _key(victims) < best[0]):
+            best = (_key(victims), d, victims)
+    if best is None:
+        return None
+    _, d, victims = best
+    chosen.extend(victims)
+    chosen_ids.update(id(v) for v in victims)
+    return (d, min(dom_free[d], want), soon_by_dom.get(d, 0))
+
+
 def choose_anywhere(pool: ModelPool, mp: ModelPreemption, c: int, rights: frozenset[PriorityClass]) -> Choice | None:
     free = pool.free_total
     if free + mp.soon_total >= c:
@@ -265,7 +404,11 @@ def claim(mp: ModelPreemption, choice: Choice) -> None:
     """Take ``choice``'s GPUs being freed and its victims out of reach for the rest of the pass."""
     left = choice.soon_used
     mp.soon_total -= left
-    if choice.domain >= 0:
+    if choice.parts:
+        for d, _, s in choice.parts:
+            if s:
+                mp.soon_by_dom[d] -= s
+    elif choice.domain >= 0:
         if left:
             mp.soon_by_dom[choice.domain] -= left
     else:

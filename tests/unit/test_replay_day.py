@@ -221,12 +221,6 @@ def test_reserved_work_preempts_spot_and_starts_within_the_grace() -> None:
     assert rd.reservation_violations(res) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a NVLink-required gang larger than one domain (144 > 72) is never given "
-    "preemptions (core.preempt_or_wait calls choose_in_domain only when c <= pool.dmax), even "
-    "reserved within its reservation",
-)
 def test_a_reserved_gang_of_two_domains_preempts_spot() -> None:
     spec = small_site()
     day = [workload(f"s{i}", 0.0, 72, "spot", tenant="spotty") for i in range(RACKS)]

@@ -203,6 +203,45 @@ def test_victims_must_make_the_gang_fit_its_domain() -> None:
     assert sorted(p.victim_id for p in of(out, Preempt)) == ["d2-rest", "span"]
 
 
+def test_a_gang_of_two_domains_preempts_spot_and_then_waits_for_it() -> None:
+    # Two 8-GPU domains, each held by one spot workload; a 16-GPU NVLink gang needs both whole.
+    nodes = tuple(rack("d1", 2, allocated=8) + rack("d2", 2, allocated=8))
+    spots = (
+        running("s1", [*whole("d1-n0"), *whole("d1-n1")], SPOT),
+        running("s2", [*whole("d2-n0"), *whole("d2-n1")], SPOT, at=1),
+    )
+    tenants = {"acme": TenantPolicy("acme", reserved_gpus=1024)}
+    for priority in (RES, OD):
+        snap = FleetSnapshot(nodes, running=spots, tenants=tenants, spot_grace_s=30.0)
+        out = schedule(snap, [req("g", 16, priority, tenant="acme")])
+        preempts = of(out, Preempt)
+        assert sorted(p.victim_id for p in preempts) == ["s1", "s2"]
+        assert all(p.grace_s == 30.0 and p.for_workload_id == "g" for p in preempts)
+        [wait] = of(out, Unplaced)
+        assert "in 2 NVLink domains" in wait.reason and "16 being freed by preempting 2 spot workloads" in wait.reason
+        # Next pass, under notice: it waits for them without preempting again, and holds them from lower work.
+        noticed = tuple(
+            RunningWorkload(r.workload_id, r.tenant_id, r.priority, r.gpus, r.started_at, GB300, preempting=True)
+            for r in spots
+        )
+        later = schedule(
+            FleetSnapshot(nodes, running=noticed, tenants=tenants),
+            [req("g", 16, priority, tenant="acme"), req("x", 8, SPOT, at=1)],
+        )
+        assert not of(later, Preempt)
+        g, x = of(later, Unplaced)
+        assert "16 being freed by work already under preemption notice" in g.reason
+        assert "preemption notice" not in x.reason
+    # A third domain of 8 free GPUs: one whole domain to free and one free one, never both spots.
+    three = tuple(nodes + tuple(rack("d3", 2)))
+    out = schedule(FleetSnapshot(three, running=spots), [req("g", 16, OD)])
+    assert [p.victim_id for p in of(out, Preempt)] == ["s2"]  # the younger of equals
+    # Reserved work is never a victim: nothing to preempt.
+    held = tuple(RunningWorkload(r.workload_id, "acme", RES, r.gpus, r.started_at, GB300) for r in spots)
+    out = schedule(FleetSnapshot(nodes, running=held, tenants=tenants), [req("g", 16, RES, tenant="acme")])
+    assert not of(out, Preempt)
+
+
 def test_a_preemptor_holds_its_free_gpus_from_lower_work() -> None:
     nodes = (node("a", allocated=0), node("b", allocated=4))
     out = schedule(FleetSnapshot(nodes, running=(running("s", whole("b")),)), [req("w", 8), req("x", 1, SPOT, at=1)])

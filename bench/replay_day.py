@@ -1136,8 +1136,7 @@ def notes(out: dict[str, Any]) -> list[str]:
         f"{pre['preemptors_noticing_more_than_one_pass']} preemptors gave notices in more than one pass (GPUs "
         "being freed for one request are re-decided each pass in queue order, so an older or higher-class "
         "request can take them).",
-        "NVLink-required gangs larger than one domain (144 GPUs) are never given preemptions by the core: "
-        "they wait for whole free domains, which is where the longest on_demand and spot waits come from.",
+        "NVLink-required gangs larger than one domain (144 GPUs) preempt across whole domains, like any gang.",
     ]
 
 

@@ -57,7 +57,7 @@ def reservation(spec: dict[str, Any]) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def day_slice() -> list[dict[str, Any]]:
     if not rd.WORKLOADS.exists():
-        pytest.skip(f"{rd.WORKLOADS} is not here")
+        pytest.fail(f"{rd.WORKLOADS} is missing: the tests need ../shared/scenarios beside the repository")
     return [w for w in rd.load_workloads() if w["submit_s"] < SLICE_S]
 
 

@@ -103,10 +103,6 @@ class LiveState:
     def expired_leases(self, *, now: float) -> list[str]:
         return [str(node_id) for node_id in self.redis.zrangebyscore(self.keys.leases, "-inf", now)]
 
-    def lease_alive(self, node_id: str, *, now: float) -> bool:
-        expiry = self.redis.zscore(self.keys.leases, node_id)
-        return expiry is not None and float(expiry) > now
-
     def forget_node(self, node_id: str) -> None:
         self.redis.zrem(self.keys.leases, node_id)
 
@@ -128,11 +124,22 @@ class LiveState:
 
     def report_counts(self, node_id: str) -> tuple[int, int, int | None]:
         """Reports accepted and refused as duplicates (retries, replays), and the last seq."""
+        return self.node_liveness([node_id], now=0.0)[node_id][1]
+
+    def node_liveness(self, node_ids: list[str], *, now: float) -> dict[str, tuple[bool, tuple[int, int, int | None]]]:
+        """Lease alive and report counts for many nodes in one round trip (the operator views)."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(self.keys.node_energy(node_id), ["reports:accepted", "reports:duplicate"])
-        pipe.get(self.keys.node_seq(node_id))
-        (accepted, duplicate), seq = pipe.execute()
-        return int(accepted or 0), int(duplicate or 0), None if seq is None else int(seq)
+        for node_id in node_ids:
+            pipe.zscore(self.keys.leases, node_id)
+            pipe.hmget(self.keys.node_energy(node_id), ["reports:accepted", "reports:duplicate"])
+            pipe.get(self.keys.node_seq(node_id))
+        found = pipe.execute()
+        out = {}
+        for i, node_id in enumerate(node_ids):
+            expiry, (accepted, duplicate), seq = found[3 * i : 3 * i + 3]
+            alive = expiry is not None and float(expiry) > now
+            out[node_id] = (alive, (int(accepted or 0), int(duplicate or 0), None if seq is None else int(seq)))
+        return out
 
     def unchanged_report(self, node_id: str, fingerprint: str) -> int | None:
         """The node's generation if this report says nothing SQL has not already seen, else None."""

@@ -85,6 +85,7 @@ def _nodes(runtime: Runtime, node_ids: list[str] | None, rack_id: str | None) ->
         states = fleet.gpu_states(session)
     node_ids = [n.id for n in nodes]
     samples, energy = runtime.live.gpu_samples(node_ids), runtime.live.energy(node_ids)
+    liveness = runtime.live.node_liveness(node_ids, now=now)
     by_node: dict[str, list[GpuOut]] = {}
     for st in states:
         by_node.setdefault(st.node.id, []).append(gpu_out(st, samples.get(st.gpu.uuid), energy.get(st.gpu.uuid)))
@@ -92,8 +93,8 @@ def _nodes(runtime: Runtime, node_ids: list[str] | None, rack_id: str | None) ->
         node_out(
             n,
             by_node.get(n.id, []),
-            lease_alive=runtime.live.lease_alive(n.id, now=now),
-            reports=runtime.live.report_counts(n.id),
+            lease_alive=liveness[n.id][0],
+            reports=liveness[n.id][1],
         )
         for n in nodes
     ]

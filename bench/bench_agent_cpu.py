@@ -58,6 +58,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from controlplane.config import Settings
     from controlplane.domain.enums import KeyScope
+    from controlplane.scenarios import sites_file
     from controlplane.services import admin
     from controlplane.store.db import make_engine, make_session_factory, transaction
     from controlplane.store.migrate import upgrade
@@ -77,7 +78,7 @@ def main() -> int:
     engine = make_engine(settings.database_url)
     with transaction(make_session_factory(engine)) as session:
         admin.create_site(
-            session, name="demo-rack", spec=admin.load_scenario(ROOT / "controlplane/scenarios/sites.json", "demo-rack")
+            session, name="demo-rack", spec=admin.load_scenario(sites_file(), "demo-rack")
         )
         _, token = admin.issue_bootstrap_token(
             session, pepper=settings.pepper_bytes(), site_name="demo-rack", rack="rack-001", ttl_s=600

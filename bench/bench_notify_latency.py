@@ -41,6 +41,7 @@ def main() -> int:
     from agents.protocol import PROTOCOL_VERSION, AssignmentPhase, AssignmentStatus, RegisterRequest, ReportRequest
     from controlplane.config import Settings
     from controlplane.domain.enums import KeyScope
+    from controlplane.scenarios import sites_file
     from controlplane.services import admin
     from controlplane.store.db import make_engine, make_session_factory, transaction
     from controlplane.store.migrate import upgrade
@@ -61,7 +62,7 @@ def main() -> int:
         admin.create_site(
             session,
             name="demo-rack",
-            spec=admin.load_scenario(ROOT / "controlplane" / "scenarios" / "sites.json", "demo-rack"),
+            spec=admin.load_scenario(sites_file(), "demo-rack"),
         )
         tenant = admin.create_tenant(session, name="bench")
         pepper = settings.pepper_bytes()

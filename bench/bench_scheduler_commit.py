@@ -27,7 +27,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-WORKLOADS = ROOT.parent / "shared" / "scenarios" / "day-workloads.jsonl"
 
 
 def main() -> int:
@@ -41,7 +40,7 @@ def main() -> int:
     from controlplane.config import Settings
     from controlplane.domain.ids import new_id
     from controlplane.runtime import build_runtime
-    from controlplane.scenarios import sites_file
+    from controlplane.scenarios import day_workloads_file, sites_file
     from controlplane.services import admin
     from controlplane.store.db import make_engine, make_session_factory, transaction
     from controlplane.store.migrate import upgrade
@@ -105,7 +104,7 @@ def main() -> int:
                             "present": True,
                         }
                     )
-        rows = [json.loads(line) for line in WORKLOADS.read_text().splitlines() if line.strip()]
+        rows = [json.loads(line) for line in day_workloads_file().read_text().splitlines() if line.strip()]
         rng = random.Random(7)
         tenants = sorted({r["tenant"] for r in rows})
         tenant_ids = {t: new_id("tnt") for t in tenants}

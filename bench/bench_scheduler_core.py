@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
-from controlplane.scenarios import sites_file
+from controlplane.scenarios import day_workloads_file, sites_file
 from controlplane.scheduling.baseline import FirstFit, first_fit
 from controlplane.scheduling.core import SchedulingPass, queue_order
 from controlplane.scheduling.fragmentation import fragmentation
@@ -46,7 +46,7 @@ from controlplane.scheduling.snapshot import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ROOT.parent / "shared" / "scenarios" / "day-workloads.jsonl"
+WORKLOADS = day_workloads_file()
 GB300 = "NVIDIA GB300"
 
 

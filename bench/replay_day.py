@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
-from controlplane.scenarios import sites_file
+from controlplane.scenarios import day_workloads_file, sites_file
 from controlplane.scheduling.baseline import first_fit
 from controlplane.scheduling.core import schedule
 from controlplane.scheduling.fragmentation import fragmentation
@@ -88,7 +88,7 @@ from controlplane.scheduling.snapshot import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ROOT.parent / "shared" / "scenarios" / "day-workloads.jsonl"
+WORKLOADS = day_workloads_file()
 RESULTS = ROOT / "bench" / "results"
 SITE = "site-18mw"
 DAY_S = 86_400.0

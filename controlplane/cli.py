@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin = sub.add_parser("admin", help="operator administration").add_subparsers(dest="admin_command", required=True)
     p = admin.add_parser("create-site", help="create a site and its racks from the scenario file")
     p.add_argument("name")
-    p.add_argument("--sites-file", help="default: ../shared/scenarios/sites.json")
+    p.add_argument("--sites-file", help="default: the sites.json shipped in controlplane/scenarios")
     p.set_defaults(func=cmd_site_create)
 
     p = admin.add_parser("create-tenant", help="create a tenant")

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     bootstrap_token_ttl_s: float = Field(default=24 * 3600, gt=0)
     default_max_duration_s: int = Field(default=7 * 24 * 3600, gt=0)
     log_level: str = "INFO"
-    # Folder holding sites.json (default: ../shared/scenarios beside the repository).
+    # Folder holding an operator's own sites.json (default: the scenarios shipped in the package).
     scenarios_dir: Path | None = None
 
     @model_validator(mode="after")

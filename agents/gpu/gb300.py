@@ -1,7 +1,7 @@
 """Facts about a GB300 compute tray, taken from a real capture.
 
-Source: ``/work/shared/reference/hardware/nvidia-smi-q-gb300.xml`` (``nvidia-smi -q -x`` on
-one tray: 4 GPUs, driver 580.173.02). Line numbers below refer to that file. The simulator
+Source: ``docs/reference/nvidia-smi-q-gb300.xml`` (``nvidia-smi -q -x`` on one tray: 4 GPUs,
+driver 580.173.02). Line numbers below refer to that file. The simulator
 and the fake NVML library take their defaults from here so both agree with real hardware.
 """
 

@@ -57,7 +57,7 @@ def reservation(spec: dict[str, Any]) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def day_slice() -> list[dict[str, Any]]:
     if not rd.WORKLOADS.exists():
-        pytest.fail(f"{rd.WORKLOADS} is missing: the tests need ../shared/scenarios beside the repository")
+        pytest.fail(f"{rd.WORKLOADS} is missing: the package ships the scenario files (controlplane/scenarios)")
     return [w for w in rd.load_workloads() if w["submit_s"] < SLICE_S]
 
 

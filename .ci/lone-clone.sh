@@ -8,7 +8,7 @@ work=$(mktemp -d /tmp/switchyard-lone.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 git clone --quiet "$root" "$work/switchyard"
 cd "$work/switchyard"
-[ ! -e ../shared ] || { echo "lone clone: $work/shared exists" >&2; exit 1; }
+[ "$(ls -A "$work")" = switchyard ] || { echo "lone clone: $work holds more than the clone" >&2; exit 1; }
 export PYTHONPATH="$PWD"
 where=$("$python" -c 'import controlplane, agents; print(controlplane.__file__, agents.__file__)')
 case "$where" in

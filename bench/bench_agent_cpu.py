@@ -77,9 +77,7 @@ def main() -> int:
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     with transaction(make_session_factory(engine)) as session:
-        admin.create_site(
-            session, name="demo-rack", spec=admin.load_scenario(sites_file(), "demo-rack")
-        )
+        admin.create_site(session, name="demo-rack", spec=admin.load_scenario(sites_file(), "demo-rack"))
         _, token = admin.issue_bootstrap_token(
             session, pepper=settings.pepper_bytes(), site_name="demo-rack", rack="rack-001", ttl_s=600
         )

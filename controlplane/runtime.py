@@ -10,10 +10,11 @@ import redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.bus import Bus, Keys, connect
 from controlplane.config import Settings
+from controlplane.live.bus import Bus, connect
+from controlplane.live.keys import Keys
+from controlplane.live.nodes import LiveState
 from controlplane.services.auth import PrincipalCache
-from controlplane.services.telemetry import LiveState
 from controlplane.services.uow import unit_of_work
 from controlplane.store.db import make_engine, make_reader_factory, make_session_factory
 from controlplane.store.migrate import check_current

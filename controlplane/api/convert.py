@@ -21,9 +21,9 @@ from controlplane.api.schemas import (
     WorkloadPage,
 )
 from controlplane.domain.enums import WorkloadState
+from controlplane.live.nodes import EnergyCount
 from controlplane.services import workloads
 from controlplane.services.fleet import GpuState
-from controlplane.services.telemetry import EnergyCount
 from controlplane.store.models import Allocation, ApiKey, Gpu, Node, Workload, WorkloadEvent, WorkloadRank
 
 

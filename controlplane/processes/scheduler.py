@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from controlplane.config import Settings
-from controlplane.leader import LeaderLease
+from controlplane.live.lease import LeaderLease
 from controlplane.runtime import Runtime, build_runtime
 from controlplane.scheduling.core import schedule
 from controlplane.scheduling.snapshot import Placement, Preempt

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from controlplane.bus import Bus, Wakeups
+from controlplane.live.bus import Bus, Wakeups
 
 
 def wakeups(session: Session) -> Wakeups:

@@ -17,8 +17,8 @@ import redis
 from harness import NODES, Site, registered_nodes, wait_for
 from testenv import REDIS_URL
 
-from controlplane.bus import Keys
-from controlplane.services.telemetry import LiveState
+from controlplane.live.keys import Keys
+from controlplane.live.nodes import LiveState
 
 
 def agent_metric(site: Site, agent: str, name: str) -> float | None:

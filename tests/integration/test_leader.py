@@ -7,8 +7,8 @@ import time
 import redis
 from testenv import REDIS_URL
 
-from controlplane.bus import Keys
-from controlplane.leader import LeaderLease
+from controlplane.live.keys import Keys
+from controlplane.live.lease import LeaderLease
 
 
 def test_one_leader_and_increasing_epochs(redis_prefix: str) -> None:

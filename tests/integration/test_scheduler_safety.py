@@ -38,7 +38,7 @@ from agents.runtime.processes import assignment_key
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass, WorkloadState
 from controlplane.domain.errors import Conflict
 from controlplane.domain.specs import WorkloadSpec
-from controlplane.leader import LeaderLease
+from controlplane.live.lease import LeaderLease
 from controlplane.processes.scheduler import placement_epoch, run_pass
 from controlplane.services import nodes, workloads
 from controlplane.services.placement import FencedOut
@@ -195,7 +195,7 @@ def test_no_gpu_ever_has_two_owners(machine_runtime, db_url) -> None:  # type: i
 
         @rule()
         def lease_expires(self) -> None:
-            runtime.redis.delete(runtime.keys.scheduler_leader)
+            runtime.redis.delete(runtime.keys.leader("scheduler"))
 
         @rule(name=st.sampled_from("AB"))
         def restart_scheduler(self, name: str) -> None:

@@ -40,7 +40,9 @@ def test_the_package_ships_every_scenario_file_it_reads() -> None:
     for path in (scenarios.sites_file(), scenarios.day_workloads_file(), scenarios.day_prices_file()):
         assert path.is_file(), path
         assert ROOT in path.parents, f"{path} is not inside the repository"
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["controlplane"]
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "controlplane"
+    ]
     for path in scenarios.PACKAGED.iterdir():
         if path.name.startswith("__") or path.suffix == ".py":
             continue
@@ -60,5 +62,5 @@ def test_the_day_replay_reads_the_packaged_day() -> None:
         spec.loader.exec_module(module)
     finally:
         del sys.modules["replay_day_paths"]
-    assert module.WORKLOADS == scenarios.day_workloads_file()
+    assert scenarios.day_workloads_file() == module.WORKLOADS
     assert len(module.load_workloads()) == 3084

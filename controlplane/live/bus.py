@@ -1,6 +1,6 @@
-"""Redis: key names, the wake-up channels, and the live-state scripts.
+"""Wake-ups: who must hear about a unit of work once it commits, and the publish that tells them.
 
-Heartbeats and telemetry live here, never in SQL rows; SQL sees state changes only.
+Heartbeats and telemetry live in Redis, never in SQL rows; SQL sees state changes only.
 """
 
 from __future__ import annotations
@@ -9,46 +9,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-
-@dataclass(frozen=True)
-class Keys:
-    prefix: str
-
-    def node_seq(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:seq"
-
-    def node_gpus(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}:gpus"
-
-    def node_energy(self, node_id: str) -> str:
-        """Hash: per GPU, the last energy counter seen and the energy accumulated from it; and the
-        node's counts of accepted and duplicate reports."""
-        return f"{self.prefix}:node:{node_id}:energy"
-
-    def node_report(self, node_id: str) -> str:
-        """Hash: the fingerprint of the last report folded into SQL, and the node's generation."""
-        return f"{self.prefix}:node:{node_id}:report"
-
-    @property
-    def leases(self) -> str:
-        """Sorted set: node id -> lease expiry (unix s). One ZRANGEBYSCORE finds every expired lease."""
-        return f"{self.prefix}:leases"
-
-    @property
-    def node_wake_channel(self) -> str:
-        return f"{self.prefix}:wake:nodes"
-
-    @property
-    def scheduler_wake_channel(self) -> str:
-        return f"{self.prefix}:wake:scheduler"
-
-    @property
-    def scheduler_leader(self) -> str:
-        return f"{self.prefix}:scheduler:leader"
-
-    @property
-    def scheduler_epoch(self) -> str:
-        return f"{self.prefix}:scheduler:epoch"
+from controlplane.live.keys import Keys
 
 
 @dataclass

@@ -15,7 +15,8 @@ from typing import Any
 import redis
 
 from agents.protocol import GpuTelemetry
-from controlplane.bus import MAX_GENERATION_SCRIPT, Keys
+from controlplane.live.bus import MAX_GENERATION_SCRIPT
+from controlplane.live.keys import Keys
 
 # KEYS: seq key, gpus hash, leases zset, energy hash.
 # ARGV: seq, lease expiry, node id, ttl_ms, then triples (uuid, sample json, energy mJ or "").

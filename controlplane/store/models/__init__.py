@@ -1,0 +1,33 @@
+"""SQLAlchemy models, one module per capability. Schema changes go through Alembic migrations in
+``store/migrations/``. Importing this package registers every table on ``Base.metadata``.
+
+SQL holds state changes only; heartbeats and telemetry live in Redis (DESIGN.md section 8).
+"""
+
+from controlplane.store.models.base import NAMING, Base
+from controlplane.store.models.fleet import Gpu, GpuEvent, Node, Rack, Site
+from controlplane.store.models.power import MiningEvent
+from controlplane.store.models.scheduling import Preemption, SchedulerFence
+from controlplane.store.models.tenancy import ApiKey, BootstrapToken, Tenant
+from controlplane.store.models.workloads import Allocation, Workload, WorkloadEvent, WorkloadLog, WorkloadRank
+
+__all__ = [
+    "Allocation",
+    "ApiKey",
+    "Base",
+    "BootstrapToken",
+    "Gpu",
+    "GpuEvent",
+    "MiningEvent",
+    "NAMING",
+    "Node",
+    "Preemption",
+    "Rack",
+    "SchedulerFence",
+    "Site",
+    "Tenant",
+    "Workload",
+    "WorkloadEvent",
+    "WorkloadLog",
+    "WorkloadRank",
+]

@@ -1,0 +1,57 @@
+"""Who may call: tenants with their contract and quotas, API keys, agents' bootstrap tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from controlplane.store.models.base import Base
+from controlplane.store.types import UTCDateTime, utcnow
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Contracted capacity: reserved-class work up to this many GPUs preempts lower classes.
+    reserved_gpus: Mapped[int] = mapped_column(Integer, default=0)
+    # Quotas (None: unlimited) and what happens to a workload over them: reject | hold.
+    max_gpus: Mapped[int | None] = mapped_column(Integer)
+    gpu_hours_limit: Mapped[float | None] = mapped_column(Float)
+    spend_cap_usd: Mapped[float | None] = mapped_column(Float)
+    over_quota: Mapped[str] = mapped_column(String(8), default="hold")
+    # The tenant's rate, for spend-cap estimates until metering prices it (issue 5).
+    price_usd_per_gpu_hour: Mapped[float] = mapped_column(Float, default=3.0)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    display_prefix: Mapped[str] = mapped_column(String(40))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BootstrapToken(Base):
+    __tablename__ = "bootstrap_tokens"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    rack_id: Mapped[str | None] = mapped_column(ForeignKey("racks.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_by_node_id: Mapped[str | None] = mapped_column(String(40))

@@ -192,12 +192,12 @@ def one_pass(runtime: Any, *, baseline: bool, commit: bool) -> dict[str, Any]:
     """The scheduler's pass, timed by phase; ``commit=False`` flushes every row and rolls back."""
     from sqlalchemy import select
 
-    from controlplane.processes.scheduler import placement_epoch
+    from controlplane.domain.epoch import PlacementEpoch
     from controlplane.scheduling.baseline import first_fit
     from controlplane.scheduling.core import schedule
     from controlplane.scheduling.snapshot import Placement
-    from controlplane.services import placement
-    from controlplane.services import snapshot as snapshots
+    from controlplane.services.scheduler import build as snapshots
+    from controlplane.services.scheduler import commit as placement
     from controlplane.store.models import Site
 
     session = runtime.sessions()
@@ -214,7 +214,9 @@ def one_pass(runtime: Any, *, baseline: bool, commit: bool) -> dict[str, Any]:
         decisions = list(first_fit(snap, queue)) if baseline else schedule(snap, queue)
         timings["decide_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        result = placement.commit(session, decisions=decisions, epoch=placement_epoch(1, 1), site=site, snapshot=snap)
+        result = placement.commit(
+            session, decisions=decisions, epoch=PlacementEpoch.of(1, 1).value, site=site, snapshot=snap
+        )
         session.flush()
         if commit:
             session.commit()

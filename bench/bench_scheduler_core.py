@@ -22,10 +22,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from controlplane.domain.site import SiteSpec
+from controlplane.power.model import PowerModel
 from controlplane.scenarios import day_workloads_file, sites_file
 from controlplane.scheduling.baseline import FirstFit, first_fit
 from controlplane.scheduling.core import SchedulingPass, queue_order
@@ -36,7 +39,6 @@ from controlplane.scheduling.snapshot import (
     GpuSlot,
     NodeView,
     Placement,
-    PowerModel,
     Preempt,
     RunningWorkload,
     ShedMining,
@@ -95,16 +97,9 @@ def build_snapshot(
 
 
 def power_model(spec: dict[str, Any]) -> PowerModel:
-    racks = spec["racks"]
-    return PowerModel(
-        site_cap_w=spec["grid_capacity_mw"] * 1e6,
-        pue=spec["pue"],
-        gpu_idle_w=racks["gpu_idle_w"],
-        gpu_limit_w=racks["gpu_power_limit_w"],
-        node_overhead_w=racks["node_overhead_w"],
-        switch_trays_w_per_rack=racks["switch_trays_w"],
-        rack_cap_w={f"r{r:04d}": racks["rack_power_capacity_kw"] * 1e3 for r in range(racks["count"])},
-    )
+    site = SiteSpec.parse(spec)
+    caps = {f"r{r:04d}": site.racks.rack_power_capacity_kw * 1e3 for r in range(site.racks.count)}
+    return PowerModel.for_site(site, caps)
 
 
 def draw_queue(mix: list[dict[str, Any]], n: int, rng: random.Random, prefix: str) -> list[WorkloadRequest]:
@@ -121,7 +116,7 @@ def draw_queue(mix: list[dict[str, Any]], n: int, rng: random.Random, prefix: st
                 submitted_at=float(i),
                 tenant_id=w["tenant"],
                 max_duration_s=float(w["duration_s"]),
-                price_usd_per_gpu_hour=w["price_usd_per_gpu_hour"],
+                price_usd_per_gpu_hour=Decimal(str(w["price_usd_per_gpu_hour"])),
             )
         )
     return out

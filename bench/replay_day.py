@@ -12,7 +12,7 @@ Rules of the replay (the choices the issue leaves open):
 
 - Time is simulated: a heap of events, no sleeping and no wall clock in the logic (wall time is
   only reported). Events: submissions (``submit_s``), completions (start + ``duration_s``) and
-  preemption releases (notice + grace: the snapshot's ``spot_grace_s``, 30 s, for spot and
+  preemption releases (notice + grace: the snapshot's ``stop_grace_s``, 30 s, for spot and
   on_demand victims; mining would be 0 s, but mining here is the ASIC block, not GPU work).
 - Scheduling passes run on a fixed 2 s tick, and only when something happened since the last
   one: every event at time t is applied at t, and a pass runs at the first tick at or after t
@@ -62,10 +62,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from controlplane.dispatch.budget import mining_target_w
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from controlplane.domain.site import SiteSpec
+from controlplane.power.model import PowerModel, Tally
 from controlplane.scenarios import day_workloads_file, sites_file
 from controlplane.scheduling.baseline import first_fit
 from controlplane.scheduling.core import schedule
@@ -78,7 +82,6 @@ from controlplane.scheduling.snapshot import (
     MiningBlock,
     NodeView,
     Placement,
-    PowerModel,
     Preempt,
     RunningWorkload,
     ShedMining,
@@ -126,21 +129,15 @@ def scaled_site(spec: dict[str, Any], racks: int) -> dict[str, Any]:
 
 
 def power_model(spec: dict[str, Any]) -> PowerModel:
-    racks = spec["racks"]
-    return PowerModel(
-        site_cap_w=spec["grid_capacity_mw"] * 1e6,
-        pue=spec["pue"],
-        gpu_idle_w=racks["gpu_idle_w"],
-        gpu_limit_w=racks["gpu_power_limit_w"],
-        node_overhead_w=racks["node_overhead_w"],
-        switch_trays_w_per_rack=racks["switch_trays_w"],
-        rack_cap_w={f"r{r:03d}": racks["rack_power_capacity_kw"] * 1e3 for r in range(racks["count"])},
+    """The site's power model, racks keyed as the replay's fleet names them."""
+    site = SiteSpec.parse(spec)
+    return PowerModel.for_site(
+        site, {f"r{r:03d}": site.racks.rack_power_capacity_kw * 1e3 for r in range(site.racks.count)}
     )
 
 
 def mining_fleet_w(spec: dict[str, Any]) -> float:
-    asics = spec.get("asics") or {}
-    return float(asics.get("count", 0)) * float(asics.get("power_w", 0))
+    return SiteSpec.parse(spec).asics.full_w
 
 
 # -- state ---------------------------------------------------------------------------------------
@@ -192,7 +189,7 @@ def make_job(w: dict[str, Any], *, job_id: str, attempt: int, duration_s: float,
         submitted_at=submit_s,
         tenant_id=w["tenant"],
         max_duration_s=duration_s,
-        price_usd_per_gpu_hour=float(w.get("price_usd_per_gpu_hour", 0.0)),
+        price_usd_per_gpu_hour=Decimal(str(w.get("price_usd_per_gpu_hour", 0))),
     )
     return Job(
         id=job_id,
@@ -316,7 +313,7 @@ class ReplayResult:
     gpus: int
     cap_w: float
     pass_interval_s: float
-    spot_grace_s: float
+    stop_grace_s: float
     window_s: float
     jobs: dict[str, Job]
     preemptions: list[PreemptionRecord]
@@ -339,7 +336,7 @@ class Replay:
         scheduler: Scheduler = "core",
         reservations: dict[str, int] | None = None,
         pass_interval_s: float = PASS_INTERVAL_S,
-        spot_grace_s: float = 30.0,
+        stop_grace_s: float = 30.0,
         until_s: float | None = None,
         day_s: float = DAY_S,
         sample_s: float = SAMPLE_S,
@@ -354,7 +351,7 @@ class Replay:
         self.reservations = dict(RESERVATIONS if reservations is None else reservations)
         self.tenants = {t: TenantPolicy(t, reserved_gpus=n) for t, n in self.reservations.items()}
         self.interval = pass_interval_s
-        self.grace = spot_grace_s
+        self.grace = stop_grace_s
         self.until = until_s
         self.window = min(day_s, until_s) if until_s is not None else day_s
         self.sample_s = sample_s
@@ -440,7 +437,7 @@ class Replay:
             gpus=self.fleet.gpus_total,
             cap_w=self.power.site_cap_w,
             pass_interval_s=self.interval,
-            spot_grace_s=self.grace,
+            stop_grace_s=self.grace,
             window_s=self.window,
             jobs=self.jobs,
             preemptions=self.preemptions,
@@ -489,15 +486,10 @@ class Replay:
     # -- accounting ------------------------------------------------------------------------------
 
     def gpu_planned_w(self, allocated: int | None = None) -> float:
-        pm, f = self.power, self.fleet
+        """The planned GPU-side draw by the one formula (``power.model``), on the fleet's counts."""
+        f = self.fleet
         a = f.allocated if allocated is None else allocated
-        it = (
-            f.racks * pm.switch_trays_w_per_rack
-            + len(f.node_ids) * pm.node_overhead_w
-            + a * pm.gpu_limit_w
-            + (f.gpus_total - a) * pm.gpu_idle_w
-        )
-        return it * pm.pue
+        return self.power.grid_w(Tally(racks=f.racks, nodes=len(f.node_ids), gpus=f.gpus_total, allocated=a))
 
     def _record_power(self) -> None:
         gpu_w = self.gpu_planned_w()
@@ -508,12 +500,7 @@ class Replay:
         acc["min_mining_w"] = min(acc["min_mining_w"], self.mining_w)
         f, pm = self.fleet, self.power
         busiest = max(f.rack_alloc.values(), default=0)
-        rack_w = (
-            pm.switch_trays_w_per_rack
-            + len(f.node_ids) // f.racks * pm.node_overhead_w
-            + busiest * pm.gpu_limit_w
-            + (f.domain_size - busiest) * pm.gpu_idle_w
-        )
+        rack_w = pm.it_w(Tally(racks=1, nodes=len(f.node_ids) // f.racks, gpus=f.domain_size, allocated=busiest))
         acc["peak_rack_w"] = max(acc["peak_rack_w"], rack_w)
         if rack_w > min(pm.rack_cap_w.values(), default=math.inf) + EPS_W:
             self.violations.append(f"t={self.now:.0f}: a rack plans {rack_w / 1e3:.1f} kW, over its cap")
@@ -596,7 +583,7 @@ class Replay:
             power=self.power,
             mining=MiningBlock(power_w=self.mining_w),
             now=p,
-            spot_grace_s=self.grace,
+            stop_grace_s=self.grace,
         )
         if self.pending:
             self.passes += 1
@@ -639,9 +626,8 @@ class Replay:
         self._below_reservation()
 
     def _mining_target(self) -> float:
-        """Like the control plane's ``rebalance_mining``: every watt the GPUs leave, up to the fleet's max."""
-        limit = self.power.site_cap_w - self.power.safety_margin_w
-        return max(0.0, min(self.mining_max_w, limit - self.gpu_planned_w()))
+        """``rebalance_mining``'s rule (``dispatch.budget``): every watt the planned GPU draw leaves."""
+        return mining_target_w(self.power, gpu_grid_w=self.gpu_planned_w(), fleet_full_w=self.mining_max_w)
 
     def _capacity_by_preemption(self, job: Job) -> bool:
         """Could the shape fit in GPUs that are free or held by work the core may preempt for it?
@@ -794,7 +780,7 @@ def _r(x: float | None, nd: int = 1) -> float | None:
 def guarantee_bound_s(result: ReplayResult) -> float:
     """Longest wait the guarantee allows from the first pass a request is within its reservation:
     the victims' grace plus one pass interval."""
-    return result.spot_grace_s + result.pass_interval_s
+    return result.stop_grace_s + result.pass_interval_s
 
 
 def reservation_violations(result: ReplayResult) -> list[Job]:
@@ -1018,7 +1004,7 @@ def markdown(out: dict[str, Any]) -> str:
         f"# Day replay on `{out['site']}` ({out['gpus']:,} GPUs, {out['cap_mw']:g} MW cap)",
         "",
         f"{out['workloads']:,} workloads from `day-workloads.jsonl`, simulated time, passes on a "
-        f"{out['rules']['pass_interval_s']:g} s tick, spot/on_demand grace {out['rules']['spot_grace_s']:g} s, "
+        f"{out['rules']['pass_interval_s']:g} s tick, spot/on_demand grace {out['rules']['stop_grace_s']:g} s, "
         "preempted work resubmitted with what it had left; figures over the day [0, 24 h) from a cold start. "
         "Written by `bench/replay_day.py`; rules in its docstring and in replay_day.json.",
         "",
@@ -1198,7 +1184,7 @@ def main() -> int:
         "rules": {
             "pass_interval_s": args.pass_interval_s,
             "passes": "on a fixed tick, at the first tick at or after any event; skipped when nothing happened",
-            "spot_grace_s": args.spot_grace_s,
+            "stop_grace_s": args.stop_grace_s,
             "mining_grace_s": 0.0,
             "preempted_work": "not resubmitted"
             if args.no_resubmit
@@ -1220,7 +1206,7 @@ def main() -> int:
             workloads,
             scheduler=name,
             pass_interval_s=args.pass_interval_s,
-            spot_grace_s=args.spot_grace_s,
+            stop_grace_s=args.stop_grace_s,
             until_s=args.until_s,
             resubmit=not args.no_resubmit,
         )

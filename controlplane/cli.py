@@ -240,6 +240,19 @@ def cmd_bootstrap_token(args: argparse.Namespace) -> int:
     return _with_uow(run)
 
 
+def _money(text: str) -> Any:
+    """An exact dollar amount from the command line (argparse shows the message and exits 2)."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of dollars") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of dollars")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchyard", description="GPU-as-a-Service control plane")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -293,9 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reserved-gpus", type=int)
     p.add_argument("--max-gpus", type=int)
     p.add_argument("--gpu-hours-limit", type=float, help="GPU-hours per calendar month")
-    p.add_argument("--spend-cap-usd", type=float)
+    p.add_argument("--spend-cap-usd", type=_money, help="dollars, exact (e.g. 12500.00)")
     p.add_argument("--over-quota", choices=["reject", "hold"])
-    p.add_argument("--price-usd-per-gpu-hour", type=float)
+    p.add_argument("--price-usd-per-gpu-hour", type=_money, help="dollars per GPU-hour, exact (e.g. 3.20)")
     p.set_defaults(func=cmd_set_policy)
 
     p = admin.add_parser("create-key", help="issue an API key (shown once)")

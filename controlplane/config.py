@@ -16,6 +16,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controlplane.domain.enums import UnreachablePolicy
+
 
 class ConfigError(RuntimeError):
     """Start-up configuration is unusable; the message tells the operator what to set."""
@@ -44,10 +46,11 @@ class Settings(BaseSettings):
     # How long a node may stay unreachable before its workloads are handled by policy.
     unreachable_grace_s: float = Field(default=60.0, ge=0)
     # requeue: back to pending elsewhere; fail: mark failed.
-    unreachable_policy: str = Field(default="requeue", pattern="^(requeue|fail)$")
+    unreachable_policy: UnreachablePolicy = UnreachablePolicy.REQUEUE
 
-    # A spot workload's preemption notice: SIGTERM, then this long before SIGKILL.
-    spot_grace_s: float = Field(default=30.0, ge=0, le=3600)
+    # A stopped tenant workload's grace (preemption, cancel, deadline): SIGTERM, then this long
+    # before SIGKILL (``scheduling.preemption.policy.stop_grace_s``; mining stops at once).
+    stop_grace_s: float = Field(default=30.0, ge=0, le=3600)
     scheduler_interval_s: float = Field(default=2.0, gt=0)
     scheduler_lease_s: float = Field(default=10.0, gt=0)
     sweep_interval_s: float = Field(default=5.0, gt=0)

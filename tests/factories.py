@@ -11,8 +11,9 @@ from agents.protocol import PROTOCOL_VERSION, GpuInventory, NodeInventory, Regis
 from controlplane.domain.enums import KeyScope
 from controlplane.runtime import Runtime
 from controlplane.scenarios import sites_file
-from controlplane.services import admin, nodes
+from controlplane.services import admin
 from controlplane.services.admin import rack_fabric_uuid
+from controlplane.services.agents import registration
 
 GB300 = "NVIDIA GB300"
 
@@ -96,7 +97,7 @@ def register_node(runtime: Runtime, node_index: int, *, rack: str = "rack-001") 
     token = bootstrap_token(runtime, rack=rack)
     request = RegisterRequest(protocol_version=PROTOCOL_VERSION, bootstrap_token=token, inventory=inv)
     with runtime.uow() as session:
-        node, credential = nodes.register(session, pepper=runtime.pepper, request=request)
+        node, credential = registration.register(session, pepper=runtime.pepper, request=request)
         return RegisteredNode(node.id, credential, inv)
 
 

@@ -1,30 +1,40 @@
-"""ORM rows -> response bodies."""
+"""Read models -> response bodies. No SQL, no arithmetic: the services computed everything."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Query
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from controlplane.api.schemas import (
     AllocationOut,
     EventOut,
+    GpuEventOut,
     GpuOut,
     KeyOut,
+    MiningEventOut,
     NodeOut,
+    OfferingOut,
+    PreemptionOut,
+    QuotaOut,
+    RackOut,
     RankOut,
+    SiteOut,
+    SitePowerOut,
+    TenantOut,
     WorkloadOut,
     WorkloadPage,
 )
-from controlplane.domain.enums import WorkloadState
-from controlplane.live.nodes import EnergyCount
-from controlplane.services import workloads
-from controlplane.services.fleet import GpuState
-from controlplane.store.models import Allocation, ApiKey, Gpu, Node, Workload, WorkloadEvent, WorkloadRank
+from controlplane.domain.enums import OverQuotaPolicy, WorkloadState
+from controlplane.domain.reasons import PendingCode
+from controlplane.services.fleet.capacity import Offering
+from controlplane.services.fleet.power import SitePower
+from controlplane.services.fleet.views import GpuLive, NodeLive, RackView, SiteView
+from controlplane.services.workloads.quota import QuotaView
+from controlplane.services.workloads.read import MAX_PAGE, Page
+from controlplane.store.models import ApiKey, GpuEvent, Preemption, Tenant
+from controlplane.store.queries.workloads import AllocationView, WorkloadView
 
 
 @dataclass(frozen=True)
@@ -32,24 +42,24 @@ class WorkloadQuery:
     """The list filters both audiences use; FastAPI reads them from the query string."""
 
     state: WorkloadState | None = None
-    limit: Annotated[int, Query(ge=1, le=workloads.MAX_PAGE)] = 50
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50
     cursor: Annotated[str | None, Query(max_length=40)] = None
 
 
-def workload_page(session: Session, *, tenant_id: str | None, query: WorkloadQuery) -> WorkloadPage:
-    rows, next_cursor = workloads.list_page(
-        session, tenant_id=tenant_id, state=query.state, limit=query.limit, cursor=query.cursor
-    )
-    return WorkloadPage(items=[workload_out(session, w) for w in rows], next_cursor=next_cursor)
+def workload_page(page: Page) -> WorkloadPage:
+    return WorkloadPage(items=[workload_out(v) for v in page.items], next_cursor=page.next_cursor)
 
 
-def workload_out(session: Session, wl: Workload, *, history: bool = False) -> WorkloadOut:
+def workload_out(v: WorkloadView) -> WorkloadOut:
+    wl = v.workload
+    pending = wl.state == WorkloadState.PENDING
     return WorkloadOut(
         id=wl.id,
         name=wl.name,
         state=wl.state,
         reason=wl.reason,
-        pending_reason=wl.reason if wl.state == "pending" else None,
+        pending_reason=wl.reason if pending else None,
+        pending_reason_code=PendingCode(wl.reason_code) if pending and wl.reason_code else None,
         gpus=wl.gpu_count,
         gpu_model=wl.gpu_model,
         nvlink=wl.nvlink,
@@ -61,83 +71,58 @@ def workload_out(session: Session, wl: Workload, *, history: bool = False) -> Wo
         scheduled_at=wl.scheduled_at,
         started_at=wl.started_at,
         finished_at=wl.finished_at,
-        allocation=_allocation(session, wl),
-        history=_history(session, wl) if history else None,
+        allocation=_allocation(v.allocation),
+        history=None
+        if v.history is None
+        else [EventOut(from_state=e.from_state, to_state=e.to_state, reason=e.reason, at=e.at) for e in v.history],
     )
 
 
-def _allocation(session: Session, wl: Workload) -> AllocationOut | None:
-    if wl.epoch is None:
+def _allocation(a: AllocationView | None) -> AllocationOut | None:
+    if a is None:
         return None
-    rows = session.execute(
-        select(Allocation, Gpu.uuid)
-        .join(Gpu, Gpu.id == Allocation.gpu_id)
-        .where(Allocation.workload_id == wl.id, Allocation.epoch == wl.epoch)
-        .order_by(Allocation.rank, Gpu.index)
-    ).all()
-    if not rows:
-        return None
-    uuids: dict[int, list[str]] = defaultdict(list)
-    for alloc, uuid in rows:
-        uuids[alloc.rank].append(uuid)
-    ranks = []
-    for rank, node in session.execute(
-        select(WorkloadRank, Node)
-        .join(Node, Node.id == WorkloadRank.node_id)
-        .where(WorkloadRank.workload_id == wl.id)
-        .order_by(WorkloadRank.rank)
-    ).all():
-        ranks.append(
-            RankOut(
-                rank=rank.rank,
-                node_id=node.id,
-                hostname=node.hostname,
-                address=node.address,
-                gpu_uuids=uuids.get(rank.rank, []),
-                phase=rank.phase,
-                exit_code=rank.exit_code,
-            )
-        )
     return AllocationOut(
-        epoch=wl.epoch,
-        gpu_count=len(rows),
-        ranks=ranks,
-        released=all(alloc.released_at is not None for alloc, _ in rows),
+        epoch=a.epoch,
+        gpu_count=a.gpu_count,
+        released=a.released,
+        ranks=[
+            RankOut(
+                rank=r.rank,
+                node_id=r.node_id,
+                hostname=r.hostname,
+                address=r.address,
+                gpu_uuids=list(r.gpu_uuids),
+                phase=r.phase,
+                exit_code=r.exit_code,
+            )
+            for r in a.ranks
+        ],
     )
 
 
-def _history(session: Session, wl: Workload) -> list[EventOut]:
-    return [
-        EventOut(from_state=e.from_state, to_state=e.to_state, reason=e.reason, at=e.at)
-        for e in session.scalars(
-            select(WorkloadEvent).where(WorkloadEvent.workload_id == wl.id).order_by(WorkloadEvent.id)
-        ).all()
-    ]
-
-
-def gpu_out(st: GpuState, telemetry: dict[str, Any] | None, energy: EnergyCount | None = None) -> GpuOut:
+def gpu_out(g: GpuLive) -> GpuOut:
+    gpu, node = g.row.gpu, g.row.node
     return GpuOut(
-        id=st.gpu.id,
-        uuid=st.gpu.uuid,
-        index=st.gpu.index,
-        model=st.gpu.model,
-        node_id=st.node.id,
-        hostname=st.node.hostname,
-        state=st.state,
-        workload_id=st.workload_id,
-        health=st.gpu.health,
-        health_action=st.gpu.health_action,
-        health_reason=st.gpu.health_reason,
-        present=st.gpu.present,
-        memory_total_mib=st.gpu.memory_total_mib,
-        telemetry=telemetry,
-        energy_mj_total=energy.total_mj if energy else None,
+        id=gpu.id,
+        uuid=gpu.uuid,
+        index=gpu.index,
+        model=gpu.model,
+        node_id=node.id,
+        hostname=node.hostname,
+        state=g.row.state.value,
+        workload_id=g.row.workload_id,
+        health=gpu.health,
+        health_action=gpu.health_action,
+        health_reason=gpu.health_reason,
+        present=gpu.present,
+        memory_total_mib=gpu.memory_total_mib,
+        telemetry=g.telemetry,
+        energy_mj_total=g.energy.total_mj if g.energy else None,
     )
 
 
-def node_out(
-    node: Node, gpus: list[GpuOut], *, lease_alive: bool, reports: tuple[int, int, int | None] = (0, 0, None)
-) -> NodeOut:
+def node_out(n: NodeLive) -> NodeOut:
+    node = n.node
     return NodeOut(
         id=node.id,
         hostname=node.hostname,
@@ -152,11 +137,84 @@ def node_out(
         nvlink_domain=node.nvlink_domain,
         backend=node.backend,
         driver_version=node.driver_version,
-        lease_alive=lease_alive,
-        reports_accepted=reports[0],
-        reports_duplicate=reports[1],
-        last_seq=reports[2],
-        gpus=gpus,
+        lease_alive=n.lease_alive,
+        protocol_version=node.protocol_version,
+        agent_version=node.agent_version,
+        reports_accepted=n.reports_accepted,
+        reports_duplicate=n.reports_duplicate,
+        last_seq=n.last_seq,
+        gpus=[gpu_out(g) for g in n.gpus],
+    )
+
+
+def site_out(v: SiteView) -> SiteOut:
+    s = v.site
+    return SiteOut(
+        id=s.id, name=s.name, description=s.description, grid_capacity_mw=s.grid_capacity_mw, pue=s.pue, racks=v.racks
+    )
+
+
+def rack_out(v: RackView) -> RackOut:
+    r = v.rack
+    return RackOut(
+        id=r.id,
+        site_id=r.site_id,
+        name=r.name,
+        model=r.model,
+        nodes_expected=r.nodes_expected,
+        nodes_registered=v.nodes_registered,
+        power_capacity_kw=r.power_capacity_kw,
+        nvlink_domain=f"{r.fabric_cluster_uuid}.{r.fabric_clique_id}",
+    )
+
+
+def gpu_event_out(e: GpuEvent) -> GpuEventOut:
+    return GpuEventOut(kind=e.kind, xid=e.xid, detail=e.detail, at=e.at)
+
+
+def preemption_out(p: Preemption) -> PreemptionOut:
+    return PreemptionOut(
+        victim_id=p.victim_id,
+        for_workload_id=p.for_workload_id,
+        victim_priority=p.victim_priority,
+        gpu_count=p.gpu_count,
+        reason=p.reason,
+        grace_s=p.grace_s,
+        noticed_at=p.noticed_at,
+        released_at=p.released_at,
+    )
+
+
+def site_power_out(p: SitePower) -> SitePowerOut:
+    return SitePowerOut(
+        site_id=p.site_id,
+        cap_w=p.cap_w,
+        limit_w=p.limit_w,
+        pue=p.pue,
+        gpu_planned_w=p.gpu_planned_w,
+        mining_planned_w=p.mining_planned_w,
+        mining_fleet_w=p.mining_fleet_w,
+        headroom_w=p.headroom_w,
+        gpus_allocated=p.gpus_allocated,
+        gpus_total=p.gpus_total,
+        recent_mining_events=[
+            MiningEventOut(delta_w=e.delta_w, planned_w=e.planned_w, reason=e.reason, at=e.at)
+            for e in p.recent_mining_events
+        ],
+    )
+
+
+def tenant_out(t: Tenant) -> TenantOut:
+    return TenantOut(
+        id=t.id,
+        name=t.name,
+        created_at=t.created_at,
+        reserved_gpus=t.reserved_gpus,
+        max_gpus=t.max_gpus,
+        gpu_hours_limit=t.gpu_hours_limit,
+        spend_cap_usd=t.spend_cap_usd,
+        over_quota=OverQuotaPolicy(t.over_quota),
+        price_usd_per_gpu_hour=t.price_usd_per_gpu_hour,
     )
 
 
@@ -169,4 +227,28 @@ def key_out(key: ApiKey, secret: str | None = None) -> KeyOut:
         created_at=key.created_at,
         revoked_at=key.revoked_at,
         secret=secret,
+    )
+
+
+def offering_out(o: Offering) -> OfferingOut:
+    return OfferingOut(
+        gpu_model=o.gpu_model,
+        memory_mib=o.memory_mib,
+        total=o.total,
+        available=o.available,
+        largest_node_block=o.largest_node_block,
+        largest_nvlink_block=o.largest_nvlink_block,
+    )
+
+
+def quota_out(q: QuotaView) -> QuotaOut:
+    return QuotaOut(
+        reserved_gpus=q.reserved_gpus,
+        max_gpus=q.max_gpus,
+        gpu_hours_limit=q.gpu_hours_limit,
+        spend_cap_usd=q.spend_cap_usd,
+        over_quota=OverQuotaPolicy(q.over_quota),
+        gpus_in_use=q.gpus_in_use,
+        gpu_hours_this_month=q.gpu_hours_this_month,
+        spend_this_month_usd=q.spend_this_month_usd,
     )

@@ -51,8 +51,40 @@ class NodeStatus(StrEnum):
 
 
 class GpuHealth(StrEnum):
+    """As the agent's XID/ECC policy judges it (the wire's ``GpuHealthState``, same values)."""
+
     HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
+    DEGRADED = "degraded"  # usable; the tenant or operator is told
+    UNHEALTHY = "unhealthy"  # admits no new work until the condition clears
+
+
+class HealthAction(StrEnum):
+    """What NVIDIA's XID catalog asks for (the wire's ``HealthAction``, same values)."""
+
+    NONE = "none"
+    NOTIFY_TENANT = "notify_tenant"
+    RESET_GPU = "reset_gpu"
+    DRAIN_NODE = "drain_node"
+    REBOOT_NODE = "reboot_node"
+    DRAIN_NVLINK_PEERS = "drain_nvlink_peers"
+
+
+# Actions that take the whole node out of scheduling until the GPU recovers.
+NODE_ACTIONS = frozenset({HealthAction.DRAIN_NODE, HealthAction.REBOOT_NODE})
+
+
+class OverQuotaPolicy(StrEnum):
+    """What a workload over its tenant's quota gets."""
+
+    REJECT = "reject"  # refused at submission (403)
+    HOLD = "hold"  # accepted, held pending with the reason
+
+
+class UnreachablePolicy(StrEnum):
+    """What happens to the workloads of a node unreachable past its grace."""
+
+    REQUEUE = "requeue"
+    FAIL = "fail"
 
 
 class KeyScope(StrEnum):

@@ -1,4 +1,4 @@
-"""Fleet state for Prometheus, computed at scrape time from the database (no global gauges).
+"""Fleet state for Prometheus, computed at scrape time from a service view (no global gauges).
 
 Labels are bounded: GPU states, node statuses, workload states and priority classes are closed
 sets; there is no per-tenant or per-workload label here.
@@ -6,19 +6,15 @@ sets; there is no per-tenant or per-workload label here.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
 from controlplane.domain.enums import NodeStatus, PriorityClass, WorkloadState
+from controlplane.domain.gpu import GpuState
 from controlplane.runtime import Runtime
-from controlplane.services.fleet import gpu_states
-from controlplane.store.models import Node, Workload
-
-GPU_STATES = ("free", "allocated", "releasing", "cordoned", "faulty", "unreachable", "lost")
+from controlplane.services.fleet.counts import fleet_counts
 
 
 class FleetCollector(Collector):
@@ -27,29 +23,18 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self.runtime.read() as session:
-            gpus = Counter((st.gpu.model, st.state) for st in gpu_states(session))
-            nodes = Counter(dict(session.execute(select(Node.status, func.count()).group_by(Node.status)).all()))
-            workloads = Counter(
-                {
-                    (state, priority): count
-                    for state, priority, count in session.execute(
-                        select(Workload.state, Workload.priority, func.count()).group_by(
-                            Workload.state, Workload.priority
-                        )
-                    ).all()
-                }
-            )
+            counts = fleet_counts(session)
         g = GaugeMetricFamily("switchyard_gpus", "GPUs by model and state", labels=["model", "state"])
-        for model in sorted({m for m, _ in gpus}):
-            for state in GPU_STATES:
-                g.add_metric([model, state], gpus.get((model, state), 0))
+        for model in sorted({m for m, _ in counts.gpus}):
+            for state in GpuState:
+                g.add_metric([model, state.value], counts.gpus.get((model, state), 0))
         yield g
         n = GaugeMetricFamily("switchyard_nodes", "Nodes by status", labels=["status"])
         for status in NodeStatus:
-            n.add_metric([status.value], nodes.get(status.value, 0))
+            n.add_metric([status.value], counts.nodes.get(status.value, 0))
         yield n
         w = GaugeMetricFamily("switchyard_workloads", "Workloads by state and priority", labels=["state", "priority"])
-        for state in WorkloadState:
+        for wstate in WorkloadState:
             for priority in PriorityClass:
-                w.add_metric([state.value, priority.value], workloads.get((state.value, priority.value), 0))
+                w.add_metric([wstate.value, priority.value], counts.workloads.get((wstate.value, priority.value), 0))
         yield w

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from controlplane.domain.enums import NvlinkPolicy
+from controlplane.domain.reasons import PendingCode
 from controlplane.scheduling.filters import exclusion
 from controlplane.scheduling.queue import queue_order
 from controlplane.scheduling.snapshot import FleetSnapshot, Placement, RankPlacement, Unplaced, WorkloadRequest
@@ -59,7 +60,7 @@ class FirstFit:
             if need:
                 ranks = None
         if ranks is None:
-            return Unplaced(req.workload_id, f"no first fit for {c} {req.gpu_model} GPUs")
+            return Unplaced(req.workload_id, f"no first fit for {c} {req.gpu_model} GPUs", PendingCode.GPUS)
         placed = []
         for i, x in ranks:
             placed.append(RankPlacement(self.nodes[i].node_id, tuple(free[i][:x])))

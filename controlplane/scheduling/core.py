@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from controlplane.domain.enums import PriorityClass
+from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from controlplane.domain.reasons import PendingCode, PendingReason
 from controlplane.scheduling import fit, preemption
 from controlplane.scheduling.filters import describe, plural
+from controlplane.scheduling.framework import DEFAULT_PROFILE, Profile
 from controlplane.scheduling.index import HELD, Fleet, ModelPool, build_pools
-from controlplane.scheduling.power import PowerBudget
+from controlplane.scheduling.power_budget import PowerBudget
 from controlplane.scheduling.queue import queue_order
 from controlplane.scheduling.quota import QuotaLedger
 from controlplane.scheduling.snapshot import (
@@ -45,16 +47,17 @@ __all__ = ["SchedulingPass", "place", "queue_order", "schedule"]
 class SchedulingPass:
     """One pass over one snapshot: the indexes are built here, the decisions in ``run``."""
 
-    def __init__(self, snapshot: FleetSnapshot) -> None:
+    def __init__(self, snapshot: FleetSnapshot, profile: Profile = DEFAULT_PROFILE) -> None:
         self.snapshot = snapshot
+        self.profile = profile
         self.fleet = Fleet(snapshot)
         self.pools = build_pools(snapshot, self.fleet)
         self.power = PowerBudget(snapshot, self.fleet.rack_names) if snapshot.power is not None else None
         self.room = self._rack_room()
         self.ledger = QuotaLedger.from_snapshot(snapshot)
         self.preempt: dict[str, preemption.ModelPreemption] | None = None
-        self.fit_failed: dict[tuple[str, int, str], tuple[int, str]] = {}
-        self.preempt_failed: set[tuple[str, int, str, frozenset[PriorityClass]]] = set()
+        self.fit_failed: dict[tuple[str, int, NvlinkPolicy], tuple[int, PendingReason]] = {}
+        self.preempt_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.decisions: list[Decision] = []
 
     def _rack_room(self) -> fit.RackRoom | None:
@@ -82,15 +85,19 @@ class SchedulingPass:
         pool = self.pools.get(req.gpu_model)
         c = req.gpu_count
         if pool is None:
-            return self.unplaced(req, f"no {req.gpu_model} GPUs in the fleet")
+            return self.unplaced(req, PendingReason(PendingCode.NO_SUCH_MODEL, f"no {req.gpu_model} GPUs in the fleet"))
         if c <= 0:
-            return self.unplaced(req, "asks for no GPUs")
+            return self.unplaced(req, PendingReason(PendingCode.NO_GPUS, "asks for no GPUs"))
         if c > pool.total:
-            return self.unplaced(req, f"asks for {c} GPUs; the fleet has {pool.total} {req.gpu_model}")
-        held = self.ledger.hold_reason(req) if self.ledger.policies else None
-        if held:
-            return self.unplaced(req, held)
-        mode = req.nvlink.value if c > 1 else "none"
+            return self.unplaced(
+                req,
+                PendingReason(PendingCode.TOO_LARGE, f"asks for {c} GPUs; the fleet has {pool.total} {req.gpu_model}"),
+            )
+        for plugin in self.profile.filters:
+            held = plugin.check(self, req)
+            if held is not None:
+                return self.unplaced(req, held)
+        mode = req.nvlink if c > 1 else NvlinkPolicy.NONE
         key = (req.gpu_model, c, mode)
         failed = self.fit_failed.get(key)
         plan = None
@@ -104,26 +111,26 @@ class SchedulingPass:
                 self.fit_failed[key] = (pool.version, reason)
             return self.preempt_or_wait(pool, req, mode, reason)
         shed = 0.0
-        if self.power is not None:
-            site = self.power.check_site(c)
-            if site.reason is not None:
-                return self.unplaced(req, site.reason)
-            shed = site.shed_w
+        for permit in self.profile.permits:
+            verdict = permit.permit(self, req, c)
+            if verdict.reason is not None:
+                return self.unplaced(req, verdict.reason)
+            shed += verdict.shed_w
         self.commit(pool, req, plan, shed)
 
     def commit(self, pool: ModelPool, req: WorkloadRequest, plan: fit.Plan, shed: float) -> None:
         within = self.ledger.within_reservation(req)
         taken = pool.take(plan)
         node_ids, node_rack = self.fleet.node_ids, self.fleet.node_rack
+        per_rack: dict[int, int] = {}
+        loose = 0
+        for n, x in plan:
+            r = node_rack[n]
+            if r < 0:
+                loose += x
+            else:
+                per_rack[r] = per_rack.get(r, 0) + x
         if self.power is not None:
-            per_rack: dict[int, int] = {}
-            loose = 0
-            for n, x in plan:
-                r = node_rack[n]
-                if r < 0:
-                    loose += x
-                else:
-                    per_rack[r] = per_rack.get(r, 0) + x
             if shed > 0:
                 before = self.power.mining_w
                 self.decisions.append(
@@ -141,50 +148,60 @@ class SchedulingPass:
                         self.room.left[r] -= x
         if self.ledger.policies:
             self.ledger.admit(req, reserved=within)
+        for plugin in self.profile.filters:
+            plugin.reserve(self, req, per_rack, loose)
+        for permit in self.profile.permits:
+            permit.reserve(self, req, per_rack, loose)
         self.decisions.append(Placement(req.workload_id, tuple(RankPlacement(node_ids[n], gpus) for n, gpus in taken)))
 
-    def unplaced(self, req: WorkloadRequest, reason: str) -> None:
-        self.decisions.append(Unplaced(req.workload_id, reason))
+    def unplaced(self, req: WorkloadRequest, why: PendingReason) -> None:
+        self.decisions.append(Unplaced(req.workload_id, why.text, why.code))
 
     # -- reasons ---------------------------------------------------------------------------------
 
-    def fit_reason(self, pool: ModelPool, req: WorkloadRequest, mode: str) -> str:
+    def fit_reason(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> PendingReason:
         c, model = req.gpu_count, req.gpu_model
         free, total = pool.free_total, pool.total
         counts = f"{free}/{total} free ({describe(pool.excluded)})"
         if free < c:
-            return f"waiting for {_gpus(c, model)}: {counts}"
+            return PendingReason(PendingCode.GPUS, f"waiting for {_gpus(c, model)}: {counts}")
         if self.room is not None and fit.find(pool, c, mode, None) is not None:
             racks = [self.power.rack_reason(r) for r in self.room.left if self.room.left[r] < c] if self.power else []
             example = f" (e.g. {racks[0]})" if racks else ""
-            return (
+            return PendingReason(
+                PendingCode.RACK_POWER,
                 f"waiting for rack power for {_gpus(c, model)}: the racks that could hold them are at their caps"
-                f"{example}"
+                f"{example}",
             )
-        if mode != "required":
-            return f"waiting for {_gpus(c, model)}: {counts}, none placeable in the shape asked"
+        if mode is not NvlinkPolicy.REQUIRED:
+            return PendingReason(
+                PendingCode.SHAPE, f"waiting for {_gpus(c, model)}: {counts}, none placeable in the shape asked"
+            )
         nvl_free = pool.free_by_pool[0]
         draining = pool.free_by_pool[2]
         if draining and nvl_free < c:
-            return (
+            return PendingReason(
+                PendingCode.NVLINK_DRAINING,
                 f"waiting for {_gpus(c, model)} on NVLink: {draining} free GPUs are in NVLink domains draining "
-                f"their peers ({counts})"
+                f"their peers ({counts})",
             )
         largest = pool.largest_domain_free()
         if c > pool.dmax:
             whole = len(pool.whole_domains())
-            return (
+            return PendingReason(
+                PendingCode.WHOLE_DOMAINS,
                 f"waiting for {_gpus(c, model)} in whole NVLink domains of {pool.dmax}: {counts}, "
-                f"{plural(whole, 'whole domain')} free, at most {largest} in any one domain"
+                f"{plural(whole, 'whole domain')} free, at most {largest} in any one domain",
             )
-        return (
+        return PendingReason(
+            PendingCode.NVLINK_DOMAIN,
             f"waiting for {_gpus(c, model)} in one NVLink domain: {counts}, at most {largest} in any one domain "
-            f"({plural(pool.doms_with_free, 'domain')} with free GPUs)"
+            f"({plural(pool.doms_with_free, 'domain')} with free GPUs)",
         )
 
     # -- preemption ------------------------------------------------------------------------------
 
-    def preempt_or_wait(self, pool: ModelPool, req: WorkloadRequest, mode: str, reason: str) -> None:
+    def preempt_or_wait(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, reason: PendingReason) -> None:
         if not self.snapshot.running:
             return self.unplaced(req, reason)
         c = req.gpu_count
@@ -198,7 +215,7 @@ class SchedulingPass:
         mp = self.preempt.get(req.gpu_model)
         choice = None
         if mp is not None:
-            if mode == "required":
+            if mode is NvlinkPolicy.REQUIRED:
                 if c <= pool.dmax:
                     choice = preemption.choose_in_domain(pool, mp, c, rights)
                 else:
@@ -230,7 +247,7 @@ class SchedulingPass:
         for v in choice.victims:
             useful = sum(v.useful_by_dom.get(d, 0) for d in doms) if doms else v.useful
             freed += useful
-            grace = preemption.grace_for(v.run.priority, self.snapshot.spot_grace_s)
+            grace = preemption.stop_grace_s(v.run.priority, self.snapshot.stop_grace_s)
             why = (
                 f"preempted: {v.run.priority.value} work ({_grace(grace)}) makes room for "
                 f"{req.priority.value}{' (within its reservation)' if within else ''} workload {req.workload_id}, "
@@ -244,7 +261,10 @@ class SchedulingPass:
             parts.append(f"{choice.soon_used} being freed by work already under preemption notice")
         if choice.victims:
             parts.append(f"{min(freed, c)} being freed by preempting {_describe_victims(choice, self.snapshot)}")
-        self.unplaced(req, f"waiting for {_gpus(c, req.gpu_model)}{scope}: " + ", ".join(parts))
+        self.unplaced(
+            req,
+            PendingReason(PendingCode.PREEMPTION, f"waiting for {_gpus(c, req.gpu_model)}{scope}: " + ", ".join(parts)),
+        )
 
 
 def _grace(grace: float) -> str:
@@ -256,14 +276,16 @@ def _describe_victims(choice: preemption.Choice, snapshot: FleetSnapshot) -> str
     for v in choice.victims:
         by_class[v.run.priority] = by_class.get(v.run.priority, 0) + 1
     return " and ".join(
-        f"{plural(n, f'{cls.value} workload')} ({_grace(preemption.grace_for(cls, snapshot.spot_grace_s))})"
+        f"{plural(n, f'{cls.value} workload')} ({_grace(preemption.stop_grace_s(cls, snapshot.stop_grace_s))})"
         for cls, n in sorted(by_class.items(), key=lambda kv: kv[0].value)
     )
 
 
-def schedule(snapshot: FleetSnapshot, queue: Sequence[WorkloadRequest]) -> list[Decision]:
+def schedule(
+    snapshot: FleetSnapshot, queue: Sequence[WorkloadRequest], profile: Profile = DEFAULT_PROFILE
+) -> list[Decision]:
     """One pass: every decision (placements, preemptions, mining shed, pending reasons) in queue order."""
-    return SchedulingPass(snapshot).run(queue)
+    return SchedulingPass(snapshot, profile).run(queue)
 
 
 def place(snapshot: FleetSnapshot, queue: Sequence[WorkloadRequest]) -> list[Placement | Unplaced]:

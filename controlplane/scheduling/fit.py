@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from controlplane.domain.enums import NvlinkPolicy
 from controlplane.scheduling.index import POOL_DOMAIN, ModelPool
 from controlplane.scheduling.scores import score
 
@@ -240,11 +241,11 @@ def spread(pool: ModelPool, c: int, room: RackRoom | None) -> Plan | None:
     return None
 
 
-def find(pool: ModelPool, c: int, nvlink: str, room: RackRoom | None) -> Plan | None:
-    """The whole search for one request; ``nvlink`` is "required", "preferred" or "none"."""
+def find(pool: ModelPool, c: int, nvlink: NvlinkPolicy, room: RackRoom | None) -> Plan | None:
+    """The whole search for one request."""
     if c > pool.free_total:
         return None
-    if nvlink == "required" and c > 1:
+    if nvlink is NvlinkPolicy.REQUIRED and c > 1:
         if c <= pool.node_size:
             plan = single_node(pool, c, nvlink_only=True, room=room)
             if plan is not None:
@@ -258,7 +259,7 @@ def find(pool: ModelPool, c: int, nvlink: str, room: RackRoom | None) -> Plan | 
             return plan
     if pool.free_by_pool[POOL_DOMAIN] >= c:
         plan = in_one_domain(pool, c, room) if c <= pool.dmax else None
-        if plan is None and nvlink == "preferred" and c > pool.dmax:
+        if plan is None and nvlink is NvlinkPolicy.PREFERRED and c > pool.dmax:
             plan = whole_domains(pool, c, room)
         if plan is not None:
             return plan

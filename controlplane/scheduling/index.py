@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 
 from controlplane.scheduling.filters import exclusion
-from controlplane.scheduling.power import rack_key
+from controlplane.scheduling.power_budget import node_rack
 from controlplane.scheduling.snapshot import FleetSnapshot
 
 POOL_NONE = -1  # the node has no GPU of this model that could ever take work this pass
@@ -54,7 +54,7 @@ class Fleet:
                     d = dom_index[node.domain] = len(self.dom_names)
                     self.dom_names.append(node.domain)
                 self.node_dom.append(d)
-            rack = rack_key(node)
+            rack = node_rack(node)
             if rack is None:
                 self.node_rack.append(-1)
             else:

@@ -9,8 +9,11 @@ tenant is under its limit, since what it will use cannot be known.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from controlplane.domain.enums import PriorityClass
+from controlplane.domain.money import cents, gpu_time_cost
+from controlplane.domain.reasons import PendingCode, PendingReason
 from controlplane.scheduling.snapshot import FleetSnapshot, TenantPolicy, WorkloadRequest
 
 
@@ -20,41 +23,64 @@ def expected_gpu_hours(request: WorkloadRequest) -> float | None:
     return request.gpu_count * request.max_duration_s / 3600.0
 
 
+def expected_spend(request: WorkloadRequest) -> Decimal | None:
+    """The most the request can cost: every GPU for its whole maximum duration, at its rate."""
+    if request.max_duration_s is None:
+        return None
+    return gpu_time_cost(
+        Decimal(request.gpu_count) * Decimal(str(request.max_duration_s)), request.price_usd_per_gpu_hour
+    )
+
+
+def _usd(amount: Decimal) -> str:
+    return f"${cents(amount):,.2f}"
+
+
 def check_quota(
     policy: TenantPolicy,
     request: WorkloadRequest,
     running_gpus: int,
     *,
     extra_gpu_hours: float = 0.0,
-    extra_spend_usd: float = 0.0,
-) -> str | None:
+    extra_spend_usd: Decimal = Decimal(0),
+) -> PendingReason | None:
     """Why ``request`` is over ``policy``, or None. ``running_gpus``: the tenant's GPUs held now;
     the extras: what this pass already admitted for the tenant (the core passes them)."""
     if policy.max_gpus is not None and running_gpus + request.gpu_count > policy.max_gpus:
-        return f"tenant over its concurrent-GPU quota ({running_gpus + request.gpu_count}/{policy.max_gpus})"
+        return PendingReason(
+            PendingCode.QUOTA_GPUS,
+            f"tenant over its concurrent-GPU quota ({running_gpus + request.gpu_count}/{policy.max_gpus})",
+        )
     hours = expected_gpu_hours(request)
     if policy.gpu_hours_limit is not None:
         used = policy.gpu_hours_used + extra_gpu_hours
         if hours is None:
             if used >= policy.gpu_hours_limit:
-                return f"tenant has used its monthly GPU-hours quota ({used:,.1f}/{policy.gpu_hours_limit:,.1f} GPU-h)"
+                return PendingReason(
+                    PendingCode.QUOTA_GPU_HOURS,
+                    f"tenant has used its monthly GPU-hours quota ({used:,.1f}/{policy.gpu_hours_limit:,.1f} GPU-h)",
+                )
         elif used + hours > policy.gpu_hours_limit:
-            return (
+            return PendingReason(
+                PendingCode.QUOTA_GPU_HOURS,
                 f"tenant over its monthly GPU-hours quota ({used + hours:,.1f}/{policy.gpu_hours_limit:,.1f} GPU-h "
-                f"with this workload's {hours:,.1f})"
+                f"with this workload's {hours:,.1f})",
             )
     if policy.spend_cap_usd is not None:
         spent = policy.spend_used_usd + extra_spend_usd
-        if hours is None:
+        expected = expected_spend(request)
+        if expected is None:
             if spent >= policy.spend_cap_usd:
-                return f"tenant has reached its spend cap (${spent:,.2f}/${policy.spend_cap_usd:,.2f})"
-        else:
-            expected = hours * request.price_usd_per_gpu_hour
-            if spent + expected > policy.spend_cap_usd:
-                return (
-                    f"tenant over its spend cap (${spent + expected:,.2f}/${policy.spend_cap_usd:,.2f} "
-                    f"with this workload's expected ${expected:,.2f})"
+                return PendingReason(
+                    PendingCode.QUOTA_SPEND,
+                    f"tenant has reached its spend cap ({_usd(spent)}/{_usd(policy.spend_cap_usd)})",
                 )
+        elif spent + expected > policy.spend_cap_usd:
+            return PendingReason(
+                PendingCode.QUOTA_SPEND,
+                f"tenant over its spend cap ({_usd(spent + expected)}/{_usd(policy.spend_cap_usd)} "
+                f"with this workload's expected {_usd(expected)})",
+            )
     return None
 
 
@@ -63,7 +89,7 @@ class _Usage:
     gpus: int = 0
     reserved_gpus: int = 0
     gpu_hours: float = 0.0
-    spend_usd: float = 0.0
+    spend_usd: Decimal = Decimal(0)
 
 
 @dataclass(slots=True)
@@ -83,13 +109,13 @@ class QuotaLedger:
                 u.reserved_gpus += run.gpu_count
         return ledger
 
-    def hold_reason(self, request: WorkloadRequest) -> str | None:
+    def hold_reason(self, request: WorkloadRequest) -> PendingReason | None:
         policy = self.policies.get(request.tenant_id)
         if policy is None:
             return None
         u = self.usage.get(request.tenant_id) or _Usage()
         why = check_quota(policy, request, u.gpus, extra_gpu_hours=u.gpu_hours, extra_spend_usd=u.spend_usd)
-        return f"held: {why}" if why else None
+        return PendingReason(why.code, f"held: {why.text}") if why else None
 
     def admit(self, request: WorkloadRequest, *, reserved: bool) -> None:
         u = self.usage.setdefault(request.tenant_id, _Usage())
@@ -97,9 +123,10 @@ class QuotaLedger:
         if reserved:
             u.reserved_gpus += request.gpu_count
         hours = expected_gpu_hours(request)
-        if hours is not None:
+        spend = expected_spend(request)
+        if hours is not None and spend is not None:
             u.gpu_hours += hours
-            u.spend_usd += hours * request.price_usd_per_gpu_hour
+            u.spend_usd += spend
 
     def reserved_in_use(self, tenant_id: str) -> int:
         u = self.usage.get(tenant_id)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from decimal import Decimal
 
-from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from controlplane.domain.enums import NvlinkPolicy, OverQuotaPolicy, PriorityClass
+from controlplane.domain.reasons import PendingCode, PendingReason
+from controlplane.power.model import PowerModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,29 +59,6 @@ class RunningWorkload:
 
 
 @dataclass(frozen=True, slots=True)
-class PowerModel:
-    """Planned (not measured) draw: what the site would draw if every allocated GPU ran at its limit.
-
-    A rack's IT draw = switch trays + node overhead per powered node + per GPU (limit if allocated,
-    idle otherwise); the site's = sum over racks x PUE + mining. Node overhead is paid whether a node
-    runs work or not, so taking a GPU adds (limit - idle) to its rack and that x PUE to the site.
-    """
-
-    site_cap_w: float
-    pue: float
-    gpu_idle_w: float
-    gpu_limit_w: float
-    node_overhead_w: float
-    switch_trays_w_per_rack: float
-    rack_cap_w: Mapping[str, float] = field(default_factory=dict)
-    safety_margin_w: float = 0.0
-
-    @property
-    def marginal_gpu_w(self) -> float:
-        return self.gpu_limit_w - self.gpu_idle_w
-
-
-@dataclass(frozen=True, slots=True)
 class MiningBlock:
     """The ASIC fleet as one preemptible block of planned draw: shed first, never below ``min_w``."""
 
@@ -94,10 +73,10 @@ class TenantPolicy:
     max_gpus: int | None = None
     gpu_hours_limit: float | None = None  # per calendar month
     gpu_hours_used: float = 0.0
-    spend_cap_usd: float | None = None
-    spend_used_usd: float = 0.0
+    spend_cap_usd: Decimal | None = None
+    spend_used_usd: Decimal = Decimal(0)
     # What an over-quota workload gets: refused at submission, or held pending with the reason.
-    over_quota: Literal["reject", "hold"] = "hold"
+    over_quota: OverQuotaPolicy = OverQuotaPolicy.HOLD
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +87,7 @@ class FleetSnapshot:
     power: PowerModel | None = None
     mining: MiningBlock | None = None
     now: float = 0.0
-    spot_grace_s: float = 30.0
+    stop_grace_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +100,7 @@ class WorkloadRequest:
     submitted_at: float
     tenant_id: str = ""
     max_duration_s: float | None = None
-    price_usd_per_gpu_hour: float = 0.0
+    price_usd_per_gpu_hour: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +124,11 @@ class Placement:
 class Unplaced:
     workload_id: str
     reason: str
+    code: PendingCode
+
+    @classmethod
+    def because(cls, workload_id: str, why: PendingReason) -> Unplaced:
+        return cls(workload_id, why.text, why.code)
 
 
 @dataclass(frozen=True, slots=True)

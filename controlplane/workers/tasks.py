@@ -1,17 +1,18 @@
-"""Celery tasks: thin adapters over the liveness and deadline services."""
+"""Celery tasks: thin adapters over the liveness and deadline services (ids in, a service call,
+idempotent: a sweep run twice changes nothing the second time)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from functools import lru_cache
 
 from celery import shared_task
 
 from controlplane.config import get_settings
 from controlplane.runtime import Runtime, build_runtime
-from controlplane.services import liveness
+from controlplane.services.agents import liveness
+from controlplane.services.workloads import deadlines
 from controlplane.store.types import utcnow
 
 log = logging.getLogger("switchyard.workers")
@@ -23,20 +24,22 @@ def _runtime() -> Runtime:
 
 
 def sweep(runtime: Runtime, *, now_s: float | None = None) -> liveness.SweepResult:
-    """Mark nodes with expired leases unreachable; handle workloads of long-lost nodes."""
     settings = runtime.settings
-    now_s = time.time() if now_s is None else now_s
-    expired = runtime.live.expired_leases(now=now_s)  # Redis first, outside the transaction
-    now = datetime.fromtimestamp(now_s, tz=UTC)
-    with runtime.uow() as session:
-        marked = liveness.mark_unreachable(session, expired_node_ids=expired, now=now)
-    with runtime.uow() as session:
-        requeued, failed = liveness.handle_lost_nodes(
-            session, now=now, grace_s=settings.unreachable_grace_s, policy=settings.unreachable_policy
+    result = liveness.sweep(
+        live=runtime.live,
+        uow=runtime.uow,
+        now_s=time.time() if now_s is None else now_s,
+        grace_s=settings.unreachable_grace_s,
+        policy=settings.unreachable_policy,
+    )
+    if result.marked_unreachable or result.requeued or result.failed:
+        log.info(
+            "liveness: %d unreachable, %d requeued, %d failed",
+            len(result.marked_unreachable),
+            len(result.requeued),
+            len(result.failed),
         )
-    if marked or requeued or failed:
-        log.info("liveness: %d unreachable, %d requeued, %d failed", len(marked), len(requeued), len(failed))
-    return liveness.SweepResult(marked_unreachable=marked, requeued=requeued, failed=failed)
+    return result
 
 
 @shared_task(name="switchyard.sweep_liveness")  # type: ignore[untyped-decorator]
@@ -48,6 +51,6 @@ def sweep_liveness() -> None:
 def enforce_max_duration() -> None:
     runtime = _runtime()
     with runtime.uow() as session:
-        ended = liveness.enforce_max_duration(session, now=utcnow())
+        ended = deadlines.enforce_max_duration(session, now=utcnow())
     if ended:
         log.info("ended %d workloads past their max duration", len(ended))

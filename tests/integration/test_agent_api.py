@@ -18,7 +18,8 @@ from factories import (
 )
 
 from agents.protocol import PROTOCOL_VERSION
-from controlplane.processes.scheduler import run_pass
+from controlplane.domain.epoch import PlacementEpoch
+from controlplane.services.scheduler.run import run_pass
 
 PROBLEM = "application/problem+json"
 
@@ -140,7 +141,7 @@ def test_long_poll_wakes_on_placement(client, runtime, site) -> None:  # type: i
     client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
     with runtime.redis.pubsub() as ps:  # the scheduler's pass publishes the wake-up after commit
         ps.subscribe(runtime.keys.node_wake_channel)
-        run_pass(runtime, epoch=1)
+        run_pass(runtime, PlacementEpoch(0, 1))
     t.join(10)
     assert result["generation"] > gen and len(result["assignments"]) == 1
     assert result["elapsed"] < 4, result  # woken, not timed out
@@ -154,7 +155,7 @@ def test_lifecycle_through_reports(client, runtime, site) -> None:  # type: igno
     acme = make_tenant(runtime, "acme")
     ops = make_operator_key(runtime)
     wl = client.post("/v1/workloads", json=workload_body(16), headers=acme.headers).json()
-    run_pass(runtime, epoch=3)
+    run_pass(runtime, PlacementEpoch(0, 3))
     got = client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()
     assert got["state"] == "scheduled" and got["allocation"]["gpu_count"] == 16
     ranks = got["allocation"]["ranks"]
@@ -229,7 +230,7 @@ def test_cancel_frees_gpus_only_after_the_agent_confirms(client, runtime, site) 
     acme = make_tenant(runtime, "acme")
     ops = make_operator_key(runtime)
     wl = client.post("/v1/workloads", json=workload_body(4), headers=acme.headers).json()
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     desired = client.get(f"/v1/agent/nodes/{node.node_id}/desired", headers=node.headers).json()
     running = {"workload_id": wl["id"], "epoch": 1, "rank": 0, "phase": "running"}
     client.post(
@@ -266,13 +267,13 @@ def test_cordon_keeps_work_off_a_node(client, runtime, site) -> None:  # type: i
     assert client.post(f"/v1/operator/nodes/{a.node_id}/cordon", json={"reason": "fan"}, headers=ops).json()["cordoned"]
     for _ in range(2):
         client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     states = {g["node_id"]: g["state"] for g in client.get("/v1/operator/gpus", headers=ops).json()}
     assert states[a.node_id] == "cordoned"
     pending = client.get("/v1/workloads", params={"state": "pending"}, headers=acme.headers).json()["items"]
     assert len(pending) == 1 and "cordoned" in pending[0]["pending_reason"]
     client.post(f"/v1/operator/nodes/{a.node_id}/uncordon", headers=ops)
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     assert client.get("/v1/workloads", params={"state": "pending"}, headers=acme.headers).json()["items"] == []
 
 
@@ -302,7 +303,7 @@ def test_unchanged_reports_never_open_a_database_transaction(client, runtime, si
     # A placement bumps the generation: the next report carries it without touching SQL either.
     acme = make_tenant(runtime, "acme")
     client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     begins.clear()
     r = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 20), headers=node.headers)
     assert r.json()["generation"] > first.json()["generation"] and begins == []

@@ -9,7 +9,8 @@ import pytest
 from factories import make_operator_key, make_site, make_tenant, register_node, workload_body
 
 from agents.protocol import PROTOCOL_VERSION
-from controlplane.processes.scheduler import run_pass
+from controlplane.domain.epoch import PlacementEpoch
+from controlplane.services.scheduler.run import run_pass
 
 
 @pytest.fixture
@@ -59,11 +60,11 @@ def test_unhealthy_gpu_admits_no_work_and_recovers(client, runtime, site) -> Non
     assert [e["kind"] for e in events] == ["health", "xid"] and events[1]["xid"] == 95
 
     wl = client.post("/v1/workloads", json=workload_body(4), headers=acme.headers).json()
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     pending = client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()
     assert pending["state"] == "pending" and "1 unhealthy" in pending["pending_reason"]
     small = client.post("/v1/workloads", json=workload_body(3), headers=acme.headers).json()
-    run_pass(runtime, epoch=2)
+    run_pass(runtime, PlacementEpoch(0, 2))
     placed = client.get(f"/v1/workloads/{small['id']}", headers=acme.headers).json()
     assert placed["state"] == "scheduled" and view[0]["uuid"] not in placed["allocation"]["ranks"][0]["gpu_uuids"]
 
@@ -71,7 +72,7 @@ def test_unhealthy_gpu_admits_no_work_and_recovers(client, runtime, site) -> Non
     client.post(f"/v1/workloads/{small['id']}/cancel", headers=acme.headers)
     agent.report(assignments=[{"workload_id": small["id"], "epoch": 2, "rank": 0, "phase": "stopped"}])
     assert gpus(client, ops, node.node_id)[0]["state"] == "free"
-    run_pass(runtime, epoch=3)
+    run_pass(runtime, PlacementEpoch(0, 3))
     assert client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()["state"] == "scheduled"
 
 
@@ -80,7 +81,7 @@ def test_degraded_gpu_still_runs_work(client, runtime, site) -> None:  # type: i
     node = register_node(runtime, 1)
     Agent(client, node).report({2: ("degraded", "none", ["XID 92 x5: recurring"])})
     wl = client.post("/v1/workloads", json=workload_body(4), headers=acme.headers).json()
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     assert client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()["state"] == "scheduled"
 
 
@@ -90,11 +91,11 @@ def test_node_action_takes_the_whole_node_out(client, runtime, site) -> None:  #
     agent = Agent(client, node)
     agent.report({1: ("unhealthy", "reboot_node", ["XID 79: GPU fell off the bus"])})
     wl = client.post("/v1/workloads", json=workload_body(1), headers=acme.headers).json()
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     got = client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()
     assert got["state"] == "pending" and "reboot node" in got["pending_reason"]
     agent.report()  # rebooted and healthy
-    run_pass(runtime, epoch=2)
+    run_pass(runtime, PlacementEpoch(0, 2))
     assert client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()["state"] == "scheduled"
 
 
@@ -127,10 +128,10 @@ def test_nvlink_peer_drain_keeps_gangs_off_the_domain(client, runtime, site) -> 
     agent.report({0: ("unhealthy", "drain_nvlink_peers", ["recovery action 3: drain NVLink peers"])})
     gang = client.post("/v1/workloads", json=workload_body(8), headers=acme.headers).json()
     single = client.post("/v1/workloads", json=workload_body(1), headers=acme.headers).json()
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     got = client.get(f"/v1/workloads/{gang['id']}", headers=acme.headers).json()
     assert got["state"] == "pending" and "draining their peers" in got["pending_reason"]
     assert client.get(f"/v1/workloads/{single['id']}", headers=acme.headers).json()["state"] == "scheduled"
     agent.report()  # recovered
-    run_pass(runtime, epoch=2)
+    run_pass(runtime, PlacementEpoch(0, 2))
     assert client.get(f"/v1/workloads/{gang['id']}", headers=acme.headers).json()["state"] == "scheduled"

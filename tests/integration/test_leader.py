@@ -35,17 +35,18 @@ def test_database_fence_refuses_an_older_leaders_commit(runtime) -> None:  # typ
     import pytest
     from factories import make_site, make_tenant, register_node
 
-    from controlplane.processes.scheduler import placement_epoch, run_pass
-    from controlplane.services.placement import FencedOut
+    from controlplane.domain.epoch import PlacementEpoch
+    from controlplane.services.scheduler.run import run_pass
+    from controlplane.services.singleton import FencedOut
 
     make_site(runtime)
     register_node(runtime, 1)
     acme = make_tenant(runtime, "acme")
     from controlplane.domain.enums import NvlinkPolicy, PriorityClass
     from controlplane.domain.specs import WorkloadSpec
-    from controlplane.services import workloads
+    from controlplane.services.workloads import submit
 
-    def submit() -> None:
+    def submit_one() -> None:
         spec = WorkloadSpec(
             gpu_count=1,
             gpu_model="NVIDIA GB300",
@@ -54,11 +55,11 @@ def test_database_fence_refuses_an_older_leaders_commit(runtime) -> None:  # typ
             command=("true",),
         )
         with runtime.uow() as s:
-            workloads.submit(s, tenant_id=acme.tenant_id, spec=spec, idempotency_key=None, default_max_duration_s=60)
+            submit.submit(s, tenant_id=acme.tenant_id, spec=spec, idempotency_key=None, default_max_duration_s=60)
 
-    submit()
-    assert run_pass(runtime, placement_epoch(7, 1)).placed == 1  # leader 7 commits
-    submit()
+    submit_one()
+    assert run_pass(runtime, PlacementEpoch.of(7, 1)).placed == 1  # leader 7 commits
+    submit_one()
     with pytest.raises(FencedOut):  # leader 6, paused past its lease, wakes up and tries to commit
-        run_pass(runtime, placement_epoch(6, 99))
-    assert run_pass(runtime, placement_epoch(7, 2)).placed == 1
+        run_pass(runtime, PlacementEpoch.of(6, 99))
+    assert run_pass(runtime, PlacementEpoch.of(7, 2)).placed == 1

@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 from factories import make_site, make_tenant, register_node, workload_body
 
-from controlplane.processes.scheduler import run_pass
-from controlplane.services import liveness
+from controlplane.domain.epoch import PlacementEpoch
+from controlplane.services.scheduler.run import run_pass
+from controlplane.services.workloads import deadlines
 from controlplane.store.models import Node, Workload
 from controlplane.store.types import utcnow
 from controlplane.workers.tasks import sweep
@@ -30,11 +31,11 @@ def test_expired_lease_marks_node_unreachable_then_requeues(client, runtime, sit
     runtime.live.renew_lease(node_id=spare.node_id, now=now + 1000, lease_ttl_s=settings.lease_ttl_s)
     wl_id = client.post("/v1/workloads", json=workload_body(4), headers=acme.headers).json()["id"]
     # Make the lost node the only place the workload fits.
-    from controlplane.services import fleet
+    from controlplane.services.fleet import cordon, gpus
 
     with runtime.uow() as s:
-        fleet.cordon(s, node_id=spare.node_id, reason="test")
-    run_pass(runtime, epoch=1)
+        cordon.cordon(s, node_id=spare.node_id, reason="test")
+    run_pass(runtime, PlacementEpoch(0, 1))
 
     # Within the lease nothing happens.
     assert sweep(runtime, now_s=now + settings.lease_ttl_s - 1).marked_unreachable == []
@@ -55,7 +56,7 @@ def test_expired_lease_marks_node_unreachable_then_requeues(client, runtime, sit
         assert wl.state == "pending" and "unreachable" in wl.reason
     # The GPUs of the lost node stay held until its agent confirms the process is gone.
     with runtime.sessions() as s:
-        assert {g.state for g in fleet.gpu_states(s, node_id=lost.node_id)} == {"releasing"}
+        assert {g.state for g in gpus.gpu_states(s, node_ids=[lost.node_id])} == {"releasing"}
 
     # The agent comes back: a report makes the node ready again.
     from agents.protocol import PROTOCOL_VERSION
@@ -76,18 +77,18 @@ def test_expired_lease_marks_node_unreachable_then_requeues(client, runtime, sit
     with runtime.sessions() as s:
         assert s.get(Node, lost.node_id).status == "ready"
     with runtime.sessions() as s:
-        assert {g.state for g in fleet.gpu_states(s, node_id=lost.node_id)} == {"free"}
+        assert {g.state for g in gpus.gpu_states(s, node_ids=[lost.node_id])} == {"free"}
 
 
 def test_max_duration_is_enforced(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
     register_node(runtime, 1)
     acme = make_tenant(runtime, "acme")
     wl_id = client.post("/v1/workloads", json=workload_body(4, max_duration_s=60), headers=acme.headers).json()["id"]
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     with runtime.uow() as s:
-        assert liveness.enforce_max_duration(s, now=utcnow() + timedelta(seconds=30)) == []
+        assert deadlines.enforce_max_duration(s, now=utcnow() + timedelta(seconds=30)) == []
     with runtime.uow() as s:
-        assert liveness.enforce_max_duration(s, now=utcnow() + timedelta(seconds=61)) == [wl_id]
+        assert deadlines.enforce_max_duration(s, now=utcnow() + timedelta(seconds=61)) == [wl_id]
     with runtime.sessions() as s:
         wl = s.get(Workload, wl_id)
         assert wl.state == "failed" and "max duration of 60 s" in wl.reason

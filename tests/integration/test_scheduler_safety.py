@@ -36,12 +36,14 @@ from agents.protocol import PROTOCOL_VERSION, Assignment, AssignmentPhase, Assig
 from agents.reconcile import plan_reconcile
 from agents.runtime.processes import assignment_key
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass, WorkloadState
+from controlplane.domain.epoch import PlacementEpoch
 from controlplane.domain.errors import Conflict
 from controlplane.domain.specs import WorkloadSpec
 from controlplane.live.lease import LeaderLease
-from controlplane.processes.scheduler import placement_epoch, run_pass
-from controlplane.services import nodes, workloads
-from controlplane.services.placement import FencedOut
+from controlplane.services.agents import desired, reports
+from controlplane.services.scheduler.run import run_pass
+from controlplane.services.singleton import FencedOut
+from controlplane.services.workloads import cancel, submit
 from controlplane.store.models import Allocation, Gpu, Workload
 
 EXAMPLES = int(os.environ.get("SWITCHYARD_SAFETY_EXAMPLES", "150"))
@@ -69,7 +71,7 @@ class FakeAgent:
     def fetch(self, runtime) -> None:  # type: ignore[no-untyped-def]
         """Fetch the desired state; acting on it is a separate step (an agent can be slow to act)."""
         with runtime.read() as s:
-            state = nodes.desired_state(s, node_id=self.node_id)
+            state = desired.desired_state(s, node_id=self.node_id)
         if state.generation > self.fetched_generation:
             self.fetched = list(state.assignments)
             self.fetched_generation = state.generation
@@ -125,7 +127,7 @@ class FakeAgent:
             applied_generation=self.applied,
         )
         with runtime.uow() as s:
-            nodes.apply_report(s, node_id=self.node_id, report=request)
+            reports.apply_report(s, node_id=self.node_id, report=request)
         # Forget terminal statuses the control plane now has and no longer wants.
         for key in [k for k, st_ in self.statuses.items() if st_.phase not in _LIVE and k not in wanted]:
             del self.statuses[key]
@@ -174,7 +176,7 @@ def test_no_gpu_ever_has_two_owners(machine_runtime, db_url) -> None:  # type: i
                 command=("train",),
             )
             with runtime.uow() as s:
-                workloads.submit(
+                submit.submit(
                     s, tenant_id=self.tenants[tenant], spec=spec, idempotency_key=None, default_max_duration_s=3600
                 )
 
@@ -189,7 +191,7 @@ def test_no_gpu_ever_has_two_owners(machine_runtime, db_url) -> None:  # type: i
                 self.believed[name], self.passes[name] = epoch, 0
             self.passes[name] += 1
             try:
-                run_pass(runtime, placement_epoch(self.believed[name] or 0, self.passes[name]))
+                run_pass(runtime, PlacementEpoch.of(self.believed[name] or 0, self.passes[name]))
             except (FencedOut, IntegrityError):
                 self.believed[name] = None
 
@@ -253,7 +255,7 @@ def test_no_gpu_ever_has_two_owners(machine_runtime, db_url) -> None:  # type: i
             wl_id = ids[pick % len(ids)]
             try:
                 with runtime.uow() as s:
-                    workloads.cancel(s, tenant_id=None, workload_id=wl_id, reason="test")
+                    cancel.cancel(s, tenant_id=None, workload_id=wl_id, reason="test")
             except Conflict:
                 pass
 
@@ -357,13 +359,13 @@ def test_a_slow_agent_never_starts_a_process_on_gpus_already_handed_over(runtime
         command=("train",),
     )
     with runtime.uow() as s:
-        a = workloads.submit(
+        a = submit.submit(
             s, tenant_id=acme.tenant_id, spec=spec, idempotency_key=None, default_max_duration_s=60
         ).workload.id
-    run_pass(runtime, placement_epoch(1, 1))
+    run_pass(runtime, PlacementEpoch.of(1, 1))
     agent.fetch(runtime)  # lists A
     with runtime.uow() as s:
-        workloads.cancel(s, tenant_id=None, workload_id=a, reason="changed my mind")
+        cancel.cancel(s, tenant_id=None, workload_id=a, reason="changed my mind")
     agent.report(runtime)  # A not started yet: not in the report
     with runtime.read() as s:
         held = s.scalar(select(func.count()).select_from(Allocation).where(Allocation.released_at.is_(None)))

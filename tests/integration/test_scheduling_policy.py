@@ -10,8 +10,9 @@ from factories import demo_spec, make_operator_key, make_tenant, register_node, 
 from sqlalchemy import select
 
 from agents.protocol import PROTOCOL_VERSION
-from controlplane.processes.scheduler import run_pass
+from controlplane.domain.epoch import PlacementEpoch
 from controlplane.services import admin
+from controlplane.services.scheduler.run import run_pass
 from controlplane.store.models import MiningEvent, Preemption, Site
 
 
@@ -49,10 +50,10 @@ def test_on_demand_preempts_spot_with_notice_then_runs(client, runtime) -> None:
     by_id = {n.node_id: n for n in nodes}
     cheap, rich = make_tenant(runtime, "cheap"), make_tenant(runtime, "rich")
     spot = [submit(client, cheap, 4, priority="spot") for _ in range(2)]
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     assert all(get(client, cheap, w)["state"] == "scheduled" for w in spot)
     urgent = submit(client, rich, 4, priority="on_demand")
-    run_pass(runtime, epoch=2)
+    run_pass(runtime, PlacementEpoch(0, 2))
     waiting = get(client, rich, urgent)
     assert waiting["state"] == "pending" and "preempt" in waiting["pending_reason"]
     states = [get(client, cheap, w) for w in spot]
@@ -69,7 +70,7 @@ def test_on_demand_preempts_spot_with_notice_then_runs(client, runtime) -> None:
     report(client, victim_node, 1, [status])
     [record] = client.get("/v1/operator/preemptions", headers=ops).json()
     assert record["released_at"] is not None
-    run_pass(runtime, epoch=3)
+    run_pass(runtime, PlacementEpoch(0, 3))
     assert get(client, rich, urgent)["state"] == "scheduled"
 
 
@@ -78,7 +79,7 @@ def test_spot_assignment_carries_its_grace(client, runtime) -> None:  # type: ig
     node = register_node(runtime, 1)
     cheap = make_tenant(runtime, "cheap")
     submit(client, cheap, 4, priority="spot")
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     desired = client.get(f"/v1/agent/nodes/{node.node_id}/desired", headers=node.headers).json()
     assert desired["assignments"][0]["stop_grace_s"] == 30
 
@@ -91,14 +92,14 @@ def test_reserved_preempts_on_demand_only_within_its_reservation(client, runtime
     r = client.patch(f"/v1/operator/tenants/{acme.tenant_id}", json={"reserved_gpus": 2}, headers=ops)
     assert r.status_code == 200 and r.json()["reserved_gpus"] == 2
     busy = submit(client, other, 4, priority="on_demand")
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     beyond = submit(client, acme, 4, priority="reserved")  # 4 > its reservation of 2
-    run_pass(runtime, epoch=2)
+    run_pass(runtime, PlacementEpoch(0, 2))
     assert get(client, acme, beyond)["state"] == "pending"
     assert get(client, other, busy)["state"] == "scheduled"
     client.post(f"/v1/workloads/{beyond}/cancel", headers=acme.headers)
     within = submit(client, acme, 2, priority="reserved")
-    run_pass(runtime, epoch=3)
+    run_pass(runtime, PlacementEpoch(0, 3))
     assert get(client, other, busy)["state"] == "preempted"
     assert "preempt" in get(client, acme, within)["pending_reason"]
 
@@ -110,10 +111,10 @@ def test_reserved_work_is_never_preempted(client, runtime) -> None:  # type: ign
     ops = make_operator_key(runtime)
     client.patch(f"/v1/operator/tenants/{acme.tenant_id}", json={"reserved_gpus": 4}, headers=ops)
     reserved = submit(client, acme, 4, priority="reserved")
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     client.patch(f"/v1/operator/tenants/{other.tenant_id}", json={"reserved_gpus": 4}, headers=ops)
     rival = submit(client, other, 4, priority="reserved")
-    run_pass(runtime, epoch=2)
+    run_pass(runtime, PlacementEpoch(0, 2))
     assert get(client, acme, reserved)["state"] == "scheduled"
     assert get(client, other, rival)["state"] == "pending"
 
@@ -128,7 +129,7 @@ def test_quota_hold_and_reject(client, runtime) -> None:  # type: ignore[no-unty
     client.patch(f"/v1/operator/tenants/{strict.tenant_id}", json={"max_gpus": 4, "over_quota": "reject"}, headers=ops)
     first = submit(client, hold, 4)
     second = submit(client, hold, 2)
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     assert get(client, hold, first)["state"] == "scheduled"
     held = get(client, hold, second)
     assert held["state"] == "pending" and "quota" in held["pending_reason"] and "6/4" in held["pending_reason"]
@@ -136,7 +137,7 @@ def test_quota_hold_and_reject(client, runtime) -> None:  # type: ignore[no-unty
     assert quota["gpus_in_use"] == 4 and quota["max_gpus"] == 4
 
     submit(client, strict, 4)
-    run_pass(runtime, epoch=2)
+    run_pass(runtime, PlacementEpoch(0, 2))
     r = client.post("/v1/workloads", json=workload_body(1), headers=strict.headers)
     assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
     assert "concurrent-GPU quota (5/4)" in r.json()["detail"]
@@ -172,7 +173,7 @@ def test_mining_is_shed_for_gpu_work_and_given_back(client, runtime) -> None:  #
     power = client.get(f"/v1/operator/sites/{site_id}/power", headers=ops).json()
     assert power["mining_planned_w"] == 35_000 and power["headroom_w"] > 0
     wl = submit(client, acme, 8)
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     got = get(client, acme, wl)
     assert got["state"] == "scheduled"
     power = client.get(f"/v1/operator/sites/{site_id}/power", headers=ops).json()
@@ -188,7 +189,7 @@ def test_mining_is_shed_for_gpu_work_and_given_back(client, runtime) -> None:  #
             client, node, 1, [{"workload_id": wl, "epoch": 1, "rank": rank["rank"], "phase": "exited", "exit_code": 0}]
         )
     submit(client, acme, 1)
-    run_pass(runtime, epoch=2)
+    run_pass(runtime, PlacementEpoch(0, 2))
     with runtime.read() as s:
         site = s.get(Site, site_id)
         events = s.scalars(select(MiningEvent).order_by(MiningEvent.id)).all()
@@ -213,12 +214,12 @@ def test_mining_gets_power_back_with_nothing_pending(client, runtime) -> None:  
     nodes = [register_node(runtime, i) for i in (1, 2)]
     acme = make_tenant(runtime, "acme")
     wl = submit(client, acme, 8)
-    run_pass(runtime, epoch=1)
+    run_pass(runtime, PlacementEpoch(0, 1))
     with runtime.read() as s:
         assert s.get(Site, site_id).mining_planned_w < 35_000
     client.post(f"/v1/workloads/{wl}/cancel", headers=acme.headers)
     for node in nodes:  # the agents confirm the processes are gone
         report(client, node, 1, [])
-    run_pass(runtime, epoch=2)  # nothing pending: the pass still rebalances the power
+    run_pass(runtime, PlacementEpoch(0, 2))  # nothing pending: the pass still rebalances the power
     with runtime.read() as s:
         assert s.get(Site, site_id).mining_planned_w == 35_000

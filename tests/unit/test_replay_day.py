@@ -135,7 +135,7 @@ def test_preemption_rights_and_grace(run: Any) -> None:
         assert rank[p.preemptor_class] < rank[p.victim_class]
         if p.victim_class == "on_demand":
             assert p.preemptor_class == "reserved"
-        assert p.released_s - p.t <= run.spot_grace_s + 1e-9
+        assert p.released_s - p.t <= run.stop_grace_s + 1e-9
         assert run.jobs[p.victim].end_s == pytest.approx(p.released_s)
         assert p.victim not in victims, f"{p.victim} preempted twice"
         victims.add(p.victim)

@@ -137,10 +137,12 @@ def test_whole_rack_request() -> None:
 
 
 def test_placement_epochs_fence_by_leader_and_differ_by_pass() -> None:
-    from controlplane.processes.scheduler import placement_epoch
+    from controlplane.domain.epoch import PlacementEpoch
 
-    assert placement_epoch(2, 1) < placement_epoch(2, 2) < placement_epoch(3, 1)
-    assert placement_epoch(3, 1) > placement_epoch(2, 10**6)
+    e = PlacementEpoch.of
+    assert e(2, 1).value < e(2, 2).value < e(3, 1).value
+    assert e(3, 1).value > e(2, 10**6).value
+    assert PlacementEpoch.from_value(e(7, 9).value) == e(7, 9)
 
 
 def test_a_domain_draining_its_nvlink_peers_takes_no_nvlink_gangs() -> None:

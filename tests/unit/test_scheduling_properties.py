@@ -158,7 +158,7 @@ def test_core_invariants(case: tuple[FleetSnapshot, list[WorkloadRequest]]) -> N
         assert run.priority in victim_classes(preemptor.priority, within_reservation=True)
         if preemptor.priority is not PriorityClass.RESERVED:
             assert run.priority in victim_classes(preemptor.priority, within_reservation=False)
-        assert v.grace_s == (0.0 if run.priority is PriorityClass.MINING else snap.spot_grace_s)
+        assert v.grace_s == (0.0 if run.priority is PriorityClass.MINING else snap.stop_grace_s)
         assert isinstance(next(d for d in final if d.workload_id == v.for_workload_id), Unplaced)
 
     # Power: each rack a placement touched stays under its cap, the site under its limit.

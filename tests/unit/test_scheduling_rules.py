@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from decimal import Decimal
+
+from controlplane.domain.enums import NvlinkPolicy, OverQuotaPolicy, PriorityClass
+from controlplane.domain.reasons import PendingCode, PendingReason
 from controlplane.scheduling.baseline import first_fit
 from controlplane.scheduling.core import place, queue_order, schedule
 from controlplane.scheduling.fragmentation import fragmentation
@@ -67,7 +70,7 @@ def req(
     at: float = 0.0,
     tenant: str = "t",
     hours: float | None = None,
-    price: float = 0.0,
+    price: Decimal = Decimal(0),
 ) -> WorkloadRequest:
     return WorkloadRequest(
         wid,
@@ -117,9 +120,9 @@ def test_preemption_takes_the_lowest_class_first_and_mining_at_once() -> None:
     assert "mining work (at once)" in p.reason and "workload w" in p.reason
 
 
-def test_preemption_takes_the_youngest_of_equals_with_the_spot_grace() -> None:
+def test_preemption_takes_the_youngest_of_equals_with_the_stop_grace() -> None:
     snap = full_domain_with(running("old", whole("d1-n0"), at=10), running("young", whole("d1-n1"), at=20))
-    snap = FleetSnapshot(snap.nodes, running=snap.running, spot_grace_s=45)
+    snap = FleetSnapshot(snap.nodes, running=snap.running, stop_grace_s=45)
     [p] = of(schedule(snap, [req("w", 4)]), Preempt)
     assert (p.victim_id, p.grace_s) == ("young", 45)
 
@@ -212,7 +215,7 @@ def test_a_gang_of_two_domains_preempts_spot_and_then_waits_for_it() -> None:
     )
     tenants = {"acme": TenantPolicy("acme", reserved_gpus=1024)}
     for priority in (RES, OD):
-        snap = FleetSnapshot(nodes, running=spots, tenants=tenants, spot_grace_s=30.0)
+        snap = FleetSnapshot(nodes, running=spots, tenants=tenants, stop_grace_s=30.0)
         out = schedule(snap, [req("g", 16, priority, tenant="acme")])
         preempts = of(out, Preempt)
         assert sorted(p.victim_id for p in preempts) == ["s1", "s2"]
@@ -312,16 +315,20 @@ def test_check_quota_concurrent_hours_and_spend() -> None:
         max_gpus=1024,
         gpu_hours_limit=100.0,
         gpu_hours_used=90.0,
-        spend_cap_usd=50.0,
-        spend_used_usd=40.0,
-        over_quota="reject",
+        spend_cap_usd=Decimal("50"),
+        spend_used_usd=Decimal("40"),
+        over_quota=OverQuotaPolicy.REJECT,
     )
-    assert check_quota(p, req("w", 16), 1016) == "tenant over its concurrent-GPU quota (1032/1024)"
-    assert check_quota(p, req("w", 4, hours=3), 0) == (
-        "tenant over its monthly GPU-hours quota (102.0/100.0 GPU-h with this workload's 12.0)"
+    assert check_quota(p, req("w", 16), 1016) == PendingReason(
+        PendingCode.QUOTA_GPUS, "tenant over its concurrent-GPU quota (1032/1024)"
     )
-    assert "spend cap ($52.00/$50.00" in (check_quota(p, req("w", 2, hours=1, price=6.0), 0) or "")
-    assert check_quota(p, req("w", 2, hours=1, price=4.0), 0) is None
+    assert check_quota(p, req("w", 4, hours=3), 0) == PendingReason(
+        PendingCode.QUOTA_GPU_HOURS,
+        "tenant over its monthly GPU-hours quota (102.0/100.0 GPU-h with this workload's 12.0)",
+    )
+    spend = check_quota(p, req("w", 2, hours=1, price=Decimal("6.00")), 0)
+    assert spend is not None and spend.code is PendingCode.QUOTA_SPEND and "spend cap ($52.00/$50.00" in spend.text
+    assert check_quota(p, req("w", 2, hours=1, price=Decimal("4.00")), 0) is None
     assert check_quota(p, req("w", 2), 0) is None  # no duration: admitted while under the limits
 
 
@@ -331,7 +338,7 @@ def test_over_quota_work_is_held_with_the_reason() -> None:
     )
     out = schedule(snap, [req("a", 4), req("b", 4, at=1), req("c", 2, at=2)])
     assert isinstance(out[0], Placement) and isinstance(out[2], Placement)
-    assert out[1] == Unplaced("b", "held: tenant over its concurrent-GPU quota (8/6)")
+    assert out[1] == Unplaced("b", "held: tenant over its concurrent-GPU quota (8/6)", PendingCode.QUOTA_GPUS)
 
 
 # -- topology and reasons ----------------------------------------------------------------------------

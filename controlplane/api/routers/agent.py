@@ -20,7 +20,8 @@ from agents.protocol import (
 )
 from controlplane.api.deps import AgentPrincipal, RuntimeDep
 from controlplane.api.waker import Waker
-from controlplane.services import nodes
+from controlplane.services.agents import desired as desired_states
+from controlplane.services.agents import ingest, logs, registration
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 NodeId = Annotated[str, Path(min_length=1, max_length=40)]
@@ -30,7 +31,7 @@ NodeId = Annotated[str, Path(min_length=1, max_length=40)]
 def register(body: RegisterRequest, runtime: RuntimeDep) -> RegisterResponse:
     settings = runtime.settings
     with runtime.uow() as session:
-        node, credential = nodes.register(session, pepper=runtime.pepper, request=body)
+        node, credential = registration.register(session, pepper=runtime.pepper, request=body)
         node_id = node.id
     runtime.live.renew_lease(node_id=node_id, now=time.time(), lease_ttl_s=settings.lease_ttl_s)
     return RegisterResponse(
@@ -44,30 +45,18 @@ def register(body: RegisterRequest, runtime: RuntimeDep) -> RegisterResponse:
 
 @router.post("/nodes/{node_id}/reports", response_model=ReportResponse)
 def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime: RuntimeDep) -> ReportResponse:
-    nodes.authorize_node(agent.node_id, node_id)
-    nodes.check_protocol(body.protocol_version)
-    fresh = runtime.live.record_report(
+    registration.authorize_node(agent.node_id, node_id)
+    registration.check_protocol(body.protocol_version)
+    result = ingest.ingest_report(
+        live=runtime.live,
+        uow=runtime.uow,
+        read=runtime.read,
         node_id=node_id,
-        seq=body.seq,
-        gpus=list(body.gpus),
+        report=body,
         now=time.time(),
         lease_ttl_s=runtime.settings.lease_ttl_s,
-        sent_at=body.sent_at,
     )
-    fingerprint = nodes.report_fingerprint(body)
-    known = None if fingerprint is None else runtime.live.unchanged_report(node_id, fingerprint)
-    if not fresh:
-        if known is None:
-            with runtime.read() as session:
-                known = nodes.current_generation(session, node_id)
-        return ReportResponse(accepted=False, duplicate=True, generation=known)
-    if known is not None:
-        return ReportResponse(accepted=True, generation=known)  # nothing new for SQL
-    with runtime.uow() as session:
-        generation = nodes.apply_report(session, node_id=node_id, report=body)
-    if fingerprint is not None:
-        runtime.live.remember_report(node_id, fingerprint, generation)
-    return ReportResponse(accepted=True, generation=generation)
+    return ReportResponse(accepted=result.accepted, duplicate=result.duplicate, generation=result.generation)
 
 
 @router.get("/nodes/{node_id}/desired", response_model=DesiredState)
@@ -80,14 +69,14 @@ async def desired(
     wait: Annotated[float, Query(ge=0, le=120)] = 0,
 ) -> DesiredState:
     """Long poll: answers once the generation passes ``after``, or after ``wait`` seconds."""
-    nodes.authorize_node(agent.node_id, node_id)
+    registration.authorize_node(agent.node_id, node_id)
     waker: Waker = request.app.state.waker
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, runtime.settings.watch_timeout_s)
 
     def generation() -> int:
         with runtime.read() as session:
-            return nodes.current_generation(session, node_id)
+            return desired_states.current_generation(session, node_id)
 
     while True:
         event = waker.register(node_id)  # before reading, so a wake between the two is not lost
@@ -106,14 +95,14 @@ async def desired(
 
     def state() -> DesiredState:
         with runtime.read() as session:
-            return nodes.desired_state(session, node_id=node_id, spot_grace_s=runtime.settings.spot_grace_s)
+            return desired_states.desired_state(session, node_id=node_id, stop_grace_s=runtime.settings.stop_grace_s)
 
     return await run_in_threadpool(state)
 
 
 @router.post("/nodes/{node_id}/logs", response_model=LogUploadResponse)
 def upload_logs(node_id: NodeId, body: LogUpload, agent: AgentPrincipal, runtime: RuntimeDep) -> LogUploadResponse:
-    nodes.authorize_node(agent.node_id, node_id)
+    registration.authorize_node(agent.node_id, node_id)
     with runtime.uow() as session:
-        acked = nodes.append_logs(session, node_id=node_id, upload=body)
+        acked = logs.append_logs(session, node_id=node_id, upload=body)
     return LogUploadResponse(acked=acked)

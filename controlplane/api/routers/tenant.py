@@ -1,4 +1,7 @@
-"""Tenant routes: workloads, their logs, and what GPUs are on offer."""
+"""Tenant routes: workloads, their logs, what GPUs are on offer, the tenant's quota.
+
+Thin: parse, open the unit of work, call the service, convert. No SQL, no arithmetic.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from controlplane.api.convert import WorkloadQuery, workload_out, workload_page
+from controlplane.api import convert
+from controlplane.api.convert import WorkloadQuery
 from controlplane.api.deps import IdempotencyKey, RuntimeDep, TenantPrincipal
 from controlplane.api.schemas import CancelRequest, OfferingOut, QuotaOut, WorkloadCreate, WorkloadOut, WorkloadPage
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.specs import WorkloadSpec
-from controlplane.services import fleet, workloads
+from controlplane.services.fleet import capacity
+from controlplane.services.workloads import cancel, quota, read, submit
 
 router = APIRouter(tags=["tenant"])
 WorkloadId = Annotated[str, Path(min_length=1, max_length=40)]
@@ -43,14 +48,14 @@ def create_workload(
         sim_utilization=body.sim_utilization,
     )
     with runtime.uow() as session:
-        result = workloads.submit(
+        result = submit.submit(
             session,
             tenant_id=_tenant_id(tenant),
             spec=spec,
             idempotency_key=idempotency_key,
             default_max_duration_s=runtime.settings.default_max_duration_s,
         )
-        out = workload_out(session, result.workload)
+        out = convert.workload_out(read.view(session, result.workload))
     if not result.created:
         response.status_code = 200
     response.headers["Location"] = f"/v1/workloads/{out.id}"
@@ -62,14 +67,17 @@ def list_workloads(
     tenant: TenantPrincipal, runtime: RuntimeDep, query: Annotated[WorkloadQuery, Depends()]
 ) -> WorkloadPage:
     with runtime.read() as session:
-        return workload_page(session, tenant_id=_tenant_id(tenant), query=query)
+        page = read.page(
+            session, tenant_id=_tenant_id(tenant), state=query.state, limit=query.limit, cursor=query.cursor
+        )
+        return convert.workload_page(page)
 
 
 @router.get("/workloads/{workload_id}", response_model=WorkloadOut)
 def get_workload(workload_id: WorkloadId, tenant: TenantPrincipal, runtime: RuntimeDep) -> WorkloadOut:
     with runtime.read() as session:
-        wl = workloads.get(session, tenant_id=_tenant_id(tenant), workload_id=workload_id)
-        return workload_out(session, wl, history=True)
+        wl = read.get(session, tenant_id=_tenant_id(tenant), workload_id=workload_id)
+        return convert.workload_out(read.view(session, wl, history=True))
 
 
 @router.post("/workloads/{workload_id}/cancel", response_model=WorkloadOut)
@@ -81,8 +89,8 @@ def cancel_workload(
 ) -> WorkloadOut:
     reason = (body or CancelRequest()).reason
     with runtime.uow() as session:
-        wl = workloads.cancel(session, tenant_id=_tenant_id(tenant), workload_id=workload_id, reason=reason)
-        return workload_out(session, wl)
+        wl = cancel.cancel(session, tenant_id=_tenant_id(tenant), workload_id=workload_id, reason=reason)
+        return convert.workload_out(read.view(session, wl))
 
 
 @router.get("/workloads/{workload_id}/logs", response_class=Response)
@@ -96,7 +104,7 @@ def read_logs(
 ) -> Response:
     """A rank's combined stdout+stderr from ``offset``; ``X-Next-Offset`` says where to go on."""
     with runtime.read() as session:
-        piece = workloads.read_log(
+        piece = read.read_log(
             session,
             tenant_id=_tenant_id(tenant),
             workload_id=workload_id,
@@ -114,11 +122,11 @@ def read_logs(
 @router.get("/offerings", response_model=list[OfferingOut])
 def list_offerings(tenant: TenantPrincipal, runtime: RuntimeDep) -> list[OfferingOut]:
     with runtime.read() as session:
-        return [OfferingOut(**o.__dict__) for o in fleet.offerings(session)]
+        return [convert.offering_out(o) for o in capacity.offerings(session)]
 
 
 @router.get("/quota", response_model=QuotaOut)
 def my_quota(tenant: TenantPrincipal, runtime: RuntimeDep) -> QuotaOut:
     """Your reservation, limits, and what you have used of them this month."""
     with runtime.read() as session:
-        return QuotaOut(**fleet.quota_view(session, tenant_id=_tenant_id(tenant)))
+        return convert.quota_out(quota.quota_view(session, tenant_id=_tenant_id(tenant)))

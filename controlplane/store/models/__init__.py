@@ -7,7 +7,7 @@ SQL holds state changes only; heartbeats and telemetry live in Redis (DESIGN.md 
 from controlplane.store.models.base import NAMING, Base
 from controlplane.store.models.fleet import Gpu, GpuEvent, Node, Rack, Site
 from controlplane.store.models.power import MiningEvent
-from controlplane.store.models.scheduling import Preemption, SchedulerFence
+from controlplane.store.models.scheduling import LeaderFence, Preemption
 from controlplane.store.models.tenancy import ApiKey, BootstrapToken, Tenant
 from controlplane.store.models.workloads import Allocation, Workload, WorkloadEvent, WorkloadLog, WorkloadRank
 
@@ -17,13 +17,13 @@ __all__ = [
     "Base",
     "BootstrapToken",
     "Gpu",
+    "LeaderFence",
     "GpuEvent",
     "MiningEvent",
     "NAMING",
     "Node",
     "Preemption",
     "Rack",
-    "SchedulerFence",
     "Site",
     "Tenant",
     "Workload",

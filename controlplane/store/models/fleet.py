@@ -20,7 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from controlplane.store.models.base import Base
+from controlplane.domain.enums import GpuHealth, HealthAction, NodeStatus
+from controlplane.store.models.base import Base, one_of
 from controlplane.store.types import UTCDateTime, utcnow
 
 
@@ -60,6 +61,7 @@ class Node(Base):
     """One host (a GB300 compute tray) and its agent."""
 
     __tablename__ = "nodes"
+    __table_args__ = (one_of("status", NodeStatus),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     rack_id: Mapped[str | None] = mapped_column(ForeignKey("racks.id", ondelete="SET NULL"), index=True)
@@ -78,10 +80,14 @@ class Node(Base):
     # Bumped whenever the node's desired state changes; agents long-poll on it.
     generation: Mapped[int] = mapped_column(BigInteger, default=1)
     registered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What the node's agent speaks and runs, as it last said (a rolling upgrade shows here).
+    protocol_version: Mapped[int | None] = mapped_column(Integer)
+    agent_version: Mapped[str | None] = mapped_column(String(64))
 
 
 class Gpu(Base):
     __tablename__ = "gpus"
+    __table_args__ = (one_of("health", GpuHealth), one_of("health_action", HealthAction))
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
     index: Mapped[int] = mapped_column(Integer)

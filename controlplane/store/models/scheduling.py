@@ -34,10 +34,11 @@ class Preemption(Base):
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class SchedulerFence(Base):
-    """The newest scheduler epoch that committed. A commit from an older leader (a paused
-    process that lost its Redis lease) fails here, inside the database, whatever Redis says."""
+class LeaderFence(Base):
+    """Per fenced singleton role (scheduler, dispatcher): the newest leader epoch that committed.
+    A commit from an older leader (a paused process that lost its Redis lease) fails here,
+    inside the database, whatever Redis says; a new leader's epoch starts above it."""
 
-    __tablename__ = "scheduler_fence"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    __tablename__ = "leader_fences"
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
     epoch: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
-from sqlalchemy import (
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-)
+from sqlalchemy import Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from controlplane.store.models.base import Base
-from controlplane.store.types import UTCDateTime, utcnow
+from controlplane.domain.enums import KeyScope, OverQuotaPolicy
+from controlplane.store.models.base import Base, one_of
+from controlplane.store.types import Money, UTCDateTime, utcnow
+
+DEFAULT_PRICE_USD_PER_GPU_HOUR = Decimal("3.00")
 
 
 class Tenant(Base):
     __tablename__ = "tenants"
+    __table_args__ = (one_of("over_quota", OverQuotaPolicy),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -26,14 +26,15 @@ class Tenant(Base):
     # Quotas (None: unlimited) and what happens to a workload over them: reject | hold.
     max_gpus: Mapped[int | None] = mapped_column(Integer)
     gpu_hours_limit: Mapped[float | None] = mapped_column(Float)
-    spend_cap_usd: Mapped[float | None] = mapped_column(Float)
-    over_quota: Mapped[str] = mapped_column(String(8), default="hold")
-    # The tenant's rate, for spend-cap estimates until metering prices it (issue 5).
-    price_usd_per_gpu_hour: Mapped[float] = mapped_column(Float, default=3.0)
+    spend_cap_usd: Mapped[Decimal | None] = mapped_column(Money)
+    over_quota: Mapped[str] = mapped_column(String(8), default=OverQuotaPolicy.HOLD.value)
+    # The tenant's rate, for spend-cap estimates until metering prices it (issue 11).
+    price_usd_per_gpu_hour: Mapped[Decimal] = mapped_column(Money, default=DEFAULT_PRICE_USD_PER_GPU_HOUR)
 
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    __table_args__ = (one_of("scope", KeyScope),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     scope: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(128), default="")

@@ -19,7 +19,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from controlplane.store.models.base import Base
+from controlplane.domain.enums import NvlinkPolicy, PriorityClass, WorkloadState
+from controlplane.domain.reasons import PendingCode
+from controlplane.store.models.base import Base, one_of
 from controlplane.store.types import UTCDateTime, utcnow
 
 
@@ -27,6 +29,10 @@ class Workload(Base):
     __tablename__ = "workloads"
     __table_args__ = (
         UniqueConstraint("tenant_id", "idempotency_key"),
+        one_of("state", WorkloadState),
+        one_of("priority", PriorityClass),
+        one_of("nvlink", NvlinkPolicy),
+        one_of("reason_code", PendingCode),
         Index("ix_workloads_tenant_state", "tenant_id", "state"),
         Index("ix_workloads_state", "state"),
     )
@@ -44,6 +50,8 @@ class Workload(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")
     # Why it is in its state: the pending reason, the failure, the cancel.
     reason: Mapped[str] = mapped_column(Text, default="")
+    # While pending: the reason's bounded code (domain.reasons.PendingCode); None otherwise.
+    reason_code: Mapped[str | None] = mapped_column(String(24))
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     epoch: Mapped[int | None] = mapped_column(BigInteger)

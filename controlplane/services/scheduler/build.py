@@ -6,27 +6,39 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controlplane.domain.enums import NodeStatus, NvlinkPolicy, PriorityClass, WorkloadState
+from controlplane.domain.enums import (
+    NODE_ACTIONS,
+    GpuHealth,
+    HealthAction,
+    NodeStatus,
+    NvlinkPolicy,
+    OverQuotaPolicy,
+    PriorityClass,
+    WorkloadState,
+)
+from controlplane.domain.money import gpu_time_cost
+from controlplane.metering.usage import gpu_seconds_by_tenant, month_start
+from controlplane.power.model import PowerModel
 from controlplane.scheduling.snapshot import (
     FleetSnapshot,
     GpuSlot,
     MiningBlock,
     NodeView,
-    PowerModel,
     RunningWorkload,
     TenantPolicy,
     WorkloadRequest,
 )
-from controlplane.services.gpu_state import NODE_ACTIONS
+from controlplane.services.admin.sites import site_spec
 from controlplane.store.models import Allocation, Gpu, Node, Rack, Site, Tenant, Workload
 
 
 def build_snapshot(
-    session: Session, *, site: Site | None = None, now: datetime | None = None, spot_grace_s: float = 30.0
+    session: Session, *, site: Site | None = None, now: datetime | None = None, stop_grace_s: float = 30.0
 ) -> FleetSnapshot:
     now = now or datetime.now(UTC)
     # Plain column tuples, not ORM objects: a campus has 30,000 nodes and 120,000 GPUs.
@@ -56,12 +68,16 @@ def build_snapshot(
         gpus_by_node[node_id].append(
             # Degraded GPUs still run work (the tenant is told); unhealthy ones admit none.
             GpuSlot(
-                gpu_id=gpu_id, index=index, model=model, healthy=health != "unhealthy", allocated=gpu_id in allocated
+                gpu_id=gpu_id,
+                index=index,
+                model=model,
+                healthy=health != GpuHealth.UNHEALTHY,
+                allocated=gpu_id in allocated,
             )
         )
         if action in NODE_ACTIONS:
             node_actions[node_id] = action
-        if action == "drain_nvlink_peers":
+        if action == HealthAction.DRAIN_NVLINK_PEERS:
             peer_drain_nodes.add(node_id)
     draining_domains = {n.nvlink_domain for n in all_nodes if n.id in peer_drain_nodes and n.nvlink_domain}
     nodes = tuple(
@@ -82,7 +98,7 @@ def build_snapshot(
         power=power_model(session, site) if site is not None else None,
         mining=MiningBlock(power_w=site.mining_planned_w) if site is not None else None,
         now=now.timestamp(),
-        spot_grace_s=spot_grace_s,
+        stop_grace_s=stop_grace_s,
     )
 
 
@@ -128,51 +144,41 @@ def running_workloads(
 
 
 def tenant_policies(session: Session, now: datetime) -> dict[str, TenantPolicy]:
-    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    hours = gpu_hours_since(session, month_start, now)
-    return {
-        t.id: TenantPolicy(
-            tenant_id=t.id,
-            reserved_gpus=t.reserved_gpus,
-            max_gpus=t.max_gpus,
-            gpu_hours_limit=t.gpu_hours_limit,
-            gpu_hours_used=hours.get(t.id, 0.0),
-            spend_cap_usd=t.spend_cap_usd,
-            spend_used_usd=hours.get(t.id, 0.0) * t.price_usd_per_gpu_hour,
-            over_quota="reject" if t.over_quota == "reject" else "hold",
-        )
-        for t in session.scalars(select(Tenant)).all()
-    }
+    used = gpu_seconds_this_month(session, now)
+    return {t.id: tenant_policy(t, used.get(t.id, Decimal(0))) for t in session.scalars(select(Tenant)).all()}
 
 
-def gpu_hours_since(session: Session, start: datetime, now: datetime) -> dict[str, float]:
-    """GPU-hours each tenant held since ``start``, from allocation lifetimes (metering refines
-    this with energy and prices in a later issue)."""
-    rows = session.execute(
+def tenant_policy(tenant: Tenant, gpu_seconds_used: Decimal) -> TenantPolicy:
+    """The core's view of a tenant's contract and what it used of it this month."""
+    return TenantPolicy(
+        tenant_id=tenant.id,
+        reserved_gpus=tenant.reserved_gpus,
+        max_gpus=tenant.max_gpus,
+        gpu_hours_limit=tenant.gpu_hours_limit,
+        gpu_hours_used=float(gpu_seconds_used / 3600),
+        spend_cap_usd=tenant.spend_cap_usd,
+        spend_used_usd=gpu_time_cost(gpu_seconds_used, tenant.price_usd_per_gpu_hour),
+        over_quota=OverQuotaPolicy(tenant.over_quota),
+    )
+
+
+def gpu_seconds_this_month(session: Session, now: datetime, tenant_id: str | None = None) -> dict[str, Decimal]:
+    """GPU-seconds each tenant held this calendar month, from allocation lifetimes (the ledger of
+    issue 11 prices the same intervals with energy)."""
+    start = month_start(now)
+    query = (
         select(Workload.tenant_id, Allocation.created_at, Allocation.released_at)
         .join(Workload, Workload.id == Allocation.workload_id)
         .where((Allocation.released_at.is_(None)) | (Allocation.released_at >= start))
-    ).all()
-    hours: dict[str, float] = defaultdict(float)
-    for tenant_id, created, released in rows:
-        held = (min(released or now, now) - max(created, start)).total_seconds()
-        if held > 0:
-            hours[tenant_id] += held / 3600
-    return dict(hours)
+    )
+    if tenant_id is not None:
+        query = query.where(Workload.tenant_id == tenant_id)
+    return gpu_seconds_by_tenant(((t, c, r) for t, c, r in session.execute(query)), start=start, end=now)
 
 
 def power_model(session: Session, site: Site) -> PowerModel:
-    racks_spec = site.spec.get("racks", {})
-    racks = session.scalars(select(Rack).where(Rack.site_id == site.id)).all()
-    return PowerModel(
-        site_cap_w=site.grid_capacity_mw * 1e6,
-        pue=site.pue,
-        gpu_idle_w=float(racks_spec.get("gpu_idle_w", 180.0)),
-        gpu_limit_w=float(racks_spec.get("gpu_power_limit_w", 1400.0)),
-        node_overhead_w=float(racks_spec.get("node_overhead_w", 1100.0)),
-        switch_trays_w_per_rack=float(racks_spec.get("switch_trays_w", 3600.0)),
-        rack_cap_w={r.id: r.power_capacity_kw * 1000 for r in racks},
-    )
+    racks = session.execute(select(Rack.id, Rack.power_capacity_kw).where(Rack.site_id == site.id)).all()
+    return PowerModel.for_site(site_spec(site), {rack_id: kw * 1000 for rack_id, kw in racks})
 
 
 def pending_queue(session: Session) -> list[WorkloadRequest]:

@@ -1,4 +1,4 @@
-"""Node liveness and workload deadlines, run periodically by the workers.
+"""Node liveness, run periodically by the workers.
 
 A node whose lease (renewed by every report) has expired is ``unreachable``: it admits no work,
 but its workloads are left alone for a grace period, since a network blip is more common than
@@ -11,14 +11,15 @@ gets a second tenant.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controlplane.domain.enums import TERMINAL_STATES, NodeStatus, WorkloadState
-from controlplane.services import lifecycle
-from controlplane.services.uow import wakeups
+from controlplane.domain.enums import TERMINAL_STATES, NodeStatus, UnreachablePolicy, WorkloadState
+from controlplane.live.nodes import LiveState
+from controlplane.services.uow import UnitOfWork, wakeups
+from controlplane.services.workloads import lifecycle
 from controlplane.store.models import Allocation, Node, Workload
 
 
@@ -44,7 +45,9 @@ def mark_unreachable(session: Session, *, expired_node_ids: list[str], now: date
     return marked
 
 
-def handle_lost_nodes(session: Session, *, now: datetime, grace_s: float, policy: str) -> tuple[list[str], list[str]]:
+def handle_lost_nodes(
+    session: Session, *, now: datetime, grace_s: float, policy: UnreachablePolicy
+) -> tuple[list[str], list[str]]:
     cutoff = now - timedelta(seconds=grace_s)
     lost = session.scalars(
         select(Node.id).where(Node.status == NodeStatus.UNREACHABLE.value, Node.status_changed_at <= cutoff)
@@ -68,7 +71,7 @@ def handle_lost_nodes(session: Session, *, now: datetime, grace_s: float, policy
         if wl is None or WorkloadState(wl.state) in TERMINAL_STATES:
             continue
         reason = f"a node of this workload has been unreachable for more than {grace_s:g} s"
-        if policy == "requeue":
+        if policy is UnreachablePolicy.REQUEUE:
             lifecycle.requeue(session, wl, reason + "; requeued", now=now)
             requeued.append(wl.id)
         else:
@@ -79,25 +82,13 @@ def handle_lost_nodes(session: Session, *, now: datetime, grace_s: float, policy
     return requeued, failed
 
 
-def enforce_max_duration(session: Session, *, now: datetime) -> list[str]:
-    active = session.scalars(
-        select(Workload).where(
-            Workload.state.in_(
-                [WorkloadState.SCHEDULED.value, WorkloadState.STARTING.value, WorkloadState.RUNNING.value]
-            ),
-            Workload.scheduled_at.is_not(None),
-        )
-    ).all()
-    ended = []
-    for wl in active:
-        assert wl.scheduled_at is not None
-        if wl.scheduled_at + timedelta(seconds=wl.max_duration_s) <= now:
-            lifecycle.finish(
-                session,
-                wl,
-                WorkloadState.FAILED,
-                f"exceeded its max duration of {wl.max_duration_s} s",
-                now=now,
-            )
-            ended.append(wl.id)
-    return ended
+def sweep(*, live: LiveState, uow: UnitOfWork, now_s: float, grace_s: float, policy: UnreachablePolicy) -> SweepResult:
+    """Mark nodes whose leases expired unreachable; handle the workloads of nodes lost past the
+    grace. Redis is read first, outside any transaction; each step is its own unit of work."""
+    expired = live.expired_leases(now=now_s)
+    now = datetime.fromtimestamp(now_s, tz=UTC)
+    with uow() as session:
+        marked = mark_unreachable(session, expired_node_ids=expired, now=now)
+    with uow() as session:
+        requeued, failed = handle_lost_nodes(session, now=now, grace_s=grace_s, policy=policy)
+    return SweepResult(marked_unreachable=marked, requeued=requeued, failed=failed)

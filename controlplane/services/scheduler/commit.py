@@ -1,8 +1,8 @@
-"""The scheduler's shell: build the snapshot, run the pure core, commit decisions.
+"""Commit one pass's decisions in one transaction: placements, preemptions, mining sheds.
 
-The commit is one transaction. Every allocation carries the scheduler's fencing epoch, and the
-partial unique index on live allocations makes a second owner of a GPU impossible even if two
-schedulers ever run at once: the loser's transaction fails as a whole.
+Every allocation carries the scheduler's fencing epoch, and the partial unique index on live
+allocations makes a second owner of a GPU impossible even if two schedulers ever run at once:
+the loser's transaction fails as a whole.
 """
 
 from __future__ import annotations
@@ -15,45 +15,21 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from controlplane.domain.enums import WorkloadState
+from controlplane.domain.epoch import PlacementEpoch
+from controlplane.live.lease import SCHEDULER
 from controlplane.scheduling.snapshot import Decision, FleetSnapshot, Placement, Preempt, ShedMining, Unplaced
-from controlplane.services import lifecycle
-from controlplane.services.admin import mining_fleet_w
+from controlplane.services.scheduler.mining import rebalance_mining
+from controlplane.services.singleton import advance_fence
+from controlplane.services.workloads import lifecycle
 from controlplane.store.models import (
     Allocation,
-    MiningEvent,
     Preemption,
-    SchedulerFence,
     Site,
     Workload,
     WorkloadEvent,
     WorkloadRank,
 )
 from controlplane.store.types import utcnow
-
-
-class FencedOut(RuntimeError):
-    """A scheduler with a newer epoch has committed: this one lost its lease and must stand down."""
-
-
-def check_fence(session: Session, leader_epoch: int) -> None:
-    """Advance the database's fence to this leader's epoch, or fail if a newer leader got there.
-
-    The row lock this takes also serialises commits of two schedulers that both think they lead.
-    """
-    advanced = session.execute(
-        update(SchedulerFence)
-        .where(SchedulerFence.id == 1, SchedulerFence.epoch <= leader_epoch)
-        .values(epoch=leader_epoch)
-        .returning(SchedulerFence.id)
-    ).all()
-    if advanced:
-        return
-    current = session.get(SchedulerFence, 1)
-    if current is None:
-        session.add(SchedulerFence(id=1, epoch=leader_epoch))
-        session.flush()
-        return
-    raise FencedOut(f"scheduler epoch {leader_epoch} is fenced out by epoch {current.epoch}")
 
 
 @dataclass(frozen=True)
@@ -79,7 +55,7 @@ def commit(
     a pass commits thousands of workloads and a hundred thousand allocations.
     """
     now = now or utcnow()
-    check_fence(session, epoch >> 32)
+    advance_fence(session, role=SCHEDULER, epoch=PlacementEpoch.from_value(epoch).leader)
     preempted = 0
     sheds: list[ShedMining] = []
     for decision in decisions:
@@ -92,12 +68,14 @@ def commit(
     for decision in decisions:
         if not isinstance(decision, Placement | Unplaced):
             continue
-        reason = pending.get(decision.workload_id)
-        if reason is None:
+        current = pending.get(decision.workload_id)
+        if current is None:
             continue  # not ours to decide any more: cancelled, or placed by someone else since the snapshot
         if isinstance(decision, Unplaced):
-            if reason != decision.reason:
-                writes.reasons.append({"b_id": decision.workload_id, "b_reason": decision.reason})
+            if current != (decision.reason, decision.code.value):
+                writes.reasons.append(
+                    {"b_id": decision.workload_id, "b_reason": decision.reason, "b_code": decision.code.value}
+                )
         else:
             writes.add_placement(decision, epoch, now)
     writes.flush(session, epoch, now)  # the unique index on live allocations speaks here
@@ -119,17 +97,17 @@ def _table(model: type[Any]) -> Table:
     return table
 
 
-def _lock_pending(session: Session, workload_ids: list[str]) -> dict[str, str]:
-    """Lock the decided workloads that are still pending; their current reason by id."""
-    found: dict[str, str] = {}
+def _lock_pending(session: Session, workload_ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    """Lock the decided workloads that are still pending; their current reason and code by id."""
+    found: dict[str, tuple[str, str | None]] = {}
     for start in range(0, len(workload_ids), 5000):
         chunk = workload_ids[start : start + 5000]
         rows = session.execute(
-            select(Workload.id, Workload.reason)
+            select(Workload.id, Workload.reason, Workload.reason_code)
             .where(Workload.id.in_(chunk), Workload.state == WorkloadState.PENDING.value)
             .with_for_update()
         ).all()
-        found.update({str(wl_id): str(reason) for wl_id, reason in rows})
+        found.update({str(wl_id): (str(reason), code) for wl_id, reason, code in rows})
     return found
 
 
@@ -185,6 +163,7 @@ class _Writes:
                 .values(
                     state=WorkloadState.SCHEDULED.value,
                     reason=bindparam("b_reason"),
+                    reason_code=None,
                     epoch=epoch,
                     scheduled_at=now,
                     updated_at=now,
@@ -195,7 +174,7 @@ class _Writes:
             session.execute(
                 update(_table(Workload))
                 .where(_table(Workload).c.id == bindparam("b_id"))
-                .values(reason=bindparam("b_reason")),
+                .values(reason=bindparam("b_reason"), reason_code=bindparam("b_code")),
                 self.reasons,
             )
 
@@ -223,61 +202,3 @@ def _preempt(session: Session, decision: Preempt, now: datetime) -> int:
         )
     )
     return 1
-
-
-def planned_gpu_draw_w(snapshot: FleetSnapshot, allocated_gpus: int) -> float:
-    """The site's planned GPU-side draw (grid side, x PUE) with this many GPUs allocated."""
-    power = snapshot.power
-    if power is None:
-        return 0.0
-    gpus = sum(len(n.gpus) for n in snapshot.nodes)
-    racks = {n.rack_id for n in snapshot.nodes}
-    it_w = (
-        len(racks) * power.switch_trays_w_per_rack
-        + len(snapshot.nodes) * power.node_overhead_w
-        + allocated_gpus * power.gpu_limit_w
-        + (gpus - allocated_gpus) * power.gpu_idle_w
-    )
-    return it_w * power.pue
-
-
-def rebalance_mining(
-    session: Session,
-    *,
-    site: Site,
-    snapshot: FleetSnapshot,
-    decisions: list[Decision],
-    sheds: list[ShedMining],
-    now: datetime,
-) -> float:
-    """Mining gets every watt the GPUs' planned draw leaves under the cap, and no more: shed for
-    GPU work at once, given back the moment GPUs free up."""
-    power = snapshot.power
-    if power is None:
-        return site.mining_planned_w
-    allocated = sum(1 for n in snapshot.nodes for g in n.gpus if g.allocated)
-    allocated += sum(d.gpu_count for d in decisions if isinstance(d, Placement))
-    budget = power.site_cap_w - power.safety_margin_w - planned_gpu_draw_w(snapshot, allocated)
-    target = max(0.0, min(mining_fleet_w(site.spec), budget))
-    delta = target - site.mining_planned_w
-    if abs(delta) >= 1.0:
-        if delta < 0:
-            reason = "; ".join(s.reason for s in sheds) or "GPU work needs the power"
-        else:
-            reason = "GPUs freed: power returned to mining"
-        site.mining_planned_w = target
-        session.add(MiningEvent(site_id=site.id, delta_w=delta, planned_w=target, reason=reason, at=now))
-    return site.mining_planned_w
-
-
-def mark_preemptions_released(session: Session, workload_ids: set[str], now: datetime) -> None:
-    """When a preempted workload's last GPU is free, its preemption records say when."""
-    for wl_id in workload_ids:
-        still_held = session.scalar(
-            select(Allocation.id).where(Allocation.workload_id == wl_id, Allocation.released_at.is_(None)).limit(1)
-        )
-        if still_held is None:
-            for record in session.scalars(
-                select(Preemption).where(Preemption.victim_id == wl_id, Preemption.released_at.is_(None))
-            ).all():
-                record.released_at = now

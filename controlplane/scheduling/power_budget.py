@@ -1,21 +1,40 @@
-"""Planned power: the site cap, each rack's cap, and mining as the block shed first.
+"""The per-pass power budget: the site cap, each rack's cap, and mining as the block shed first.
 
-Per pass the budget starts from the snapshot (every allocated GPU at its power limit, every other
-at idle, every node's overhead, every rack's switch trays) and grows with each placement by
-(limit - idle) per GPU taken. Mining is preemptible at once, so a placement that would cross the
-site cap sheds the watts it needs from the mining block, never below the block's minimum.
+The budget starts from the snapshot's planned draw, by the one formula of ``power.model`` (every
+allocated GPU at its power limit, every other at idle, every node's overhead, every rack's switch
+trays) and grows with each placement by (limit - idle) per GPU taken. Mining is preemptible at
+once, so a placement that would cross the site limit sheds the watts it needs from the mining
+block, never below the block's minimum.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controlplane.scheduling.snapshot import FleetSnapshot, NodeView, PowerModel
+from controlplane.domain.reasons import PendingCode, PendingReason
+from controlplane.power.model import PowerModel, Tally, rack_key, site_tally, tally_by_rack
+from controlplane.scheduling.snapshot import FleetSnapshot, NodeView
 
 
-def rack_key(node: NodeView) -> str | None:
-    """The rack a node draws from: its rack id, else its NVLink domain (an NVL72 rack is one)."""
-    return node.rack_id if node.rack_id is not None else node.domain
+def node_rack(node: NodeView) -> str | None:
+    """The rack a node draws from (``power.model.rack_key``)."""
+    return rack_key(node.rack_id, node.domain)
+
+
+def snapshot_tally(snapshot: FleetSnapshot) -> dict[str | None, Tally]:
+    """The snapshot's planned-draw counts per rack key: what every power view is computed from."""
+    return tally_by_rack((node_rack(n), len(n.gpus), sum(1 for g in n.gpus if g.allocated)) for n in snapshot.nodes)
+
+
+def planned_gpu_grid_w(snapshot: FleetSnapshot, extra_allocated: int = 0) -> float:
+    """The snapshot's planned GPU-side draw from the grid (x PUE), with ``extra_allocated`` more
+    GPUs taken (a pass's placements)."""
+    model = snapshot.power
+    if model is None:
+        return 0.0
+    total = site_tally(snapshot_tally(snapshot))
+    total.allocated += extra_allocated
+    return model.grid_w(total)
 
 
 def _mw(watts: float) -> str:
@@ -29,7 +48,7 @@ def _kw(watts: float) -> str:
 @dataclass(slots=True)
 class SiteCheck:
     shed_w: float  # mining to shed first (0: fits as is)
-    reason: str | None  # set: does not fit even with mining at its minimum
+    reason: PendingReason | None  # set: does not fit even with mining at its minimum
 
 
 class PowerBudget:
@@ -51,21 +70,10 @@ class PowerBudget:
         assert model is not None
         self.model: PowerModel = model
         self.rack_names = rack_names
-        index = {name: i for i, name in enumerate(rack_names)}
-        draw = [model.switch_trays_w_per_rack] * len(rack_names)
-        loose = 0.0  # nodes with no rack: count at the site only
-        for node in snapshot.nodes:
-            w = model.node_overhead_w
-            for gpu in node.gpus:
-                w += model.gpu_limit_w if gpu.allocated else model.gpu_idle_w
-            rack = rack_key(node)
-            if rack is None:
-                loose += w
-            else:
-                draw[index[rack]] += w
-        self.rack_draw = draw
+        tallies = snapshot_tally(snapshot)
+        self.rack_draw = [model.it_w(tallies[name]) for name in rack_names]
         self.rack_cap = [model.rack_cap_w.get(name) for name in rack_names]
-        self.it_w = sum(draw) + loose
+        self.it_w = model.it_w(site_tally(tallies))
         mining = snapshot.mining
         self.mining_w = mining.power_w if mining else 0.0
         self.mining_min_w = mining.min_w if mining else 0.0
@@ -73,7 +81,7 @@ class PowerBudget:
 
     @property
     def site_limit_w(self) -> float:
-        return self.model.site_cap_w - self.model.safety_margin_w
+        return self.model.site_limit_w
 
     @property
     def site_planned_w(self) -> float:
@@ -107,9 +115,12 @@ class PowerBudget:
             mining = f"shedding mining to its {_mw(self.mining_min_w)} minimum frees only {_mw(sheddable)}"
         return SiteCheck(
             0.0,
-            f"waiting for site power: {gpus} GPUs add {_mw(extra)} (x PUE {self.model.pue:g}) to "
-            f"{_mw(self.site_planned_w)} planned, over the {_mw(self.site_limit_w)} limit "
-            f"({_mw(self.model.site_cap_w)} cap - {_mw(self.model.safety_margin_w)} margin); {mining}",
+            PendingReason(
+                PendingCode.SITE_POWER,
+                f"waiting for site power: {gpus} GPUs add {_mw(extra)} (x PUE {self.model.pue:g}) to "
+                f"{_mw(self.site_planned_w)} planned, over the {_mw(self.site_limit_w)} limit "
+                f"({_mw(self.model.site_cap_w)} cap - {_mw(self.model.safety_margin_w)} margin); {mining}",
+            ),
         )
 
     def commit(self, per_rack: dict[int, int], loose_gpus: int, shed_w: float) -> None:

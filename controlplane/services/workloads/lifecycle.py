@@ -15,9 +15,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from controlplane.domain.enums import WorkloadState
+from controlplane.domain.reasons import PendingCode
 from controlplane.domain.workload import check_transition
 from controlplane.services.uow import wakeups
-from controlplane.store.models import Allocation, Node, Workload, WorkloadEvent, WorkloadRank
+from controlplane.store.models import Allocation, Node, Preemption, Workload, WorkloadEvent, WorkloadRank
 from controlplane.store.types import utcnow
 
 
@@ -29,6 +30,8 @@ def transition(
     check_transition(current, target)
     wl.state = target.value
     wl.reason = reason
+    # Only pending work carries a pending-reason code; back to pending means requeued.
+    wl.reason_code = PendingCode.REQUEUED.value if target is WorkloadState.PENDING else None
     wl.updated_at = now
     if target is WorkloadState.SCHEDULED:
         wl.scheduled_at = now
@@ -113,3 +116,16 @@ def record_created(session: Session, wl: Workload) -> None:
             at=wl.created_at or utcnow(),
         )
     )
+
+
+def mark_preemptions_released(session: Session, workload_ids: set[str], now: datetime) -> None:
+    """When a preempted workload's last GPU is free, its preemption records say when."""
+    for wl_id in workload_ids:
+        still_held = session.scalar(
+            select(Allocation.id).where(Allocation.workload_id == wl_id, Allocation.released_at.is_(None)).limit(1)
+        )
+        if still_held is None:
+            for record in session.scalars(
+                select(Preemption).where(Preemption.victim_id == wl_id, Preemption.released_at.is_(None))
+            ).all():
+                record.released_at = now

@@ -1,0 +1,106 @@
+"""An agent joins: a single-use bootstrap token is exchanged for a node and its credential."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from agents.protocol import (
+    PROTOCOL_VERSION,
+    NodeInventory,
+    RegisterRequest,
+)
+from controlplane.domain import keys
+from controlplane.domain.enums import KeyScope, NodeStatus
+from controlplane.domain.errors import Conflict, Forbidden, InvalidRequest, Unauthorized, UnsupportedProtocol
+from controlplane.domain.ids import new_id
+from controlplane.services import admin
+from controlplane.services.agents import gpu_health
+from controlplane.store.models import (
+    BootstrapToken,
+    Gpu,
+    Node,
+    Rack,
+)
+from controlplane.store.types import utcnow
+
+
+def check_protocol(version: int) -> None:
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedProtocol(
+            f"agent protocol version {version} is not supported; this control plane speaks {PROTOCOL_VERSION}"
+        )
+
+
+def register(
+    session: Session, *, pepper: bytes, request: RegisterRequest, now: datetime | None = None
+) -> tuple[Node, str]:
+    """Exchange a single-use bootstrap token for a node and its credential."""
+    check_protocol(request.protocol_version)
+    now = now or utcnow()
+    token = request.bootstrap_token
+    if not keys.is_bootstrap_token(token):
+        raise Unauthorized("the bootstrap token is malformed")
+    row = session.scalar(select(BootstrapToken).where(BootstrapToken.digest == keys.digest(token, pepper)))
+    if row is None:
+        raise Unauthorized("the bootstrap token is unknown")
+    if row.used_at is not None:
+        raise Unauthorized("the bootstrap token was already used")
+    if row.expires_at <= now:
+        raise Unauthorized("the bootstrap token has expired")
+    inv = request.inventory
+    uuids = [g.uuid for g in inv.gpus]
+    if len(set(uuids)) != len(uuids) or len({g.index for g in inv.gpus}) != len(inv.gpus):
+        raise InvalidRequest("the inventory lists a GPU UUID or index twice")
+    taken = session.scalars(select(Gpu.uuid).where(Gpu.uuid.in_(uuids))).all() if uuids else []
+    if taken:
+        raise Conflict(f"GPUs already registered to another node: {', '.join(sorted(taken))}")
+    # Claim the token with a guarded update so two concurrent registrations cannot both use it.
+    claimed = session.execute(
+        update(BootstrapToken)
+        .where(BootstrapToken.id == row.id, BootstrapToken.used_at.is_(None))
+        .values(used_at=now)
+        .returning(BootstrapToken.id)
+    ).all()
+    if len(claimed) != 1:
+        raise Unauthorized("the bootstrap token was already used")
+    rack_id = row.rack_id or _rack_from_fabric(session, row.site_id, inv)
+    node = Node(
+        id=new_id("node"),
+        site_id=row.site_id,
+        rack_id=rack_id,
+        hostname=inv.hostname,
+        address=inv.address,
+        backend=inv.backend,
+        driver_version=inv.driver_version,
+        status=NodeStatus.READY.value,
+        status_reason="registered",
+        nvlink_domain=gpu_health.nvlink_domain(inv),
+        registered_at=now,
+        status_changed_at=now,
+        generation=1,
+    )
+    session.add(node)
+    session.flush()
+    for g in inv.gpus:
+        session.add(gpu_health.new_gpu(node.id, g))
+    row.used_by_node_id = node.id
+    issued = admin.issue_api_key(
+        session, pepper=pepper, scope=KeyScope.AGENT, name=f"agent {inv.hostname}", node_id=node.id
+    )
+    return node, issued.secret
+
+
+def _rack_from_fabric(session: Session, site_id: str, inv: NodeInventory) -> str | None:
+    clusters = {g.fabric_cluster_uuid for g in inv.gpus if g.fabric_cluster_uuid}
+    if len(clusters) != 1:
+        return None
+    rack = session.scalar(select(Rack).where(Rack.site_id == site_id, Rack.fabric_cluster_uuid == clusters.pop()))
+    return rack.id if rack else None
+
+
+def authorize_node(principal_node_id: str | None, node_id: str) -> None:
+    if principal_node_id != node_id:
+        raise Forbidden("this credential belongs to another node")

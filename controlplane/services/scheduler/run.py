@@ -1,0 +1,38 @@
+"""One scheduling pass: for each site, build the snapshot, run the pure core, commit."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from controlplane.domain.epoch import PlacementEpoch
+from controlplane.runtime import Runtime
+from controlplane.scheduling.core import schedule
+from controlplane.scheduling.framework import DEFAULT_PROFILE, Profile
+from controlplane.scheduling.snapshot import Placement, Preempt
+from controlplane.services.scheduler import build as snapshots
+from controlplane.services.scheduler.commit import CommitResult, commit
+from controlplane.store.models import Site
+
+
+def run_pass(runtime: Runtime, epoch: PlacementEpoch, *, profile: Profile = DEFAULT_PROFILE) -> CommitResult:
+    """One pass, one transaction: each site in turn gets the workloads still pending, under its
+    own power cap; the commit advances the scheduler's fence to ``epoch.leader`` first."""
+    placed = preempted = 0
+    pending = 0
+    with runtime.uow() as session:
+        queue = snapshots.pending_queue(session)
+        sites: list[Site | None] = list(session.scalars(select(Site).order_by(Site.name)).all()) or [None]
+        if not queue and sites == [None]:
+            return CommitResult(placed=0, still_pending=0)
+        for site in sites:
+            # Even with nothing pending, each site's pass gives freed power back to mining.
+            snapshot = snapshots.build_snapshot(session, site=site, stop_grace_s=runtime.settings.stop_grace_s)
+            decisions = schedule(snapshot, queue, profile)
+            result = commit(session, decisions=decisions, epoch=epoch.value, site=site, snapshot=snapshot)
+            placed += result.placed
+            preempted += result.preempted
+            done = {d.workload_id for d in decisions if isinstance(d, Placement)}
+            waiting = {d.for_workload_id for d in decisions if isinstance(d, Preempt)}
+            queue = [r for r in queue if r.workload_id not in done and r.workload_id not in waiting]
+            pending = len(queue)
+    return CommitResult(placed=placed, still_pending=pending, preempted=preempted)

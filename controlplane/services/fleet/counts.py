@@ -23,9 +23,7 @@ class FleetCounts:
 
 def fleet_counts(session: Session) -> FleetCounts:
     gpus = Counter((row.gpu.model, row.state) for row in gpu_states(session))
-    nodes: Counter[str] = Counter(
-        {status: n for status, n in session.execute(select(Node.status, func.count()).group_by(Node.status))}
-    )
+    nodes: Counter[str] = Counter(dict(session.execute(select(Node.status, func.count()).group_by(Node.status)).all()))
     workloads: Counter[tuple[str, str]] = Counter(
         {
             (state, priority): count

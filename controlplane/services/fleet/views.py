@@ -29,7 +29,7 @@ class SiteView:
 
 
 def sites(session: Session) -> list[SiteView]:
-    counts = {site_id: n for site_id, n in session.execute(select(Rack.site_id, func.count()).group_by(Rack.site_id))}
+    counts = dict(session.execute(select(Rack.site_id, func.count()).group_by(Rack.site_id)).all())
     return [SiteView(s, counts.get(s.id, 0)) for s in session.scalars(select(Site).order_by(Site.name))]
 
 
@@ -47,9 +47,7 @@ class RackView:
 
 
 def racks(session: Session, site_id: str | None = None) -> list[RackView]:
-    registered = {
-        rack_id: n for rack_id, n in session.execute(select(Node.rack_id, func.count()).group_by(Node.rack_id))
-    }
+    registered = dict(session.execute(select(Node.rack_id, func.count()).group_by(Node.rack_id)).all())
     query = select(Rack).order_by(Rack.name)
     if site_id is not None:
         query = query.where(Rack.site_id == site_id)

@@ -30,6 +30,16 @@ def cents(amount: Decimal) -> Decimal:
     return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
 
 
+def canonical(amount: Decimal) -> Decimal:
+    """One spelling per amount, whatever the database padded it to: at least cents, no trailing
+    zeros beyond (``12.500000`` -> ``12.50``, ``3.199999`` stays, ``100`` -> ``100.00``)."""
+    tidy = amount.normalize()
+    exponent = tidy.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        return amount.quantize(CENT)
+    return tidy
+
+
 def gpu_time_cost(gpu_seconds: Decimal | int, price_per_gpu_hour: Decimal) -> Decimal:
     """What ``gpu_seconds`` of GPU time cost at an hourly rate, unrounded."""
     return Decimal(gpu_seconds) * price_per_gpu_hour / SECONDS_PER_HOUR

@@ -10,7 +10,7 @@ from sqlalchemy import DateTime, Numeric, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from controlplane.domain.money import usd
+from controlplane.domain.money import canonical, usd
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -58,4 +58,4 @@ class Money(TypeDecorator[Decimal]):
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return Decimal(str(value))
+        return canonical(Decimal(str(value)))

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from controlplane.domain.enums import OverQuotaPolicy
 from controlplane.domain.errors import Conflict, InvalidRequest, NotFound
 from controlplane.domain.ids import new_id
-from controlplane.domain.money import usd
+from controlplane.domain.money import canonical, usd
 from controlplane.services.admin.sites import _check_name
 from controlplane.store.models import Tenant
 from controlplane.store.models.tenancy import DEFAULT_PRICE_USD_PER_GPU_HOUR
@@ -57,7 +57,7 @@ def update_tenant_policy(session: Session, *, tenant_id: str, changes: dict[str,
             value = NOT_NULL[name]
         elif value is not None and name in MONEY_FIELDS:
             try:
-                value = usd(value)
+                value = canonical(usd(value))
             except (TypeError, ValueError) as exc:
                 raise InvalidRequest(
                     f"{name} must be an exact amount (a decimal string or an integer): {exc}"

@@ -15,13 +15,21 @@ pending reason, with a bounded code.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from controlplane.domain.reasons import PendingReason
-from controlplane.scheduling.snapshot import WorkloadRequest
+from controlplane.scheduling.power_budget import PowerBudget
+from controlplane.scheduling.quota import QuotaLedger
+from controlplane.scheduling.snapshot import FleetSnapshot, WorkloadRequest
 
-if TYPE_CHECKING:
-    from controlplane.scheduling.core import SchedulingPass
+
+class SchedulingPass(Protocol):
+    """What a plugin may read of the pass deciding (``core.SchedulingPass``): its snapshot, the
+    tenants' usage so far this pass, and the power budget (None: the site plans no power)."""
+
+    snapshot: FleetSnapshot
+    ledger: QuotaLedger
+    power: PowerBudget | None
 
 
 class Filter(Protocol):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from contextlib import AbstractContextManager
+from typing import Protocol
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controlplane.config import Settings
 from controlplane.domain.epoch import PlacementEpoch
-from controlplane.runtime import Runtime
 from controlplane.scheduling.core import schedule
 from controlplane.scheduling.framework import DEFAULT_PROFILE, Profile
 from controlplane.scheduling.snapshot import Placement, Preempt
@@ -14,7 +18,15 @@ from controlplane.services.scheduler.commit import CommitResult, commit
 from controlplane.store.models import Site
 
 
-def run_pass(runtime: Runtime, epoch: PlacementEpoch, *, profile: Profile = DEFAULT_PROFILE) -> CommitResult:
+class Handles(Protocol):
+    """What a pass needs of its process (a ``Runtime`` has both): settings and units of work."""
+
+    settings: Settings
+
+    def uow(self) -> AbstractContextManager[Session]: ...
+
+
+def run_pass(runtime: Handles, epoch: PlacementEpoch, *, profile: Profile = DEFAULT_PROFILE) -> CommitResult:
     """One pass, one transaction: each site in turn gets the workloads still pending, under its
     own power cap; the commit advances the scheduler's fence to ``epoch.leader`` first."""
     placed = preempted = 0

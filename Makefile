@@ -4,19 +4,34 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
+# Every dependency of the server, demo and dev extras (and the build backend), pinned with hashes
+# for CPython 3.11 on Linux x86_64: a fresh machine installs what CI tested. `make lock` rewrites it.
+LOCK   := requirements.lock
+PIP_TOOLS ?= pip-tools==7.6.2
 
 PG_URL    ?= postgresql://postgres@127.0.0.1:5432/test
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: demo test lint typecheck unit integration e2e services install clean bench
+.PHONY: demo test lint typecheck unit integration e2e services install lock clean bench
 
-$(STAMP): pyproject.toml
+# The lock, then the project itself without resolving anything again (its build backend is locked too).
+$(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[server,demo,dev]'
+	$(PIP) install --quiet --require-hashes -r $(LOCK)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-pin after a change to pyproject.toml's dependencies; existing pins are kept unless
+# `make lock LOCK_FLAGS=--upgrade`. pip-tools goes into the venv, not into the project's dependencies.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet $(PIP_TOOLS)
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --all-build-deps --strip-extras \
+		--no-emit-index-url --no-emit-find-links --extra server --extra demo --extra dev \
+		$(LOCK_FLAGS) --output-file $(LOCK) pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/switchyard demo
@@ -30,7 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy controlplane agents
+	$(VENV)/bin/mypy controlplane agents tests bench
 
 test: $(STAMP) services lint typecheck
 	$(VENV)/bin/pytest -q

@@ -61,7 +61,7 @@ def main() -> int:
     finally:
         backend.close()
 
-    def summary(times: list[float], calls: int) -> dict[str, float]:
+    def summary(times: list[float], calls: int) -> dict[str, float | str]:
         return {
             "median_ms": round(statistics.median(times), 4),
             "p99_ms": round(percentile(times, 0.99), 4),

@@ -195,7 +195,7 @@ def one_pass(runtime: Any, *, baseline: bool, commit: bool) -> dict[str, Any]:
     from controlplane.domain.epoch import PlacementEpoch
     from controlplane.scheduling.baseline import first_fit
     from controlplane.scheduling.core import schedule
-    from controlplane.scheduling.snapshot import Placement
+    from controlplane.scheduling.snapshot import Decision, Placement
     from controlplane.services.scheduler import build as snapshots
     from controlplane.services.scheduler import commit as placement
     from controlplane.store.models import Site
@@ -211,7 +211,7 @@ def one_pass(runtime: Any, *, baseline: bool, commit: bool) -> dict[str, Any]:
         snap = snapshots.build_snapshot(session, site=site)
         timings["read_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        decisions = list(first_fit(snap, queue)) if baseline else schedule(snap, queue)
+        decisions: list[Decision] = list(first_fit(snap, queue)) if baseline else schedule(snap, queue)
         timings["decide_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
         result = placement.commit(

@@ -10,9 +10,17 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from testenv import PEPPER, REDIS_URL, pg_database
+
+if TYPE_CHECKING:
+    # For annotations only: the fixtures import these when they run, so loading this file pulls in no server stack.
+    from fastapi.testclient import TestClient
+
+    from controlplane.config import Settings
+    from controlplane.runtime import Runtime
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -70,7 +78,7 @@ def redis_prefix() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(db_url: str, redis_prefix: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+def settings(db_url: str, redis_prefix: str, tmp_path: Path) -> Settings:
     from controlplane.config import Settings
 
     return Settings(
@@ -84,7 +92,7 @@ def settings(db_url: str, redis_prefix: str, tmp_path: Path):  # type: ignore[no
 
 
 @pytest.fixture
-def runtime(settings):  # type: ignore[no-untyped-def]
+def runtime(settings: Settings) -> Iterator[Runtime]:
     from controlplane.runtime import build_runtime
 
     rt = build_runtime(settings)
@@ -93,7 +101,7 @@ def runtime(settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def client(settings, runtime):  # type: ignore[no-untyped-def]
+def client(settings: Settings, runtime: Runtime) -> Iterator[TestClient]:
     from fastapi.testclient import TestClient
 
     from controlplane.api.app import create_app

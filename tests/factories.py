@@ -19,7 +19,7 @@ GB300 = "NVIDIA GB300"
 
 
 def demo_spec(**overrides: Any) -> dict[str, Any]:
-    spec = json.loads(Path(sites_file()).read_text())["demo-rack"]
+    spec: dict[str, Any] = json.loads(Path(sites_file()).read_text())["demo-rack"]
     spec.update(overrides)
     return spec
 

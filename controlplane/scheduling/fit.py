@@ -55,6 +55,11 @@ def _entries(st: list[int], valid: Callable[[int], bool]) -> list[int]:
     return st[::-1]
 
 
+def _equals(values: list[int], wanted: int) -> Callable[[int], bool]:
+    """An entry is still valid in the bucket of ``wanted``: bound here, not to the caller's loop variable."""
+    return lambda i: values[i] == wanted
+
+
 def single_node(pool: ModelPool, c: int, *, nvlink_only: bool, room: RackRoom | None) -> Plan | None:
     g, dmax = pool.node_size, pool.dmax
     k_arr, dom, dom_free = pool.k, pool.node_dom, pool.dom_free
@@ -198,7 +203,7 @@ def whole_domains(pool: ModelPool, c: int, room: RackRoom | None) -> Plan | None
         need -= dom_size[d]
     if need > 0:
         for f in range(need, pool.dmax + 1):
-            for d in _entries(pool.db[f], lambda d, f=f: dom_free[d] == f):  # type: ignore[misc]
+            for d in _entries(pool.db[f], _equals(dom_free, f)):
                 if d in chosen:
                     continue
                 part = take_nodes(pool, d, need, room, used)
@@ -217,7 +222,7 @@ def spread(pool: ModelPool, c: int, room: RackRoom | None) -> Plan | None:
     need = c
     for p in (0, 1):
         for k in range(1, pool.node_size + 1):
-            for n in _entries(pool.ob[p][k], lambda n, k=k: k_arr[n] == k):  # type: ignore[misc]
+            for n in _entries(pool.ob[p][k], _equals(k_arr, k)):
                 cap = k if room is None else min(k, room.cap(n, used))
                 if cap <= 0:
                     continue
@@ -230,7 +235,7 @@ def spread(pool: ModelPool, c: int, room: RackRoom | None) -> Plan | None:
                 if not need:
                     return plan
     for f in range(1, pool.dmax + 1):
-        for d in _entries(pool.db[f], lambda d, f=f: dom_free[d] == f):  # type: ignore[misc]
+        for d in _entries(pool.db[f], _equals(dom_free, f)):
             part = take_nodes(pool, d, min(f, need), room, used)
             if part is None:
                 continue

@@ -23,7 +23,7 @@ from controlplane.scheduling.quota import QuotaLedger
 from controlplane.scheduling.snapshot import FleetSnapshot, WorkloadRequest
 
 
-class SchedulingPass(Protocol):
+class PassView(Protocol):
     """What a plugin may read of the pass deciding (``core.SchedulingPass``): its snapshot, the
     tenants' usage so far this pass, and the power budget (None: the site plans no power)."""
 
@@ -37,9 +37,9 @@ class Filter(Protocol):
 
     name: str
 
-    def check(self, sched: SchedulingPass, req: WorkloadRequest) -> PendingReason | None: ...
+    def check(self, sched: PassView, req: WorkloadRequest) -> PendingReason | None: ...
 
-    def reserve(self, sched: SchedulingPass, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
+    def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
         """The request was placed: update this plugin's per-pass state."""
 
 
@@ -59,9 +59,9 @@ class Permit(Protocol):
 
     name: str
 
-    def permit(self, sched: SchedulingPass, req: WorkloadRequest, gpus: int) -> Verdict: ...
+    def permit(self, sched: PassView, req: WorkloadRequest, gpus: int) -> Verdict: ...
 
-    def reserve(self, sched: SchedulingPass, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
+    def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
         """The request was placed: update this plugin's per-pass state."""
 
 
@@ -70,10 +70,10 @@ class QuotaFilter:
 
     name = "quota"
 
-    def check(self, sched: SchedulingPass, req: WorkloadRequest) -> PendingReason | None:
+    def check(self, sched: PassView, req: WorkloadRequest) -> PendingReason | None:
         return sched.ledger.hold_reason(req) if sched.ledger.policies else None
 
-    def reserve(self, sched: SchedulingPass, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
+    def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
         """The ledger is the pass's (reservations and preemption rights read it): the pass admits."""
 
 
@@ -82,13 +82,13 @@ class SitePowerPermit:
 
     name = "site-power"
 
-    def permit(self, sched: SchedulingPass, req: WorkloadRequest, gpus: int) -> Verdict:
+    def permit(self, sched: PassView, req: WorkloadRequest, gpus: int) -> Verdict:
         if sched.power is None:
             return ALLOW
         site = sched.power.check_site(gpus)
         return Verdict(site.shed_w, site.reason)
 
-    def reserve(self, sched: SchedulingPass, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
+    def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
         """The power budget is the pass's (rack room reads it): the pass commits the draw."""
 
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -86,7 +87,7 @@ def test_nvml_agent_registers_reports_and_exports(tmp_path: Path, redis_prefix: 
         assert uuids[0] == "GPU-00000000-0000-0000-0000-000000000000" and len(uuids) == 4
         assert {g["model"] for g in node["gpus"]} == {"NVIDIA GB300"}
 
-        def reported() -> list[dict] | None:
+        def reported() -> list[dict[str, Any]] | None:
             gpus = http.get(f"/v1/operator/nodes/{node['id']}", headers=ops).json()["gpus"]
             return gpus if all(g["telemetry"] and "power_w" in g["telemetry"] for g in gpus) else None
 

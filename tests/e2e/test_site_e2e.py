@@ -9,6 +9,8 @@ readable, and the operator API shows every GPU free again.
 from __future__ import annotations
 
 import sys
+from functools import partial
+from typing import Any
 
 import httpx
 from harness import NODES, Site, registered_nodes, wait_all_gpus_free, wait_for
@@ -51,7 +53,7 @@ def test_tenant_workloads_run_on_one_node_and_one_domain(site: Site) -> None:
 
     small, large = submit(4, "small"), submit(16, "large")
 
-    def finished() -> list[dict] | None:
+    def finished() -> list[dict[str, Any]] | None:
         got = [http.get(f"/v1/workloads/{w}", headers=tenant).json() for w in (small, large)]
         return got if all(g["state"] in ("succeeded", "failed", "cancelled") for g in got) else None
 
@@ -69,13 +71,13 @@ def test_tenant_workloads_run_on_one_node_and_one_domain(site: Site) -> None:
     assert len({r["node_id"] for r in ranks}) == 4
 
     # Each rank's output reached the control plane, in order, with its own rank and GPUs.
+    def rank_log(rank: int) -> str | None:
+        text = http.get(f"/v1/workloads/{large}/logs", params={"rank": rank}, headers=tenant).text
+        return text if "done" in text else None
+
     for r in ranks:
         text = wait_for(
-            lambda r=r: (
-                "done"
-                in (t := http.get(f"/v1/workloads/{large}/logs", params={"rank": r["rank"]}, headers=tenant).text)
-                and t
-            ),
+            partial(rank_log, r["rank"]),
             timeout=20,
             site=site,
             what=f"logs of rank {r['rank']}",
@@ -147,11 +149,13 @@ def test_agent_killed_and_restarted_never_runs_a_rank_twice(site: Site) -> None:
     )
     hostname = {n["id"]: n["hostname"] for n in nodes}[got["allocation"]["ranks"][0]["node_id"]]
     agent = f"agent-{int(hostname.removeprefix('tray'))}"
-    argv = site.processes[agent].args[3:]  # the same command line, without the interpreter prefix
+    args = site.processes[agent].args
+    assert isinstance(args, list)
+    argv = args[3:]  # the same command line, without the interpreter prefix
     site.stop(agent, sig=signal.SIGKILL)  # its workload process keeps running, orphaned
     site.start(agent, *argv)  # the saved credential is reused; no bootstrap token needed
 
-    def ended() -> dict | None:
+    def ended() -> dict[str, Any] | None:
         w = http.get(f"/v1/workloads/{wl}", headers=tenant).json()
         return w if w["state"] in ("failed", "succeeded", "cancelled") else None
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytest
 from factories import (
+    RegisteredNode,
     bootstrap_token,
     inventory,
     make_operator_key,
@@ -16,20 +19,22 @@ from factories import (
     register_node,
     workload_body,
 )
+from fastapi.testclient import TestClient
 
 from agents.protocol import PROTOCOL_VERSION
 from controlplane.domain.epoch import PlacementEpoch
+from controlplane.runtime import Runtime
 from controlplane.services.scheduler.run import run_pass
 
 PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def site(runtime):  # type: ignore[no-untyped-def]
+def site(runtime: Runtime) -> str:
     return make_site(runtime)
 
 
-def _register_body(runtime, index: int, token: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+def _register_body(runtime: Runtime, index: int, token: str | None = None) -> dict[str, Any]:
     return {
         "protocol_version": PROTOCOL_VERSION,
         "bootstrap_token": token or bootstrap_token(runtime),
@@ -37,7 +42,9 @@ def _register_body(runtime, index: int, token: str | None = None) -> dict:  # ty
     }
 
 
-def _report(node, seq: int, assignments=(), applied: int = 0) -> dict:  # type: ignore[no-untyped-def]
+def _report(
+    node: RegisteredNode, seq: int, assignments: Iterable[dict[str, Any]] = (), applied: int = 0
+) -> dict[str, Any]:
     return {
         "protocol_version": PROTOCOL_VERSION,
         "seq": seq,
@@ -61,7 +68,7 @@ def _report(node, seq: int, assignments=(), applied: int = 0) -> dict:  # type: 
     }
 
 
-def test_register_once_per_token(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_register_once_per_token(client: TestClient, runtime: Runtime, site: str) -> None:
     token = bootstrap_token(runtime)
     r = client.post("/v1/agent/register", json=_register_body(runtime, 1, token))
     assert r.status_code == 201, r.text
@@ -81,11 +88,14 @@ def test_register_once_per_token(client, runtime, site) -> None:  # type: ignore
     [
         (lambda b: b.update(bootstrap_token="sy_boot_" + "A" * 49), 401),
         (lambda b: b.update(protocol_version=99), 400),
-        (lambda b: b["inventory"].update(extra_field=1), 422),
+        # An unknown field is ignored since protocol 2 (tests/integration/test_protocol_compat.py); a bad value is not.
+        (lambda b: b["inventory"].update(hostname=""), 422),
         (lambda b: b["inventory"]["gpus"].append(dict(b["inventory"]["gpus"][0])), 422),
     ],
 )
-def test_register_bad_input(client, runtime, site, mutate, status) -> None:  # type: ignore[no-untyped-def]
+def test_register_bad_input(
+    client: TestClient, runtime: Runtime, site: str, mutate: Callable[[dict[str, Any]], object], status: int
+) -> None:
     body = _register_body(runtime, 1)
     mutate(body)
     r = client.post("/v1/agent/register", json=body)
@@ -95,7 +105,7 @@ def test_register_bad_input(client, runtime, site, mutate, status) -> None:  # t
     assert client.get("/v1/operator/nodes", headers=ops).json() == []
 
 
-def test_agent_reports_only_for_its_own_node(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_agent_reports_only_for_its_own_node(client: TestClient, runtime: Runtime, site: str) -> None:
     a = register_node(runtime, 1)
     b = register_node(runtime, 2)
     r = client.post(f"/v1/agent/nodes/{b.node_id}/reports", json=_report(b, 1), headers=a.headers)
@@ -109,7 +119,7 @@ def test_agent_reports_only_for_its_own_node(client, runtime, site) -> None:  # 
     )
 
 
-def test_reports_are_deduplicated_by_sequence(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_reports_are_deduplicated_by_sequence(client: TestClient, runtime: Runtime, site: str) -> None:
     node = register_node(runtime, 1)
     first = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 5), headers=node.headers)
     assert first.json()["accepted"] is True
@@ -122,11 +132,11 @@ def test_reports_are_deduplicated_by_sequence(client, runtime, site) -> None:  #
     assert runtime.live.report_counts(node.node_id) == (1, 2, 5)
 
 
-def test_long_poll_wakes_on_placement(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_long_poll_wakes_on_placement(client: TestClient, runtime: Runtime, site: str) -> None:
     node = register_node(runtime, 1)
     acme = make_tenant(runtime, "acme")
     gen = client.get(f"/v1/agent/nodes/{node.node_id}/desired", headers=node.headers).json()["generation"]
-    result: dict = {}
+    result: dict[str, Any] = {}
 
     def poll() -> None:
         started = time.monotonic()
@@ -149,7 +159,7 @@ def test_long_poll_wakes_on_placement(client, runtime, site) -> None:  # type: i
     assert len(a["gpu_uuids"]) == 4 and a["world_size"] == 1 and a["epoch"] == 1
 
 
-def test_lifecycle_through_reports(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_lifecycle_through_reports(client: TestClient, runtime: Runtime, site: str) -> None:
     """Submit 16 GPUs (NVLink), place, start, run, succeed, and see the GPUs free again."""
     nodes = [register_node(runtime, i) for i in range(1, 6)]
     acme = make_tenant(runtime, "acme")
@@ -225,7 +235,7 @@ def test_lifecycle_through_reports(client, runtime, site) -> None:  # type: igno
     assert len(client.get("/v1/operator/gpus", params={"state": "free"}, headers=ops).json()) == 20
 
 
-def test_cancel_frees_gpus_only_after_the_agent_confirms(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_frees_gpus_only_after_the_agent_confirms(client: TestClient, runtime: Runtime, site: str) -> None:
     node = register_node(runtime, 1)
     acme = make_tenant(runtime, "acme")
     ops = make_operator_key(runtime)
@@ -259,7 +269,7 @@ def test_cancel_frees_gpus_only_after_the_agent_confirms(client, runtime, site) 
     assert client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()["state"] == "cancelled"
 
 
-def test_cordon_keeps_work_off_a_node(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_cordon_keeps_work_off_a_node(client: TestClient, runtime: Runtime, site: str) -> None:
     a = register_node(runtime, 1)
     register_node(runtime, 2)
     acme = make_tenant(runtime, "acme")
@@ -277,7 +287,7 @@ def test_cordon_keeps_work_off_a_node(client, runtime, site) -> None:  # type: i
     assert client.get("/v1/workloads", params={"state": "pending"}, headers=acme.headers).json()["items"] == []
 
 
-def test_control_plane_metrics(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_control_plane_metrics(client: TestClient, runtime: Runtime, site: str) -> None:
     register_node(runtime, 1)
     acme = make_tenant(runtime, "acme")
     client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
@@ -287,7 +297,7 @@ def test_control_plane_metrics(client, runtime, site) -> None:  # type: ignore[n
     assert 'switchyard_workloads{priority="on_demand",state="pending"} 1.0' in text
 
 
-def test_unchanged_reports_never_open_a_database_transaction(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_unchanged_reports_never_open_a_database_transaction(client: TestClient, runtime: Runtime, site: str) -> None:
     from sqlalchemy import event
 
     node = register_node(runtime, 1)
@@ -313,7 +323,9 @@ def test_unchanged_reports_never_open_a_database_transaction(client, runtime, si
     assert begins != []
 
 
-def test_energy_accumulates_from_counters_across_resets_and_duplicates(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_energy_accumulates_from_counters_across_resets_and_duplicates(
+    client: TestClient, runtime: Runtime, site: str
+) -> None:
     node = register_node(runtime, 1)
     uuid = node.inventory.gpus[0].uuid
 

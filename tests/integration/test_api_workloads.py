@@ -6,26 +6,28 @@ from typing import Any
 
 import pytest
 from factories import make_operator_key, make_site, make_tenant, workload_body
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from controlplane.runtime import Runtime
 from controlplane.store.models import Workload, WorkloadEvent
 
 PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def site(runtime):  # type: ignore[no-untyped-def]
+def site(runtime: Runtime) -> str:
     return make_site(runtime)
 
 
-def _count(runtime: Any) -> tuple[int, int]:
+def _count(runtime: Runtime) -> tuple[int | None, int | None]:
     with runtime.sessions() as s:
         return s.scalar(select(func.count()).select_from(Workload)), s.scalar(
             select(func.count()).select_from(WorkloadEvent)
         )
 
 
-def test_submit_get_list_cancel(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_submit_get_list_cancel(client: TestClient, runtime: Runtime, site: str) -> None:
     acme = make_tenant(runtime, "acme")
     r = client.post("/v1/workloads", json=workload_body(4, name="train"), headers=acme.headers)
     assert r.status_code == 201, r.text
@@ -45,7 +47,7 @@ def test_submit_get_list_cancel(client, runtime, site) -> None:  # type: ignore[
     assert again.status_code == 409 and again.headers["content-type"] == PROBLEM
 
 
-def test_pagination_is_stable_and_complete(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_pagination_is_stable_and_complete(client: TestClient, runtime: Runtime, site: str) -> None:
     acme = make_tenant(runtime, "acme")
     ids = {client.post("/v1/workloads", json=workload_body(1), headers=acme.headers).json()["id"] for _ in range(7)}
     seen: list[str] = []
@@ -62,7 +64,7 @@ def test_pagination_is_stable_and_complete(client, runtime, site) -> None:  # ty
     assert len(seen) == 7 and set(seen) == ids and seen == sorted(seen, reverse=True)
 
 
-def test_idempotent_submission(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_idempotent_submission(client: TestClient, runtime: Runtime, site: str) -> None:
     acme = make_tenant(runtime, "acme")
     headers = {**acme.headers, "Idempotency-Key": "job-42"}
     first = client.post("/v1/workloads", json=workload_body(4), headers=headers)
@@ -82,7 +84,7 @@ def test_idempotent_submission(client, runtime, site) -> None:  # type: ignore[n
     assert _count(runtime)[0] == 2
 
 
-def test_tenant_isolation_on_every_workload_route(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_tenant_isolation_on_every_workload_route(client: TestClient, runtime: Runtime, site: str) -> None:
     acme = make_tenant(runtime, "acme")
     rival = make_tenant(runtime, "rival")
     wl = client.post("/v1/workloads", json=workload_body(4), headers=acme.headers).json()
@@ -110,7 +112,7 @@ def test_tenant_isolation_on_every_workload_route(client, runtime, site) -> None
         (workload_body(-1), 422, "gpus"),
         (workload_body(0), 422, "gpus"),
         (workload_body(10_000), 422, "10000"),
-        (workload_body("4"), 422, "gpus"),
+        ({**workload_body(), "gpus": "4"}, 422, "gpus"),
         (workload_body(True), 422, "gpus"),
         (workload_body(4, command=[]), 422, "command"),
         (workload_body(4, priority="mining"), 422, "priority"),
@@ -122,7 +124,9 @@ def test_tenant_isolation_on_every_workload_route(client, runtime, site) -> None
         ([1, 2, 3], 422, "body"),
     ],
 )
-def test_bad_input_is_a_problem_and_changes_nothing(client, runtime, site, body, status, fragment) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_a_problem_and_changes_nothing(
+    client: TestClient, runtime: Runtime, site: str, body: object, status: int, fragment: str
+) -> None:
     acme = make_tenant(runtime, "acme")
     before = _count(runtime)
     r = client.post("/v1/workloads", json=body, headers=acme.headers)
@@ -141,7 +145,7 @@ def test_bad_input_is_a_problem_and_changes_nothing(client, runtime, site, body,
         (b"", "application/json"),
     ],
 )
-def test_malformed_json(client, runtime, site, content, content_type) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_json(client: TestClient, runtime: Runtime, site: str, content: bytes, content_type: str) -> None:
     acme = make_tenant(runtime, "acme")
     before = _count(runtime)
     r = client.post("/v1/workloads", content=content, headers={**acme.headers, "Content-Type": content_type})
@@ -163,7 +167,7 @@ def test_malformed_json(client, runtime, site, content, content_type) -> None:  
         "OPERATOR",
     ],
 )
-def test_wrong_token(client, runtime, site, authorization) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_token(client: TestClient, runtime: Runtime, site: str, authorization: str | None) -> None:
     from controlplane.domain import keys
     from controlplane.domain.enums import KeyScope
 
@@ -179,7 +183,7 @@ def test_wrong_token(client, runtime, site, authorization) -> None:  # type: ign
     assert _count(runtime) == before
 
 
-def test_revoked_key_is_refused(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_revoked_key_is_refused(client: TestClient, runtime: Runtime, site: str) -> None:
     acme = make_tenant(runtime, "acme")
     ops = make_operator_key(runtime)
     keys = client.get(f"/v1/operator/tenants/{acme.tenant_id}/keys", headers=ops).json()
@@ -187,7 +191,7 @@ def test_revoked_key_is_refused(client, runtime, site) -> None:  # type: ignore[
     assert client.get("/v1/workloads", headers=acme.headers).status_code == 401
 
 
-def test_offerings_and_openapi(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_offerings_and_openapi(client: TestClient, runtime: Runtime, site: str) -> None:
     acme = make_tenant(runtime, "acme")
     offers = client.get("/v1/offerings", headers=acme.headers).json()
     assert offers == [
@@ -204,6 +208,6 @@ def test_offerings_and_openapi(client, runtime, site) -> None:  # type: ignore[n
     assert "/v1/workloads" in spec["paths"] and "/v1/agent/nodes/{node_id}/desired" in spec["paths"]
 
 
-def test_unknown_route_is_problem_json(client) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_route_is_problem_json(client: TestClient) -> None:
     r = client.get("/v1/nope")
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM

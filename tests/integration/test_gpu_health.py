@@ -6,23 +6,25 @@ import time
 from typing import Any
 
 import pytest
-from factories import make_operator_key, make_site, make_tenant, register_node, workload_body
+from factories import RegisteredNode, make_operator_key, make_site, make_tenant, register_node, workload_body
+from fastapi.testclient import TestClient
 
 from agents.protocol import PROTOCOL_VERSION
 from controlplane.domain.epoch import PlacementEpoch
+from controlplane.runtime import Runtime
 from controlplane.services.scheduler.run import run_pass
 
 
 @pytest.fixture
-def site(runtime):  # type: ignore[no-untyped-def]
+def site(runtime: Runtime) -> str:
     return make_site(runtime)
 
 
 class Agent:
-    def __init__(self, client: Any, node: Any) -> None:
+    def __init__(self, client: TestClient, node: RegisteredNode) -> None:
         self.client, self.node, self.seq = client, node, 0
 
-    def report(self, health: dict[int, tuple[str, str, list[str]]] | None = None, **extra: Any) -> dict:
+    def report(self, health: dict[int, tuple[str, str, list[str]]] | None = None, **extra: Any) -> dict[str, Any]:
         self.seq += 1
         gpus = []
         for g in self.node.inventory.gpus:
@@ -36,12 +38,12 @@ class Agent:
         return dict(r.json())
 
 
-def gpus(client: Any, ops: dict[str, str], node_id: str) -> dict[int, dict]:
+def gpus(client: TestClient, ops: dict[str, str], node_id: str) -> dict[int, dict[str, Any]]:
     node = client.get(f"/v1/operator/nodes/{node_id}", headers=ops).json()
     return {g["index"]: g for g in node["gpus"]}
 
 
-def test_unhealthy_gpu_admits_no_work_and_recovers(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_unhealthy_gpu_admits_no_work_and_recovers(client: TestClient, runtime: Runtime, site: str) -> None:
     ops = make_operator_key(runtime)
     acme = make_tenant(runtime, "acme")
     node = register_node(runtime, 1)
@@ -76,7 +78,7 @@ def test_unhealthy_gpu_admits_no_work_and_recovers(client, runtime, site) -> Non
     assert client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()["state"] == "scheduled"
 
 
-def test_degraded_gpu_still_runs_work(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_degraded_gpu_still_runs_work(client: TestClient, runtime: Runtime, site: str) -> None:
     acme = make_tenant(runtime, "acme")
     node = register_node(runtime, 1)
     Agent(client, node).report({2: ("degraded", "none", ["XID 92 x5: recurring"])})
@@ -85,7 +87,7 @@ def test_degraded_gpu_still_runs_work(client, runtime, site) -> None:  # type: i
     assert client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()["state"] == "scheduled"
 
 
-def test_node_action_takes_the_whole_node_out(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_node_action_takes_the_whole_node_out(client: TestClient, runtime: Runtime, site: str) -> None:
     acme = make_tenant(runtime, "acme")
     node = register_node(runtime, 1)
     agent = Agent(client, node)
@@ -99,7 +101,7 @@ def test_node_action_takes_the_whole_node_out(client, runtime, site) -> None:  #
     assert client.get(f"/v1/workloads/{wl['id']}", headers=acme.headers).json()["state"] == "scheduled"
 
 
-def test_inventory_changes_mark_gpus_lost_and_found(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_inventory_changes_mark_gpus_lost_and_found(client: TestClient, runtime: Runtime, site: str) -> None:
     ops = make_operator_key(runtime)
     node = register_node(runtime, 1)
     agent = Agent(client, node)
@@ -119,7 +121,7 @@ def test_inventory_changes_mark_gpus_lost_and_found(client, runtime, site) -> No
     assert len(gpus(client, ops, node.node_id)) == 5
 
 
-def test_nvlink_peer_drain_keeps_gangs_off_the_domain(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_nvlink_peer_drain_keeps_gangs_off_the_domain(client: TestClient, runtime: Runtime, site: str) -> None:
     acme = make_tenant(runtime, "acme")
     a = register_node(runtime, 1)
     register_node(runtime, 2)

@@ -9,6 +9,7 @@ from testenv import REDIS_URL
 
 from controlplane.live.keys import Keys
 from controlplane.live.lease import LeaderLease
+from controlplane.runtime import Runtime
 
 
 def test_one_leader_and_increasing_epochs(redis_prefix: str) -> None:
@@ -31,7 +32,7 @@ def test_one_leader_and_increasing_epochs(redis_prefix: str) -> None:
     client.close()
 
 
-def test_database_fence_refuses_an_older_leaders_commit(runtime) -> None:  # type: ignore[no-untyped-def]
+def test_database_fence_refuses_an_older_leaders_commit(runtime: Runtime) -> None:
     import pytest
     from factories import make_site, make_tenant, register_node
 

@@ -7,8 +7,10 @@ from datetime import timedelta
 
 import pytest
 from factories import make_site, make_tenant, register_node, workload_body
+from fastapi.testclient import TestClient
 
 from controlplane.domain.epoch import PlacementEpoch
+from controlplane.runtime import Runtime
 from controlplane.services.scheduler.run import run_pass
 from controlplane.services.workloads import deadlines
 from controlplane.store.models import Node, Workload
@@ -17,11 +19,11 @@ from controlplane.workers.tasks import sweep
 
 
 @pytest.fixture
-def site(runtime):  # type: ignore[no-untyped-def]
+def site(runtime: Runtime) -> str:
     return make_site(runtime)
 
 
-def test_expired_lease_marks_node_unreachable_then_requeues(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_expired_lease_marks_node_unreachable_then_requeues(client: TestClient, runtime: Runtime, site: str) -> None:
     settings = runtime.settings
     lost = register_node(runtime, 1)
     spare = register_node(runtime, 2)
@@ -42,9 +44,9 @@ def test_expired_lease_marks_node_unreachable_then_requeues(client, runtime, sit
     result = sweep(runtime, now_s=now + settings.lease_ttl_s + 1)
     assert result.marked_unreachable == [lost.node_id]
     with runtime.sessions() as s:
-        node = s.get(Node, lost.node_id)
+        node = s.get_one(Node, lost.node_id)
         assert node.status == "unreachable" and "lease expired" in node.status_reason
-        assert s.get(Workload, wl_id).state == "scheduled"  # the grace period protects the work
+        assert s.get_one(Workload, wl_id).state == "scheduled"  # the grace period protects the work
     # Sweeping again is idempotent.
     assert sweep(runtime, now_s=now + settings.lease_ttl_s + 2).marked_unreachable == []
 
@@ -52,7 +54,7 @@ def test_expired_lease_marks_node_unreachable_then_requeues(client, runtime, sit
     result = sweep(runtime, now_s=late)
     assert result.requeued == [wl_id]
     with runtime.sessions() as s:
-        wl = s.get(Workload, wl_id)
+        wl = s.get_one(Workload, wl_id)
         assert wl.state == "pending" and "unreachable" in wl.reason
     # The GPUs of the lost node stay held until its agent confirms the process is gone.
     with runtime.sessions() as s:
@@ -75,12 +77,12 @@ def test_expired_lease_marks_node_unreachable_then_requeues(client, runtime, sit
     )
     assert r.status_code == 200, r.text
     with runtime.sessions() as s:
-        assert s.get(Node, lost.node_id).status == "ready"
+        assert s.get_one(Node, lost.node_id).status == "ready"
     with runtime.sessions() as s:
         assert {g.state for g in gpus.gpu_states(s, node_ids=[lost.node_id])} == {"free"}
 
 
-def test_max_duration_is_enforced(client, runtime, site) -> None:  # type: ignore[no-untyped-def]
+def test_max_duration_is_enforced(client: TestClient, runtime: Runtime, site: str) -> None:
     register_node(runtime, 1)
     acme = make_tenant(runtime, "acme")
     wl_id = client.post("/v1/workloads", json=workload_body(4, max_duration_s=60), headers=acme.headers).json()["id"]
@@ -90,5 +92,5 @@ def test_max_duration_is_enforced(client, runtime, site) -> None:  # type: ignor
     with runtime.uow() as s:
         assert deadlines.enforce_max_duration(s, now=utcnow() + timedelta(seconds=61)) == [wl_id]
     with runtime.sessions() as s:
-        wl = s.get(Workload, wl_id)
+        wl = s.get_one(Workload, wl_id)
         assert wl.state == "failed" and "max duration of 60 s" in wl.reason

@@ -6,22 +6,26 @@ import time
 from typing import Any
 
 import pytest
-from factories import demo_spec, make_operator_key, make_tenant, register_node, workload_body
+from factories import RegisteredNode, TenantKey, demo_spec, make_operator_key, make_tenant, register_node, workload_body
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from agents.protocol import PROTOCOL_VERSION
 from controlplane.domain.epoch import PlacementEpoch
+from controlplane.runtime import Runtime
 from controlplane.services import admin
 from controlplane.services.scheduler.run import run_pass
 from controlplane.store.models import MiningEvent, Preemption, Site
 
 
-def make_site(runtime: Any, **overrides: Any) -> str:
+def make_site(runtime: Runtime, **overrides: Any) -> str:
     with runtime.uow() as s:
         return admin.create_site(s, name="demo-rack", spec=demo_spec(**overrides)).id
 
 
-def report(client: Any, node: Any, seq: int, statuses: list[dict], applied: int = 10_000) -> None:
+def report(
+    client: TestClient, node: RegisteredNode, seq: int, statuses: list[dict[str, Any]], applied: int = 10_000
+) -> None:
     body = {
         "protocol_version": PROTOCOL_VERSION,
         "seq": seq,
@@ -34,17 +38,17 @@ def report(client: Any, node: Any, seq: int, statuses: list[dict], applied: int 
     assert r.status_code == 200, r.text
 
 
-def get(client: Any, tenant: Any, wl_id: str) -> dict:
+def get(client: TestClient, tenant: TenantKey, wl_id: str) -> dict[str, Any]:
     return dict(client.get(f"/v1/workloads/{wl_id}", headers=tenant.headers).json())
 
 
-def submit(client: Any, tenant: Any, gpus: int, **kw: Any) -> str:
+def submit(client: TestClient, tenant: TenantKey, gpus: int, **kw: Any) -> str:
     r = client.post("/v1/workloads", json=workload_body(gpus, **kw), headers=tenant.headers)
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
 
 
-def test_on_demand_preempts_spot_with_notice_then_runs(client, runtime) -> None:  # type: ignore[no-untyped-def]
+def test_on_demand_preempts_spot_with_notice_then_runs(client: TestClient, runtime: Runtime) -> None:
     make_site(runtime)
     nodes = [register_node(runtime, i) for i in (1, 2)]
     by_id = {n.node_id: n for n in nodes}
@@ -74,7 +78,7 @@ def test_on_demand_preempts_spot_with_notice_then_runs(client, runtime) -> None:
     assert get(client, rich, urgent)["state"] == "scheduled"
 
 
-def test_spot_assignment_carries_its_grace(client, runtime) -> None:  # type: ignore[no-untyped-def]
+def test_spot_assignment_carries_its_grace(client: TestClient, runtime: Runtime) -> None:
     make_site(runtime)
     node = register_node(runtime, 1)
     cheap = make_tenant(runtime, "cheap")
@@ -84,7 +88,7 @@ def test_spot_assignment_carries_its_grace(client, runtime) -> None:  # type: ig
     assert desired["assignments"][0]["stop_grace_s"] == 30
 
 
-def test_reserved_preempts_on_demand_only_within_its_reservation(client, runtime) -> None:  # type: ignore[no-untyped-def]
+def test_reserved_preempts_on_demand_only_within_its_reservation(client: TestClient, runtime: Runtime) -> None:
     make_site(runtime)
     register_node(runtime, 1)
     acme, other = make_tenant(runtime, "acme"), make_tenant(runtime, "other")
@@ -104,7 +108,7 @@ def test_reserved_preempts_on_demand_only_within_its_reservation(client, runtime
     assert "preempt" in get(client, acme, within)["pending_reason"]
 
 
-def test_reserved_work_is_never_preempted(client, runtime) -> None:  # type: ignore[no-untyped-def]
+def test_reserved_work_is_never_preempted(client: TestClient, runtime: Runtime) -> None:
     make_site(runtime)
     register_node(runtime, 1)
     acme, other = make_tenant(runtime, "acme"), make_tenant(runtime, "other")
@@ -119,7 +123,7 @@ def test_reserved_work_is_never_preempted(client, runtime) -> None:  # type: ign
     assert get(client, other, rival)["state"] == "pending"
 
 
-def test_quota_hold_and_reject(client, runtime) -> None:  # type: ignore[no-untyped-def]
+def test_quota_hold_and_reject(client: TestClient, runtime: Runtime) -> None:
     make_site(runtime)
     register_node(runtime, 1)
     register_node(runtime, 2)
@@ -145,7 +149,7 @@ def test_quota_hold_and_reject(client, runtime) -> None:  # type: ignore[no-unty
 
 
 @pytest.mark.parametrize("bad", [{"max_gpus": -1}, {"over_quota": "sometimes"}, {"colour": "red"}, {"max_gpus": "4"}])
-def test_bad_policy_is_refused(client, runtime, bad) -> None:  # type: ignore[no-untyped-def]
+def test_bad_policy_is_refused(client: TestClient, runtime: Runtime, bad: dict[str, object]) -> None:
     make_site(runtime)
     acme = make_tenant(runtime, "acme")
     ops = make_operator_key(runtime)
@@ -153,7 +157,7 @@ def test_bad_policy_is_refused(client, runtime, bad) -> None:  # type: ignore[no
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
 
 
-def test_mining_is_shed_for_gpu_work_and_given_back(client, runtime) -> None:  # type: ignore[no-untyped-def]
+def test_mining_is_shed_for_gpu_work_and_given_back(client: TestClient, runtime: Runtime) -> None:
     # 50 kW grid, 10 ASICs x 3.5 kW: two idle trays plus all the miners fit; loaded GPUs do not.
     site_id = make_site(
         runtime,
@@ -191,14 +195,14 @@ def test_mining_is_shed_for_gpu_work_and_given_back(client, runtime) -> None:  #
     submit(client, acme, 1)
     run_pass(runtime, PlacementEpoch(0, 2))
     with runtime.read() as s:
-        site = s.get(Site, site_id)
+        site = s.get_one(Site, site_id)
         events = s.scalars(select(MiningEvent).order_by(MiningEvent.id)).all()
         assert events[-1].delta_w > 0 and "returned to mining" in events[-1].reason
         assert site.mining_planned_w > 35_000 - 15_000
         assert s.scalars(select(Preemption)).all() == []  # power never preempts GPU work here
 
 
-def test_mining_gets_power_back_with_nothing_pending(client, runtime) -> None:  # type: ignore[no-untyped-def]
+def test_mining_gets_power_back_with_nothing_pending(client: TestClient, runtime: Runtime) -> None:
     site_id = make_site(
         runtime,
         grid_capacity_mw=0.05,
@@ -216,10 +220,10 @@ def test_mining_gets_power_back_with_nothing_pending(client, runtime) -> None:  
     wl = submit(client, acme, 8)
     run_pass(runtime, PlacementEpoch(0, 1))
     with runtime.read() as s:
-        assert s.get(Site, site_id).mining_planned_w < 35_000
+        assert s.get_one(Site, site_id).mining_planned_w < 35_000
     client.post(f"/v1/workloads/{wl}/cancel", headers=acme.headers)
     for node in nodes:  # the agents confirm the processes are gone
         report(client, node, 1, [])
     run_pass(runtime, PlacementEpoch(0, 2))  # nothing pending: the pass still rebalances the power
     with runtime.read() as s:
-        assert s.get(Site, site_id).mining_planned_w == 35_000
+        assert s.get_one(Site, site_id).mining_planned_w == 35_000

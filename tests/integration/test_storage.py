@@ -6,14 +6,16 @@ import pytest
 from factories import make_site, make_tenant, register_node
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from controlplane.domain.ids import new_id
+from controlplane.runtime import Runtime
 from controlplane.store.migrate import downgrade, upgrade
 from controlplane.store.models import Allocation, Gpu, Workload
 from controlplane.store.types import utcnow
 
 
-def _workload(session, tenant_id: str) -> Workload:  # type: ignore[no-untyped-def]
+def _workload(session: Session, tenant_id: str) -> Workload:
     wl = Workload(
         id=new_id("wl"),
         tenant_id=tenant_id,
@@ -30,7 +32,7 @@ def _workload(session, tenant_id: str) -> Workload:  # type: ignore[no-untyped-d
     return wl
 
 
-def test_database_refuses_a_second_live_allocation_of_a_gpu(runtime) -> None:  # type: ignore[no-untyped-def]
+def test_database_refuses_a_second_live_allocation_of_a_gpu(runtime: Runtime) -> None:
     make_site(runtime)
     node = register_node(runtime, 1)
     acme = make_tenant(runtime, "acme")
@@ -54,7 +56,7 @@ def test_database_refuses_a_second_live_allocation_of_a_gpu(runtime) -> None:  #
         assert len(rows) == 2 and sum(r.released_at is None for r in rows) == 1
 
 
-def test_idempotency_key_unique_per_tenant(runtime) -> None:  # type: ignore[no-untyped-def]
+def test_idempotency_key_unique_per_tenant(runtime: Runtime) -> None:
     make_site(runtime)
     acme = make_tenant(runtime, "acme")
     with runtime.uow() as s:
@@ -66,12 +68,12 @@ def test_idempotency_key_unique_per_tenant(runtime) -> None:  # type: ignore[no-
         s.flush()
 
 
-def test_migrations_downgrade_and_upgrade_again(db_url) -> None:  # type: ignore[no-untyped-def]
+def test_migrations_downgrade_and_upgrade_again(db_url: str) -> None:
     downgrade(db_url, "base")
     upgrade(db_url)
 
 
-def test_migrations_match_the_models(db_url) -> None:  # type: ignore[no-untyped-def]
+def test_migrations_match_the_models(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 

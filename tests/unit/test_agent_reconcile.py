@@ -38,7 +38,7 @@ def test_starts_what_is_new_and_leaves_running_ones_alone() -> None:
         busy_gpus={"GPU-0"},
     )
     assert [a.workload_id for a in plan.start] == ["b"]
-    assert plan.stop == plan.reject == plan.forget == ()
+    assert plan.stop == () and plan.reject == () and plan.forget == ()
 
 
 def test_stops_what_left_the_desired_state() -> None:

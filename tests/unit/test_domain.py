@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from controlplane.domain import keys
@@ -55,8 +57,8 @@ def test_state_machine() -> None:
         check_transition(S.SUCCEEDED, S.CANCELLED)
 
 
-def spec(**kw) -> WorkloadSpec:  # type: ignore[no-untyped-def]
-    base = {
+def spec(**kw: Any) -> WorkloadSpec:
+    base: dict[str, Any] = {
         "gpu_count": 4,
         "gpu_model": "NVIDIA GB300",
         "nvlink": NvlinkPolicy.REQUIRED,
@@ -64,7 +66,7 @@ def spec(**kw) -> WorkloadSpec:  # type: ignore[no-untyped-def]
         "command": ("python", "train.py"),
     }
     base.update(kw)
-    return WorkloadSpec(**base)  # type: ignore[arg-type]
+    return WorkloadSpec(**base)
 
 
 def test_spec_validation() -> None:

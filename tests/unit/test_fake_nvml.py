@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pynvml
 import pytest
@@ -25,8 +26,10 @@ def nvml(fake_nvml: FakeNvml) -> Iterator[FakeNvml]:  # noqa: F811
     pynvml.nvmlShutdown()
 
 
-def handle(index: int) -> object:
-    return pynvml.nvmlDeviceGetHandleByIndex(index)
+def handle(index: int) -> ctypes._Pointer[Any]:
+    device = pynvml.nvmlDeviceGetHandleByIndex(index)
+    assert isinstance(device, ctypes._Pointer)
+    return device
 
 
 def pynvml_struct(name: str) -> type[ctypes.Structure | ctypes.Union]:
@@ -171,6 +174,7 @@ def test_omitted_symbol_is_function_not_found(fake_nvml_cache: Path) -> None:  #
 import pynvml
 from fakes.nvml.control import load_fake_nvml
 from pathlib import Path
+from typing import Any
 load_fake_nvml(Path({str(variant)!r}))
 pynvml.nvmlInit()
 h = pynvml.nvmlDeviceGetHandleByIndex(0)

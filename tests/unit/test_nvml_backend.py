@@ -155,7 +155,7 @@ def test_fast_fields_follow_the_fake(nvml_backend: NvmlBackend, fake_nvml: FakeN
 
 def test_energy_counter_moves_only_when_set(nvml_backend: NvmlBackend, fake_nvml: FakeNvml) -> None:  # noqa: F811
     before = nvml_backend.sample()[0].energy_mj
-    assert nvml_backend.sample()[0].energy_mj == before
+    assert before is not None and nvml_backend.sample()[0].energy_mj == before
     fake_nvml.set(0, energy_mj=before + 180_360)  # 1 s at idle
     assert nvml_backend.sample()[0].energy_mj == before + 180_360
 

@@ -7,7 +7,7 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -75,9 +75,9 @@ def wait_gone(pid: int, timeout: float = 10.0) -> bool:
 
 
 @pytest.fixture
-def runner(tmp_path: Path) -> ProcessRunner:
+def runner(tmp_path: Path) -> Iterator[ProcessRunner]:
     r = ProcessRunner(tmp_path / "logs", work_dir=tmp_path / "work")
-    yield r  # type: ignore[misc]
+    yield r
     r.stop_all(grace_s=0.5)
     r.wait_idle(5.0)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode, PendingReason
-from controlplane.scheduling.core import SchedulingPass, schedule
-from controlplane.scheduling.framework import ALLOW, DEFAULT_PROFILE, QuotaFilter, SitePowerPermit, Verdict
+from controlplane.scheduling.core import schedule
+from controlplane.scheduling.framework import ALLOW, DEFAULT_PROFILE, PassView, QuotaFilter, SitePowerPermit, Verdict
 from controlplane.scheduling.snapshot import FleetSnapshot, GpuSlot, NodeView, Placement, Unplaced, WorkloadRequest
 
 MODEL = "NVIDIA GB300"
@@ -34,12 +34,12 @@ def req(wid: str, gpus: int, priority: PriorityClass = PriorityClass.ON_DEMAND, 
 class HoldSpotDuringCurtailment:
     name = "curtailment"
 
-    def check(self, sched: SchedulingPass, r: WorkloadRequest) -> PendingReason | None:
-        if r.priority is PriorityClass.SPOT:
+    def check(self, sched: PassView, req: WorkloadRequest) -> PendingReason | None:
+        if req.priority is PriorityClass.SPOT:
             return PendingReason(PendingCode.FILTERED, "held: the site is curtailed until 18:00; spot work waits")
         return None
 
-    def reserve(self, sched: SchedulingPass, r: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
+    def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
         return None
 
 
@@ -52,14 +52,14 @@ class StartCap:
     started: list[str] = field(default_factory=list)
     used: int = 0
 
-    def permit(self, sched: SchedulingPass, r: WorkloadRequest, gpus: int) -> Verdict:
+    def permit(self, sched: PassView, req: WorkloadRequest, gpus: int) -> Verdict:
         if self.used + gpus > self.cap:
             return Verdict(reason=PendingReason(PendingCode.FILTERED, f"held: ramp limit of {self.cap} GPUs a pass"))
         return ALLOW
 
-    def reserve(self, sched: SchedulingPass, r: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
+    def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
         self.used += sum(gpus_per_rack.values()) + loose
-        self.started.append(r.workload_id)
+        self.started.append(req.workload_id)
 
 
 def test_the_default_profile_is_quota_then_topology_then_site_power() -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from controlplane.power.model import PowerModel
 from controlplane.scheduling.core import schedule
 from controlplane.scheduling.preemption import victim_classes
 from controlplane.scheduling.snapshot import (
@@ -17,7 +18,6 @@ from controlplane.scheduling.snapshot import (
     MiningBlock,
     NodeView,
     Placement,
-    PowerModel,
     Preempt,
     RunningWorkload,
     ShedMining,
@@ -98,7 +98,7 @@ def scenarios(draw: st.DrawFn) -> tuple[FleetSnapshot, list[WorkloadRequest]]:
 
 
 def rack_draw(snap: FleetSnapshot, placed: set[str]) -> tuple[dict[str | None, float], float]:
-    racks: dict[str | None, float] = Counter()
+    racks: dict[str | None, float] = defaultdict(float)
     for n in snap.nodes:
         racks[n.domain] += OVERHEAD + sum(LIMIT if g.allocated or g.gpu_id in placed else IDLE for g in n.gpus)
     it = sum(racks.values()) + TRAYS * len([r for r in racks if r is not None])

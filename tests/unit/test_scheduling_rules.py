@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import TypeVar
 
 from controlplane.domain.enums import NvlinkPolicy, OverQuotaPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode, PendingReason
+from controlplane.power.model import PowerModel
 from controlplane.scheduling.baseline import first_fit
 from controlplane.scheduling.core import place, queue_order, schedule
 from controlplane.scheduling.fragmentation import fragmentation
@@ -17,7 +20,6 @@ from controlplane.scheduling.snapshot import (
     MiningBlock,
     NodeView,
     Placement,
-    PowerModel,
     Preempt,
     RunningWorkload,
     ShedMining,
@@ -25,6 +27,8 @@ from controlplane.scheduling.snapshot import (
     Unplaced,
     WorkloadRequest,
 )
+
+D = TypeVar("D", bound=Decision)
 
 GB300 = "NVIDIA GB300"
 OD, SPOT, RES, MINING = PriorityClass.ON_DEMAND, PriorityClass.SPOT, PriorityClass.RESERVED, PriorityClass.MINING
@@ -89,7 +93,7 @@ def whole(n: str) -> list[tuple[str, int]]:
     return [(n, i) for i in range(4)]
 
 
-def of(decisions: list[Decision], kind: type) -> list:  # type: ignore[type-arg]
+def of(decisions: list[Decision], kind: type[D]) -> list[D]:
     return [d for d in decisions if isinstance(d, kind)]
 
 
@@ -255,13 +259,17 @@ def test_a_preemptor_holds_its_free_gpus_from_lower_work() -> None:
 
 # -- power -------------------------------------------------------------------------------------------
 
-POWER = {
-    "pue": 1.25,
-    "gpu_idle_w": 180.0,
-    "gpu_limit_w": 1400.0,
-    "node_overhead_w": 1100.0,
-    "switch_trays_w_per_rack": 3600.0,
-}
+
+def power_model(site_cap_w: float, rack_cap_w: Mapping[str, float] | None = None) -> PowerModel:
+    return PowerModel(
+        site_cap_w=site_cap_w,
+        pue=1.25,
+        gpu_idle_w=180.0,
+        gpu_limit_w=1400.0,
+        node_overhead_w=1100.0,
+        switch_trays_w_per_rack=3600.0,
+        rack_cap_w=rack_cap_w or {},
+    )
 
 
 def it_draw(nodes: int, allocated: int) -> float:
@@ -271,7 +279,7 @@ def it_draw(nodes: int, allocated: int) -> float:
 def test_mining_is_shed_before_anything_else_never_below_its_minimum() -> None:
     nodes = tuple(rack("d1", 2))  # 8 idle GPUs
     site = it_draw(2, 0) * 1.25
-    power = PowerModel(site_cap_w=site + 10_000 + 2 * 1220 * 1.25, **POWER)  # room for 2 GPUs without shedding
+    power = power_model(site + 10_000 + 2 * 1220 * 1.25)  # room for 2 GPUs without shedding
     snap = FleetSnapshot(
         nodes, running=(running("mine-gpu", []),), power=power, mining=MiningBlock(10_000, min_w=4_000)
     )
@@ -288,7 +296,7 @@ def test_mining_is_shed_before_anything_else_never_below_its_minimum() -> None:
 
 def test_site_cap_without_mining_names_the_megawatts() -> None:
     nodes = tuple(rack("d1", 2))
-    power = PowerModel(site_cap_w=it_draw(2, 0) * 1.25 + 1220 * 1.25 * 3, **POWER)
+    power = power_model(it_draw(2, 0) * 1.25 + 1220 * 1.25 * 3)
     out = schedule(FleetSnapshot(nodes, power=power), [req("a", 2), req("b", 2, at=1)])
     assert isinstance(out[0], Placement)
     assert isinstance(out[1], Unplaced) and "no mining to shed" in out[1].reason
@@ -297,12 +305,13 @@ def test_site_cap_without_mining_names_the_megawatts() -> None:
 def test_each_rack_stays_under_its_cap() -> None:
     nodes = (node("a", "d1"), node("b", "d1"), node("c", "d2"))
     caps = {"d1": it_draw(2, 0) + 1220 * 2, "d2": it_draw(1, 0) + 1220 * 4}
-    power = PowerModel(site_cap_w=1e9, rack_cap_w=caps, **POWER)
+    power = power_model(1e9, rack_cap_w=caps)
     snap = FleetSnapshot(nodes, power=power)
     [d] = schedule(snap, [req("w", 4)])
     assert isinstance(d, Placement) and d.ranks[0].node_id == "c"  # d1 has room for 2 only
     out = schedule(snap, [req("w", 4), req("v", 4, at=1), req("u", 2, at=2), req("t", 1, at=3)])
     assert [type(x).__name__ for x in out] == ["Placement", "Unplaced", "Placement", "Unplaced"]
+    assert isinstance(out[1], Unplaced)
     assert "rack power" in out[1].reason and "rack d1 at its power cap" in out[1].reason
 
 

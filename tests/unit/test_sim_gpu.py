@@ -6,6 +6,7 @@ All time comes from an injected clock, so nothing here sleeps.
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 import pytest
 
@@ -26,8 +27,8 @@ class FakeClock:
         self.now += seconds
 
 
-def make(clock: FakeClock, **kwargs: object) -> SimBackend:
-    return SimBackend(clock=clock, **kwargs)  # type: ignore[arg-type]
+def make(clock: FakeClock, **kwargs: Any) -> SimBackend:
+    return SimBackend(clock=clock, **kwargs)
 
 
 def run(backend: SimBackend, clock: FakeClock, seconds: int, step: float = 1.0) -> list[list[GpuTelemetry]]:
@@ -151,7 +152,7 @@ def test_energy_counter_is_the_exact_integral_of_reported_power() -> None:
     first = backend.sample()
     prev_power_mw = [round((g.power_w or 0.0) * 1000) for g in first]
     start = [g.energy_mj or 0 for g in first]
-    expected = [0] * 4
+    expected = [0.0] * 4
     # Dyadic steps are exact in binary floating point, so the comparison is exact to the mJ.
     steps = [1.0, 0.5, 2.0, 0.25, 3.0, 0.125, 1.0] * 60
     for i, dt in enumerate(steps):

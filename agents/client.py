@@ -4,16 +4,32 @@ Errors come in two kinds because the daemon must treat them differently: a ``Rej
 (4xx) means the request itself is wrong - a used bootstrap token, a revoked credential - and
 retrying the same request will not help; a ``TransientError`` (connection refused, timeout,
 5xx, 429) means "try again later", which is normal while the control plane restarts.
+
+The client also negotiates the protocol version (``agents.protocol``). It speaks the newest
+version it knows until the control plane refuses it - a 400 whose detail names the protocol
+(the version is out of the server's range), or a 422 for fields the server does not know (a
+version-1 server refuses unknown fields) - then steps down one version and sends the same
+request again, cut down to the fields that version knew (``for_version``). The version it
+settles on holds for every later request of this process. Refusals happen before the server
+changes anything (the bootstrap token stays unspent), so the retry is safe; a request already
+at ``MIN_PROTOCOL_VERSION`` raises the refusal as usual.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+from functools import cache
+from importlib import metadata
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from agents.protocol import (
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
     DesiredState,
     LogUpload,
     LogUploadResponse,
@@ -21,7 +37,10 @@ from agents.protocol import (
     RegisterResponse,
     ReportRequest,
     ReportResponse,
+    for_version,
 )
+
+log = logging.getLogger(__name__)
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -41,10 +60,27 @@ class TransientError(ControlPlaneError):
 class RejectedError(ControlPlaneError):
     """The control plane refused the request (4xx); ``detail`` is its problem+json explanation."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(f"HTTP {status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
+        self.errors = errors or []  # a 422's per-field errors ({"loc", "msg", "type"})
+
+    @property
+    def refuses_version(self) -> bool:
+        """The control plane refused the protocol version, or (being older) fields it does not know."""
+        if self.status_code == 400:
+            return "protocol version" in self.detail.lower()
+        return self.status_code == 422 and any(e.get("type") == "extra_forbidden" for e in self.errors)
+
+
+@cache
+def agent_version() -> str | None:
+    """This agent's software version (the installed ``switchyard`` distribution), None if unknown."""
+    try:
+        return metadata.version("switchyard")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 class AgentClient:
@@ -60,15 +96,24 @@ class AgentClient:
     ) -> None:
         self._timeout_s = timeout_s
         self._credential = credential
+        self._protocol = PROTOCOL_VERSION
+        self._protocol_lock = threading.Lock()
+        version = agent_version()
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=timeout_s,
             transport=transport,
-            headers={"User-Agent": "switchyard-agent"},
+            headers={"User-Agent": f"switchyard-agent/{version}" if version else "switchyard-agent"},
         )
 
     def set_credential(self, credential: str) -> None:
         self._credential = credential
+
+    @property
+    def protocol_version(self) -> int:
+        """The version this client speaks now: its newest, or what the control plane settled it on."""
+        with self._protocol_lock:
+            return self._protocol
 
     def close(self) -> None:
         self._http.close()
@@ -76,14 +121,17 @@ class AgentClient:
     # -- endpoints ----------------------------------------------------------------------------
 
     def register(self, request: RegisterRequest) -> RegisterResponse:
-        return self._call("POST", "/v1/agent/register", RegisterResponse, json=request, auth=False)
+        response = self._negotiate("POST", "/v1/agent/register", RegisterResponse, message=request, auth=False)
+        with self._protocol_lock:  # min(ours, the server's newest)
+            self._protocol = max(MIN_PROTOCOL_VERSION, min(self._protocol, response.protocol_version))
+        return response
 
     def report(self, node_id: str, request: ReportRequest) -> ReportResponse:
-        return self._call("POST", f"/v1/agent/nodes/{node_id}/reports", ReportResponse, json=request)
+        return self._negotiate("POST", f"/v1/agent/nodes/{node_id}/reports", ReportResponse, message=request)
 
     def desired(self, node_id: str, *, after: int, wait_s: float) -> DesiredState:
         """Long poll: the server holds up to ``wait_s``; the client waits a margin longer."""
-        return self._call(
+        return self._negotiate(
             "GET",
             f"/v1/agent/nodes/{node_id}/desired",
             DesiredState,
@@ -92,9 +140,50 @@ class AgentClient:
         )
 
     def upload_logs(self, node_id: str, upload: LogUpload) -> LogUploadResponse:
-        return self._call("POST", f"/v1/agent/nodes/{node_id}/logs", LogUploadResponse, json=upload)
+        return self._negotiate("POST", f"/v1/agent/nodes/{node_id}/logs", LogUploadResponse, message=upload)
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    def _negotiate(
+        self,
+        method: str,
+        path: str,
+        model: type[_M],
+        *,
+        message: BaseModel | None = None,
+        params: dict[str, Any] | None = None,
+        auth: bool = True,
+        timeout_s: float | None = None,
+    ) -> _M:
+        """One exchange in the version this client speaks, stepping down while the server refuses it.
+
+        A body is cut down to the fields of that version and carries it as ``protocol_version``;
+        a GET carries it as ``?protocol=`` (a version-1 server ignores the parameter).
+        """
+        while True:
+            version = self.protocol_version
+            content = None
+            if message is not None:
+                data = for_version(message, version)
+                data["protocol_version"] = version
+                content = json.dumps(data, separators=(",", ":")).encode()
+            query = {**(params or {}), "protocol": version} if message is None else params
+            try:
+                return self._call(method, path, model, content=content, params=query, auth=auth, timeout_s=timeout_s)
+            except RejectedError as exc:
+                if version <= MIN_PROTOCOL_VERSION or not exc.refuses_version:
+                    raise
+                with self._protocol_lock:
+                    if self._protocol == version:  # another thread may have stepped down already
+                        self._protocol = version - 1
+                log.warning(
+                    "the control plane refused protocol version %d on %s %s (%s); speaking %d",
+                    version,
+                    method,
+                    path,
+                    exc.detail,
+                    self.protocol_version,
+                )
 
     def _call(
         self,
@@ -102,7 +191,7 @@ class AgentClient:
         path: str,
         model: type[_M],
         *,
-        json: BaseModel | None = None,
+        content: bytes | None = None,
         params: dict[str, Any] | None = None,
         auth: bool = True,
         timeout_s: float | None = None,
@@ -116,9 +205,9 @@ class AgentClient:
             response = self._http.request(
                 method,
                 path,
-                content=json.model_dump_json() if json is not None else None,
+                content=content,
                 params=params,
-                headers={**headers, "Content-Type": "application/json"} if json is not None else headers,
+                headers={**headers, "Content-Type": "application/json"} if content is not None else headers,
                 timeout=timeout_s if timeout_s is not None else self._timeout_s,
             )
         except httpx.TransportError as exc:  # connect, read, timeouts, protocol errors
@@ -126,12 +215,22 @@ class AgentClient:
         if response.status_code >= 500 or response.status_code in _TRANSIENT_4XX:
             raise TransientError(f"{method} {path}: HTTP {response.status_code}: {_detail(response)}")
         if response.status_code >= 400:
-            raise RejectedError(response.status_code, _detail(response))
+            raise RejectedError(response.status_code, _detail(response), errors=_errors(response))
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
             # A proxy's HTML page or a half-deployed server: not the agent's fault, try later.
             raise TransientError(f"{method} {path}: unexpected response body: {exc}") from exc
+
+
+def _errors(response: httpx.Response) -> list[dict[str, Any]]:
+    """A 422 problem's per-field ``errors`` (empty for anything else)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
 
 
 def _detail(response: httpx.Response) -> str:

@@ -19,6 +19,7 @@ upload in ``logship``.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import signal
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from importlib import import_module
 
-from agents.client import AgentClient, ControlPlaneError, RejectedError, TransientError
+from agents.client import AgentClient, ControlPlaneError, RejectedError, TransientError, agent_version
 from agents.config import AgentConfig, ConfigError, load_config
 from agents.exporter import AgentCollector, MetricsServer, SpoolStats, build_exporter
 from agents.gpu.base import GpuBackend, InventoryWatcher, LibraryVersions, LoadDriver, XidEventSource
@@ -37,6 +38,7 @@ from agents.gpu.sim import SimBackend
 from agents.health import GpuHealthTracker, Reading
 from agents.logship import LogShipper
 from agents.protocol import (
+    MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     AssignmentStatus,
     DesiredState,
@@ -47,6 +49,7 @@ from agents.protocol import (
     RegisterResponse,
     ReportRequest,
     XidEvent,
+    for_version,
 )
 from agents.reconcile import plan_reconcile
 from agents.runtime.orphans import stop_orphans
@@ -156,7 +159,12 @@ def node_inventory(cfg: AgentConfig, backend: GpuBackend, gpus: list[GpuInventor
 def register(
     cfg: AgentConfig, backend: GpuBackend, client: AgentClient, stop: threading.Event
 ) -> RegisterResponse | None:
-    """Exchange the bootstrap token for a node credential; retry while the control plane is away."""
+    """Exchange the bootstrap token for a node credential; retry while the control plane is away.
+
+    The client negotiates the protocol version (a refused version leaves the token unspent). A
+    saved credential says nothing about the control plane's version today: the client finds it
+    out again on its first request.
+    """
     path = cfg.state_dir / "credential.json"
     saved = load_credential(path)
     if saved is not None:
@@ -167,6 +175,7 @@ def register(
         protocol_version=PROTOCOL_VERSION,
         bootstrap_token=cfg.bootstrap_token,
         inventory=node_inventory(cfg, backend),
+        agent_version=agent_version(),
     )
     backoff = Backoff()
     while not stop.is_set():
@@ -179,7 +188,8 @@ def register(
             log.warning("control plane unreachable for registration (%s); retrying in %.1fs", exc, delay)
             stop.wait(delay)
             continue
-        write_private_file(path, response.model_dump_json().encode())
+        # In the oldest version's fields, so an agent rolled back to it can still read its credential.
+        write_private_file(path, json.dumps(for_version(response, MIN_PROTOCOL_VERSION)).encode())
         return response
     return None
 
@@ -333,7 +343,8 @@ class Agent:
             applied = self._applied()
         seq = self._seqs.next()
         return ReportRequest(
-            protocol_version=PROTOCOL_VERSION,
+            protocol_version=PROTOCOL_VERSION,  # the client sends it in the version it negotiated
+            agent_version=agent_version(),
             seq=seq,
             sent_at=time.time(),
             gpus=samples,

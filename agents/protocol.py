@@ -1,16 +1,29 @@
 """Wire models of the agent <-> control plane protocol (DESIGN.md section 3).
 
 Both sides import this module, so it depends on pydantic only: an agent host must not need
-FastAPI, SQLAlchemy or Celery. Every request carries ``protocol_version``; the control plane
-answers 400 to a version it does not speak, so an old agent fails loudly instead of silently
-misreporting.
+FastAPI, SQLAlchemy or Celery.
+
+Versions. Every request carries ``protocol_version``. Each side speaks a range,
+``MIN_PROTOCOL_VERSION`` to ``PROTOCOL_VERSION``; the control plane answers 400 problem+json
+naming its range to a version outside it. Readers ignore fields they do not know, so agents and
+control plane roll out independently (a DaemonSet updates node by node). Version 1 readers
+refused unknown fields, so whatever goes to a version-1 peer is cut down to the fields version 1
+knew: ``for_version`` does it, from the ``Since`` marker each later field carries (a field
+without one was in version 1). The agent sends its newest version first and steps down when the
+control plane refuses the version (400) or, being older, the fields (422); see
+``agents.client``. The control plane shapes its answers in ``controlplane.api.compatibility``.
+
+- 1: the first version.
+- 2: readers ignore unknown fields; ``agent_version`` in ``RegisterRequest`` and
+  ``ReportRequest``; ``min_protocol_version`` in ``RegisterResponse``; the desired-state poll
+  takes ``protocol=<version>`` (absent: 1), so its answer can be shaped for the agent.
 
 Endpoints (all JSON, all initiated by the agent):
 
 - ``POST /v1/agent/register``                      RegisterRequest  -> RegisterResponse
   (the single-use bootstrap token is in the body; no Authorization header)
 - ``POST /v1/agent/nodes/{node_id}/reports``       ReportRequest    -> ReportResponse
-- ``GET  /v1/agent/nodes/{node_id}/desired?after=G&wait=S``          -> DesiredState
+- ``GET  /v1/agent/nodes/{node_id}/desired?after=G&wait=S&protocol=V`` -> DesiredState
   (long poll: answers at once if the generation is newer than G, else holds up to S seconds
   and then answers with the current state, whose generation may equal G)
 - ``POST /v1/agent/nodes/{node_id}/logs``          LogUpload        -> LogUploadResponse
@@ -21,20 +34,61 @@ its own node only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # the newest version this code speaks
+MIN_PROTOCOL_VERSION = 1  # the oldest version this code still speaks
 
 Uuid = Annotated[str, Field(min_length=1, max_length=96)]
 Count = Annotated[int, Field(ge=0)]
 
 
+@dataclass(frozen=True)
+class Since:
+    """Marks a field added after version 1: ``Annotated[T, Since(2)]``. Peers older than
+    ``version`` never receive it (``for_version``)."""
+
+    version: int
+
+
 class _Wire(BaseModel):
-    # Unknown fields are refused in both directions: a typo is an error, not silence.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown fields are ignored on read, so a newer peer's additions do not break this one.
+    # (Version 1 refused them; ``for_version`` keeps them away from a version-1 peer.)
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def field_since(info: FieldInfo) -> int:
+    """The protocol version that added a field (1 for a field without a ``Since`` marker)."""
+    return next((m.version for m in info.metadata if isinstance(m, Since)), 1)
+
+
+def for_version(message: BaseModel, version: int) -> dict[str, Any]:
+    """``message`` as JSON-ready data holding only the fields protocol ``version`` knew, nested
+    messages included: what a peer speaking ``version`` may receive."""
+    pruned = _prune(message, message.model_dump(mode="json"), version)
+    assert isinstance(pruned, dict)
+    return pruned
+
+
+def _prune(value: object, dumped: Any, version: int) -> Any:
+    if isinstance(value, BaseModel):
+        return {
+            name: _prune(getattr(value, name), dumped[name], version)
+            for name, info in type(value).model_fields.items()
+            if name in dumped and field_since(info) <= version
+        }
+    if isinstance(value, Mapping):
+        # JSON turned the keys into strings; the order is the same.
+        return {key: _prune(item, dumped[key], version) for key, item in zip(dumped, value.values(), strict=True)}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_prune(item, out, version) for item, out in zip(value, dumped, strict=True)]
+    return dumped
 
 
 class MigDevice(_Wire):
@@ -86,14 +140,22 @@ class NodeInventory(_Wire):
     gpus: list[GpuInventory] = Field(max_length=64)
 
 
+AgentVersion = Annotated[str | None, Since(2), Field(max_length=64)]
+
+
 class RegisterRequest(_Wire):
     protocol_version: int
     bootstrap_token: str = Field(min_length=8, max_length=256)
     inventory: NodeInventory
+    # v2: the agent's software version ("0.1.0"); None where it does not know it.
+    agent_version: AgentVersion = None
 
 
 class RegisterResponse(_Wire):
+    # The newest version the control plane speaks (v1: the only one).
     protocol_version: int = PROTOCOL_VERSION
+    # v2: the oldest version it still speaks; a version-1 control plane said nothing, so 1.
+    min_protocol_version: Annotated[int, Since(2)] = 1
     node_id: str
     credential: str
     report_interval_s: float
@@ -217,6 +279,8 @@ class AssignmentStatus(_Wire):
 
 class ReportRequest(_Wire):
     protocol_version: int
+    # v2: the agent's software version, in every report, so an upgrade in place shows.
+    agent_version: AgentVersion = None
     seq: Count  # strictly increasing per node across agent restarts (persisted by the agent)
     sent_at: float  # unix seconds, agent clock
     gpus: list[GpuTelemetry] = Field(max_length=64)

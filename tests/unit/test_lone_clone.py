@@ -12,6 +12,8 @@ import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
+import benchmods
+
 from controlplane import scenarios
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,16 +53,6 @@ def test_the_package_ships_every_scenario_file_it_reads() -> None:
 
 
 def test_the_day_replay_reads_the_packaged_day() -> None:
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("replay_day_paths", ROOT / "bench" / "replay_day.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["replay_day_paths"] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules["replay_day_paths"]
+    module = benchmods.load("replay_day")
     assert scenarios.day_workloads_file() == module.WORKLOADS
     assert len(module.load_workloads()) == 3084

@@ -3,12 +3,10 @@ day replay compute the same watts for the same fleet, whatever rack ids and doma
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import benchmods
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,18 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = PowerModel(
     site_cap_w=10e6, pue=1.25, gpu_idle_w=180, gpu_limit_w=1400, node_overhead_w=1100, switch_trays_w_per_rack=3600
 )
-
-
-def _replay_module() -> ModuleType:
-    name = "replay_day"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "replay_day.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _node(name: str, *, rack: str | None, domain: str | None, allocated: int, gpus: int = 4) -> NodeView:
@@ -91,7 +77,7 @@ def test_every_view_of_planned_power_agrees(snap: FleetSnapshot, placed: int) ->
 
 @given(st.lists(st.integers(0, 4 * 18 * 4 - 1), max_size=80, unique=True))
 def test_the_day_replay_counts_power_with_the_same_formula(taken: list[int]) -> None:
-    rd = _replay_module()
+    rd = benchmods.load("replay_day")
     spec: dict[str, Any] = rd.scaled_site(rd.load_site(), 4)
     replay = rd.Replay(spec, [])
     gpus = sorted(replay.fleet.gpu_node)

@@ -9,32 +9,18 @@ preempted first). No timings, no figures of the day.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import benchmods
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    name = "replay_day"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "replay_day.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rd = _load()
+rd = benchmods.load("replay_day")
 
 RACKS = 4
 SLICE_S = 2 * 3600.0

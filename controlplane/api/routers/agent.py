@@ -6,10 +6,12 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from agents.protocol import (
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
     DesiredState,
     LogUpload,
     LogUploadResponse,
@@ -18,6 +20,7 @@ from agents.protocol import (
     ReportRequest,
     ReportResponse,
 )
+from controlplane.api.compatibility import AgentProtocol, for_agent
 from controlplane.api.deps import AgentPrincipal, RuntimeDep
 from controlplane.api.waker import Waker
 from controlplane.services.agents import desired as desired_states
@@ -27,24 +30,31 @@ router = APIRouter(prefix="/agent", tags=["agent"])
 NodeId = Annotated[str, Path(min_length=1, max_length=40)]
 
 
+# Each agent route answers in the version the agent spoke (``compatibility.for_agent``): the
+# response models below are what the newest agent receives, and what the API docs show.
+
+
 @router.post("/register", response_model=RegisterResponse, status_code=201)
-def register(body: RegisterRequest, runtime: RuntimeDep) -> RegisterResponse:
+def register(body: RegisterRequest, runtime: RuntimeDep) -> Response:
     settings = runtime.settings
     with runtime.uow() as session:
         node, credential = registration.register(session, pepper=runtime.pepper, request=body)
         node_id = node.id
     runtime.live.renew_lease(node_id=node_id, now=time.time(), lease_ttl_s=settings.lease_ttl_s)
-    return RegisterResponse(
+    answer = RegisterResponse(
+        protocol_version=PROTOCOL_VERSION,
+        min_protocol_version=MIN_PROTOCOL_VERSION,
         node_id=node_id,
         credential=credential,
         report_interval_s=settings.report_interval_s,
         watch_timeout_s=settings.watch_timeout_s,
         lease_ttl_s=settings.lease_ttl_s,
     )
+    return for_agent(answer, version=body.protocol_version, status_code=201)
 
 
 @router.post("/nodes/{node_id}/reports", response_model=ReportResponse)
-def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime: RuntimeDep) -> ReportResponse:
+def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime: RuntimeDep) -> Response:
     registration.authorize_node(agent.node_id, node_id)
     registration.check_protocol(body.protocol_version)
     result = ingest.ingest_report(
@@ -56,7 +66,8 @@ def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime:
         now=time.time(),
         lease_ttl_s=runtime.settings.lease_ttl_s,
     )
-    return ReportResponse(accepted=result.accepted, duplicate=result.duplicate, generation=result.generation)
+    answer = ReportResponse(accepted=result.accepted, duplicate=result.duplicate, generation=result.generation)
+    return for_agent(answer, version=body.protocol_version)
 
 
 @router.get("/nodes/{node_id}/desired", response_model=DesiredState)
@@ -67,9 +78,11 @@ async def desired(
     request: Request,
     after: Annotated[int, Query(ge=0)] = 0,
     wait: Annotated[float, Query(ge=0, le=120)] = 0,
-) -> DesiredState:
+    protocol: AgentProtocol = 1,
+) -> Response:
     """Long poll: answers once the generation passes ``after``, or after ``wait`` seconds."""
     registration.authorize_node(agent.node_id, node_id)
+    registration.check_protocol(protocol)
     waker: Waker = request.app.state.waker
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, runtime.settings.watch_timeout_s)
@@ -84,8 +97,8 @@ async def desired(
             if await run_in_threadpool(generation) > after:
                 break
             remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
+            if remaining <= 0 or waker.closing:
+                break  # closing: the API is stopping, answer now rather than be cancelled mid-poll
             try:
                 await asyncio.wait_for(event.wait(), timeout=remaining)
             except TimeoutError:
@@ -97,12 +110,12 @@ async def desired(
         with runtime.read() as session:
             return desired_states.desired_state(session, node_id=node_id, stop_grace_s=runtime.settings.stop_grace_s)
 
-    return await run_in_threadpool(state)
+    return for_agent(await run_in_threadpool(state), version=protocol)
 
 
 @router.post("/nodes/{node_id}/logs", response_model=LogUploadResponse)
-def upload_logs(node_id: NodeId, body: LogUpload, agent: AgentPrincipal, runtime: RuntimeDep) -> LogUploadResponse:
+def upload_logs(node_id: NodeId, body: LogUpload, agent: AgentPrincipal, runtime: RuntimeDep) -> Response:
     registration.authorize_node(agent.node_id, node_id)
     with runtime.uow() as session:
         acked = logs.append_logs(session, node_id=node_id, upload=body)
-    return LogUploadResponse(acked=acked)
+    return for_agent(LogUploadResponse(acked=acked), version=body.protocol_version)

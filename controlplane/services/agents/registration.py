@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from agents.protocol import (
+    MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     NodeInventory,
     RegisterRequest,
@@ -28,16 +29,25 @@ from controlplane.store.types import utcnow
 
 
 def check_protocol(version: int) -> None:
-    if version != PROTOCOL_VERSION:
+    """Refuse a protocol version outside the range this control plane speaks (400, naming it).
+
+    The agent steps down on this refusal, so it must come before anything the request changes.
+    """
+    if not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
         raise UnsupportedProtocol(
-            f"agent protocol version {version} is not supported; this control plane speaks {PROTOCOL_VERSION}"
+            f"agent protocol version {version} is not supported; this control plane speaks protocol "
+            f"versions {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
         )
 
 
 def register(
     session: Session, *, pepper: bytes, request: RegisterRequest, now: datetime | None = None
 ) -> tuple[Node, str]:
-    """Exchange a single-use bootstrap token for a node and its credential."""
+    """Exchange a single-use bootstrap token for a node and its credential.
+
+    The protocol check comes first: a refused version must leave the single-use token unspent,
+    since the agent retries with an older version.
+    """
     check_protocol(request.protocol_version)
     now = now or utcnow()
     token = request.bootstrap_token
@@ -81,6 +91,8 @@ def register(
         registered_at=now,
         status_changed_at=now,
         generation=1,
+        protocol_version=request.protocol_version,
+        agent_version=request.agent_version,
     )
     session.add(node)
     session.flush()

@@ -34,7 +34,8 @@ from controlplane.store.types import utcnow
 
 
 def report_fingerprint(report: ReportRequest) -> str | None:
-    """What in a report can change SQL state: assignments, the applied generation, GPU health.
+    """What in a report can change SQL state: assignments, the applied generation, GPU health,
+    the agent's protocol and software versions.
 
     None when the report carries something that must always reach SQL (events, an inventory).
     """
@@ -42,7 +43,8 @@ def report_fingerprint(report: ReportRequest) -> str | None:
         return None
     statuses = sorted(s.model_dump_json() for s in report.assignments)
     health = sorted((g.uuid, g.health.value, g.health_action.value, g.health_reasons) for g in report.gpus)
-    blob = json.dumps([report.applied_generation, statuses, health], separators=(",", ":"))
+    versions = [report.protocol_version, report.agent_version]
+    blob = json.dumps([report.applied_generation, statuses, health, versions], separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -50,14 +52,21 @@ _GONE = {AssignmentPhase.EXITED, AssignmentPhase.STOPPED, AssignmentPhase.REJECT
 
 
 def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: datetime | None = None) -> int:
-    """Fold an agent's report into workload state; free GPUs whose processes are confirmed gone.
+    """Fold an agent's report into workload state; free GPUs whose processes are confirmed gone
+    (a gang's, only once the workload has ended: its state and its GPUs always agree).
 
     Returns the node's desired-state generation.
     """
-    now = now or utcnow()
     node = session.get(Node, node_id)
+    # Read after the first statement, which on SQLite waits for the write lock: the times this
+    # fold writes (finished_at, released_at) are when it ran, not when it started queueing.
+    now = now or utcnow()
     if node is None:
         raise Forbidden("this node no longer exists")
+    if (node.protocol_version, node.agent_version) != (report.protocol_version, report.agent_version):
+        # An agent upgraded (or rolled back) in place; a version-1 agent does not say its version.
+        node.protocol_version = report.protocol_version
+        node.agent_version = report.agent_version
     if node.status != NodeStatus.READY.value:
         node.status = NodeStatus.READY.value
         node.status_reason = "reporting again"
@@ -70,6 +79,7 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
     ).all()
     touched: set[str] = set()
     to_release: list[Allocation] = []
+    ended: list[Allocation] = []  # ranks this report says are gone, whose workload was not told to stop
     for alloc in live:
         status = statuses.get((alloc.workload_id, alloc.rank))
         if status is not None and status.epoch != alloc.epoch:
@@ -88,15 +98,56 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
         if _record_rank(session, alloc, status, now):
             touched.add(alloc.workload_id)
         if status.phase in _GONE:
-            to_release.append(alloc)
+            ended.append(alloc)
     for workload_id in sorted(touched):
         wl = session.get(Workload, workload_id, with_for_update=True, populate_existing=True)
         if wl is not None and not is_terminal(WorkloadState(wl.state)):
             _derive_state(session, wl, now)
+    to_release += _free_with_their_workload(session, ended, touched)
     lifecycle.release(session, to_release, now=now)
     lifecycle.mark_preemptions_released(session, {a.workload_id for a in to_release}, now)
     session.flush()
     return node.generation
+
+
+def _free_with_their_workload(session: Session, ended: list[Allocation], touched: set[str]) -> list[Allocation]:
+    """The allocations to free now among ranks confirmed gone: only those of a workload that has ended.
+
+    A gang's ranks end one node at a time, each known at its agent's next report. Freeing a
+    rank's GPUs at once would show them free (and hand them to the next workload) while the
+    workload still reads ``running``, until the last node reports. So a rank that ended while
+    its workload runs keeps its GPUs, and the report that ends the workload frees, in the same
+    transaction, every rank already confirmed gone on any node; the ranks still running were
+    told to stop (``lifecycle.finish``) and are freed as their agents confirm.
+    """
+    free: list[Allocation] = []
+    workload_ids = sorted({a.workload_id for a in ended} | touched)
+    workloads = {wid: session.get(Workload, wid) for wid in workload_ids}
+    for alloc in ended:
+        wl = workloads[alloc.workload_id]
+        rank = session.get(WorkloadRank, (alloc.workload_id, alloc.rank))
+        gang_runs = wl is not None and wl.epoch == alloc.epoch and not is_terminal(WorkloadState(wl.state))
+        if not gang_runs or rank is None or rank.node_id != alloc.node_id:
+            free.append(alloc)  # nothing of a running gang: an old placement, or an unknown rank
+    for wid, wl in workloads.items():
+        if wl is None or not is_terminal(WorkloadState(wl.state)):
+            continue
+        free += session.scalars(
+            select(Allocation)
+            .join(
+                WorkloadRank,
+                (WorkloadRank.workload_id == Allocation.workload_id)
+                & (WorkloadRank.rank == Allocation.rank)
+                & (WorkloadRank.node_id == Allocation.node_id),
+            )
+            .where(
+                Allocation.workload_id == wid,
+                Allocation.epoch == wl.epoch,
+                Allocation.released_at.is_(None),
+                WorkloadRank.phase.in_([phase.value for phase in _GONE]),
+            )
+        ).all()
+    return free
 
 
 def _record_rank(session: Session, alloc: Allocation, status: AssignmentStatus, now: datetime) -> bool:
@@ -118,6 +169,16 @@ def _record_rank(session: Session, alloc: Allocation, status: AssignmentStatus, 
 
 
 def _derive_state(session: Session, wl: Workload, now: datetime) -> None:
+    """Move the workload on from its ranks' recorded phases, in the transaction folding the report.
+
+    It ends (``lifecycle.finish``) at the first rank rejected, stopped by its agent or exited
+    non-zero, or once every rank has exited 0. Its ``finished_at``, like the time of every
+    transition, is ``now``: the control plane's UTC clock when it folded the report that ended
+    it, which is also the time of the terminal event in its history and the ``released_at`` of
+    the GPUs freed with it (``_free_with_their_workload``, same transaction). It is not the
+    agent's clock nor the moment a process exited: that is each rank's own ``finished_at``
+    (agent clock), up to a report interval earlier.
+    """
     ranks = session.scalars(
         select(WorkloadRank).where(WorkloadRank.workload_id == wl.id).order_by(WorkloadRank.rank)
     ).all()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import json
 import logging
 import os
 import re
@@ -39,7 +40,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.protocol import ReportRequest
+from agents.protocol import MIN_PROTOCOL_VERSION, ReportRequest, for_version
 from agents.state import fsync_dir, write_private_file
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ def must_keep(report: ReportRequest, previous: AssignmentsSignature | None) -> b
         or report.inventory is not None
         or assignments_signature(report) != previous
     )
+
+
+def encode(report: ReportRequest) -> bytes:
+    """One spool line: the report in the oldest protocol this agent speaks (see ``Spool.append``)."""
+    return json.dumps(for_version(report, MIN_PROTOCOL_VERSION), separators=(",", ":")).encode() + b"\n"
 
 
 @dataclass(frozen=True)
@@ -118,8 +124,12 @@ class Spool:
             return SpoolStats(len(self._entries), self._bytes, self._dropped, self._rejected, self._max_bytes)
 
     def append(self, report: ReportRequest) -> None:
-        """Queue ``report`` behind every report already queued; on disk when this returns."""
-        line = report.model_dump_json().encode() + b"\n"
+        """Queue ``report`` behind every report already queued; on disk when this returns.
+
+        Written in the oldest protocol this agent speaks, so an agent rolled back to it on this
+        node still reads (and replays) every queued report; the newer fields it drops (the
+        agent's version) say nothing about usage, and the next live report carries them again."""
+        line = encode(report)
         with self._lock:
             if self._entries and report.seq <= self._entries[-1].seq:
                 raise ValueError(f"report {report.seq} would go ahead of queued report {self._entries[-1].seq}")

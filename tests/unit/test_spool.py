@@ -18,7 +18,7 @@ from agents.protocol import (
     ReportRequest,
     XidEvent,
 )
-from agents.spool import Spool, must_keep
+from agents.spool import Spool, encode, must_keep
 
 RUNNING = AssignmentPhase.RUNNING
 
@@ -87,7 +87,7 @@ def test_a_report_cannot_go_ahead_of_a_queued_one(tmp_path: Path) -> None:
 
 def test_segments_are_private_and_deleted_once_acknowledged(tmp_path: Path) -> None:
     directory = tmp_path / "spool"
-    line = len(report(1).model_dump_json()) + 1
+    line = len(encode(report(1)))
     spool = Spool(directory, segment_bytes=2 * line)  # two reports per segment
     for seq in range(1, 6):
         spool.append(report(seq))
@@ -104,7 +104,7 @@ def test_segments_are_private_and_deleted_once_acknowledged(tmp_path: Path) -> N
 
 def test_a_restart_replays_what_was_not_acknowledged_and_appends_behind_it(tmp_path: Path) -> None:
     directory = tmp_path / "spool"
-    line = len(report(1).model_dump_json()) + 1
+    line = len(encode(report(1)))
     spool = Spool(directory, segment_bytes=line)  # one report per segment
     for seq in range(1, 6):
         spool.append(report(seq))
@@ -161,7 +161,7 @@ def test_an_unreadable_line_in_the_middle_is_skipped_not_fatal(
 
 def test_a_full_spool_drops_only_intermediate_samples(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     directory = tmp_path / "spool"
-    line = len(report(1).model_dump_json()) + 1
+    line = len(encode(report(1)))
     max_bytes = 20 * line
     spool = Spool(directory, max_bytes=max_bytes, segment_bytes=4 * line)
     precious = {
@@ -190,7 +190,7 @@ def test_a_full_spool_drops_only_intermediate_samples(tmp_path: Path, caplog: py
 
 
 def test_thinning_keeps_samples_spread_over_the_outage(tmp_path: Path) -> None:
-    line = len(report(1).model_dump_json()) + 1
+    line = len(encode(report(1)))
     spool = Spool(tmp_path / "spool", max_bytes=10 * line)
     for seq in range(1, 101):
         spool.append(report(seq))
@@ -203,7 +203,7 @@ def test_thinning_keeps_samples_spread_over_the_outage(tmp_path: Path) -> None:
 def test_a_spool_of_undroppable_reports_goes_over_its_bound_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    line = len(report(1, xid=True).model_dump_json()) + 1
+    line = len(encode(report(1, xid=True)))
     spool = Spool(tmp_path / "spool", max_bytes=3 * line)
     with caplog.at_level(logging.WARNING, logger="agents.spool"):
         for seq in range(1, 7):
@@ -239,7 +239,7 @@ def test_a_segment_removed_under_the_spool_is_skipped_not_wedged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     directory = tmp_path / "spool"
-    line = len(report(1).model_dump_json()) + 1
+    line = len(encode(report(1)))
     spool = Spool(directory, segment_bytes=line)
     for seq in (1, 2, 3):
         spool.append(report(seq))
@@ -250,3 +250,18 @@ def test_a_segment_removed_under_the_spool_is_skipped_not_wedged(
     assert "spooled report 1 is unreadable" in caplog.text
     Spool(directory)
     assert segment_files(directory) == []  # the interrupted rewrite's leftover is cleaned at start
+
+
+def test_an_agent_rolled_back_to_protocol_1_reads_every_spooled_report(tmp_path: Path) -> None:
+    """Regression: the spool kept v2 reports whole, and a v1 agent (which refuses unknown fields)
+    skipped them as unreadable after a rollback, losing their XID events."""
+    from protocol_v1 import v1_model
+
+    from agents.protocol import ReportRequest
+
+    spool = Spool(tmp_path / "spool")
+    spool.append(report(1, xid=True).model_copy(update={"agent_version": "0.2.0"}))
+    lines = (tmp_path / "spool" / "000001.jsonl").read_bytes().splitlines()
+    old = v1_model("ReportRequest").model_validate_json(lines[0])  # would raise on a v2 field
+    assert old.model_dump()["xid_events"], "the XID events survive the rollback"
+    assert ReportRequest.model_validate_json(lines[0]).seq == 1

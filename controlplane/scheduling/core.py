@@ -59,6 +59,9 @@ class SchedulingPass:
         self.fit_failed: dict[tuple[str, int, NvlinkPolicy], tuple[int, PendingReason]] = {}
         self.preempt_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.decisions: list[Decision] = []
+        # Plugins with nothing to do this pass (no quotas, no power model) are left out of it.
+        self.filters = tuple(p for p in profile.filters if p.active(self))
+        self.permits = tuple(p for p in profile.permits if p.active(self))
 
     def _rack_room(self) -> fit.RackRoom | None:
         """Racks whose cap leaves room for fewer GPUs than they have free; None if no rack binds.
@@ -93,7 +96,7 @@ class SchedulingPass:
                 req,
                 PendingReason(PendingCode.TOO_LARGE, f"asks for {c} GPUs; the fleet has {pool.total} {req.gpu_model}"),
             )
-        for plugin in self.profile.filters:
+        for plugin in self.filters:
             held = plugin.check(self, req)
             if held is not None:
                 return self.unplaced(req, held)
@@ -111,7 +114,7 @@ class SchedulingPass:
                 self.fit_failed[key] = (pool.version, reason)
             return self.preempt_or_wait(pool, req, mode, reason)
         shed = 0.0
-        for permit in self.profile.permits:
+        for permit in self.permits:
             verdict = permit.permit(self, req, c)
             if verdict.reason is not None:
                 return self.unplaced(req, verdict.reason)
@@ -148,9 +151,9 @@ class SchedulingPass:
                         self.room.left[r] -= x
         if self.ledger.policies:
             self.ledger.admit(req, reserved=within)
-        for plugin in self.profile.filters:
+        for plugin in self.filters:
             plugin.reserve(self, req, per_rack, loose)
-        for permit in self.profile.permits:
+        for permit in self.permits:
             permit.reserve(self, req, per_rack, loose)
         self.decisions.append(Placement(req.workload_id, tuple(RankPlacement(node_ids[n], gpus) for n, gpus in taken)))
 

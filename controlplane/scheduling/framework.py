@@ -37,6 +37,11 @@ class Filter(Protocol):
 
     name: str
 
+    def active(self, sched: PassView) -> bool:
+        """Whether the plugin has anything to check this pass (asked once per pass: a plugin
+        with nothing to do costs the decisions nothing)."""
+        ...
+
     def check(self, sched: PassView, req: WorkloadRequest) -> PendingReason | None: ...
 
     def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
@@ -59,6 +64,10 @@ class Permit(Protocol):
 
     name: str
 
+    def active(self, sched: PassView) -> bool:
+        """Whether the plugin has anything to check this pass (asked once per pass)."""
+        ...
+
     def permit(self, sched: PassView, req: WorkloadRequest, gpus: int) -> Verdict: ...
 
     def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
@@ -70,8 +79,11 @@ class QuotaFilter:
 
     name = "quota"
 
+    def active(self, sched: PassView) -> bool:
+        return bool(sched.ledger.policies)
+
     def check(self, sched: PassView, req: WorkloadRequest) -> PendingReason | None:
-        return sched.ledger.hold_reason(req) if sched.ledger.policies else None
+        return sched.ledger.hold_reason(req)
 
     def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
         """The ledger is the pass's (reservations and preemption rights read it): the pass admits."""
@@ -82,10 +94,14 @@ class SitePowerPermit:
 
     name = "site-power"
 
+    def active(self, sched: PassView) -> bool:
+        return sched.power is not None
+
     def permit(self, sched: PassView, req: WorkloadRequest, gpus: int) -> Verdict:
-        if sched.power is None:
-            return ALLOW
+        assert sched.power is not None
         site = sched.power.check_site(gpus)
+        if site.reason is None and not site.shed_w:
+            return ALLOW
         return Verdict(site.shed_w, site.reason)
 
     def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:

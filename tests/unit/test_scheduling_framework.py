@@ -34,6 +34,9 @@ def req(wid: str, gpus: int, priority: PriorityClass = PriorityClass.ON_DEMAND, 
 class HoldSpotDuringCurtailment:
     name = "curtailment"
 
+    def active(self, sched: PassView) -> bool:
+        return True
+
     def check(self, sched: PassView, req: WorkloadRequest) -> PendingReason | None:
         if req.priority is PriorityClass.SPOT:
             return PendingReason(PendingCode.FILTERED, "held: the site is curtailed until 18:00; spot work waits")
@@ -51,6 +54,9 @@ class StartCap:
     name: str = "start-cap"
     started: list[str] = field(default_factory=list)
     used: int = 0
+
+    def active(self, sched: PassView) -> bool:
+        return True
 
     def permit(self, sched: PassView, req: WorkloadRequest, gpus: int) -> Verdict:
         if self.used + gpus > self.cap:

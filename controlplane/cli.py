@@ -42,22 +42,19 @@ def _stop_event() -> threading.Event:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from controlplane.api.app import create_app
+    from controlplane.api.server import serve
 
     settings = _settings()
     _logging(settings.log_level)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
+    return serve(
+        create_app(settings),
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=args.access_log,
         timeout_graceful_shutdown=3,
     )
-    return 0
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -282,7 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--data-dir", default=".switchyard/demo")
     p.add_argument("--no-workloads", action="store_true", help="do not submit the demo workloads")
-    p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0,
+        help="stop everything this many seconds after the start (0: run until Ctrl-C)",
+    )
+    p.add_argument(
+        "--until-done",
+        action="store_true",
+        help="stop once every demo workload has ended (--duration caps the wait); "
+        "exit non-zero if one did not end, or ended in the wrong state",
+    )
     p.add_argument("--no-table", action="store_true", help="print events instead of the live table")
     p.set_defaults(func=cmd_demo)
 

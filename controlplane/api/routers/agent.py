@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated
 
@@ -84,27 +83,13 @@ async def desired(
     registration.authorize_node(agent.node_id, node_id)
     registration.check_protocol(protocol)
     waker: Waker = request.app.state.waker
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(wait, runtime.settings.watch_timeout_s)
 
     def generation() -> int:
         with runtime.read() as session:
             return desired_states.current_generation(session, node_id)
 
-    while True:
-        event = waker.register(node_id)  # before reading, so a wake between the two is not lost
-        try:
-            if await run_in_threadpool(generation) > after:
-                break
-            remaining = deadline - loop.time()
-            if remaining <= 0 or waker.closing:
-                break  # closing: the API is stopping, answer now rather than be cancelled mid-poll
-            try:
-                await asyncio.wait_for(event.wait(), timeout=remaining)
-            except TimeoutError:
-                break
-        finally:
-            waker.unregister(node_id, event)
+    timeout_s = min(wait, runtime.settings.watch_timeout_s)
+    await waker.wait_past(node_id, after, timeout_s=timeout_s, read=lambda: run_in_threadpool(generation))
 
     def state() -> DesiredState:
         with runtime.read() as session:

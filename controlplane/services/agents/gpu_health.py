@@ -14,12 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agents.protocol import GpuInventory, GpuTelemetry, NodeInventory, XidEvent
+from controlplane.domain.enums import NODE_ACTIONS, GpuHealth, HealthAction
 from controlplane.domain.ids import new_id
 from controlplane.services.uow import wakeups
 from controlplane.store.models import Gpu, GpuEvent, Node
-
-# Actions that take the whole node out of scheduling until the GPU recovers.
-NODE_ACTIONS = frozenset({"drain_node", "reboot_node"})
 
 
 def new_gpu(node_id: str, g: GpuInventory) -> Gpu:
@@ -76,14 +74,15 @@ def fold(
         if gpu is None:
             continue
         reason = "; ".join(sample.health_reasons)
-        health, action = sample.health.value, sample.health_action.value
+        # The wire's enums and the domain's spell every value the same (tests/unit/test_domain_types.py).
+        health, action = GpuHealth(sample.health.value), HealthAction(sample.health_action.value)
         if (gpu.health, gpu.health_action, gpu.health_reason) == (health, action, reason):
             continue
         detail = f"{gpu.health} -> {health}" + (f": {reason}" if reason else "")
         session.add(GpuEvent(gpu_id=gpu.id, node_id=node.id, kind="health", detail=detail, at=now))
-        if health == "healthy" or gpu.health == "unhealthy" or action in NODE_ACTIONS:
+        if health is GpuHealth.HEALTHY or gpu.health == GpuHealth.UNHEALTHY or action in NODE_ACTIONS:
             wakeups(session).scheduler = True  # capacity came back, or a node left
-        gpu.health, gpu.health_action, gpu.health_reason = health, action, reason
+        gpu.health, gpu.health_action, gpu.health_reason = health.value, action.value, reason
 
 
 def _apply_inventory(

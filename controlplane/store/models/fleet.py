@@ -101,10 +101,10 @@ class Gpu(Base):
     fabric_clique_id: Mapped[int | None] = mapped_column(Integer)
     fabric_state: Mapped[str | None] = mapped_column(String(32))
     # healthy | degraded | unhealthy, as the agent's XID/ECC policy judges it; unhealthy admits no work.
-    health: Mapped[str] = mapped_column(String(16), default="healthy")
+    health: Mapped[str] = mapped_column(String(16), default=GpuHealth.HEALTHY.value)
     health_reason: Mapped[str] = mapped_column(Text, default="")
     # What the policy asks for: none | notify_tenant | reset_gpu | drain_node | reboot_node | drain_nvlink_peers.
-    health_action: Mapped[str] = mapped_column(String(24), default="none")
+    health_action: Mapped[str] = mapped_column(String(24), default=HealthAction.NONE.value)
     # False when the node's latest inventory no longer lists the GPU (fell off the bus).
     present: Mapped[bool] = mapped_column(Boolean, default=True)
 

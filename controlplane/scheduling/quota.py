@@ -123,10 +123,13 @@ class QuotaLedger:
         if reserved:
             u.reserved_gpus += request.gpu_count
         hours = expected_gpu_hours(request)
-        spend = expected_spend(request)
-        if hours is not None and spend is not None:
+        if hours is not None:
             u.gpu_hours += hours
-            u.spend_usd += spend
+            policy = self.policies.get(request.tenant_id)
+            if policy is not None and policy.spend_cap_usd is not None:  # money only where a cap reads it
+                spend = expected_spend(request)
+                assert spend is not None
+                u.spend_usd += spend
 
     def reserved_in_use(self, tenant_id: str) -> int:
         u = self.usage.get(tenant_id)

@@ -27,6 +27,9 @@ RESERVED_ENV = frozenset(
 )
 RESERVED_ENV_PREFIXES = ("SWITCHYARD_", "PET_")
 TENANT_PRIORITIES = frozenset({PriorityClass.RESERVED, PriorityClass.ON_DEMAND, PriorityClass.SPOT})
+# Work the site itself submits (GPU mining) may also use the internal class; the API never sets
+# ``internal``, so a tenant cannot ask for it.
+INTERNAL_PRIORITIES = TENANT_PRIORITIES | {PriorityClass.MINING}
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,12 @@ class WorkloadSpec:
     max_duration_s: int | None = None
     name: str = ""
     sim_utilization: float = 0.9
+    internal: bool = False  # submitted by Switchyard itself (GPU mining), never by a tenant
 
     def __post_init__(self) -> None:
         if self.gpu_count < 1:
             raise InvalidRequest("gpus must be at least 1")
-        if self.priority not in TENANT_PRIORITIES:
+        if self.priority not in (INTERNAL_PRIORITIES if self.internal else TENANT_PRIORITIES):
             raise InvalidRequest(f"priority {self.priority.value!r} is not available to tenants")
         if not self.command or any(not part for part in self.command[:1]):
             raise InvalidRequest("command must name a program to run")
@@ -58,5 +62,7 @@ class WorkloadSpec:
         """Canonical hash of the request, to tell an idempotent retry from a conflicting reuse."""
         payload = asdict(self)
         payload["command"] = list(self.command)
+        if not self.internal:
+            del payload["internal"]  # tenants' hashes stay what they were before the flag existed
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()

@@ -73,7 +73,9 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
         node.status_changed_at = now
         wakeups(session).scheduler = True
     gpu_health.fold(session, node=node, gpus=report.gpus, events=report.xid_events, inventory=report.inventory, now=now)
-    statuses = {(s.workload_id, s.rank): s for s in report.assignments}
+    # By placement too: a requeued workload placed again on this node while its old process is
+    # still stopping has two statuses for one rank, one per epoch.
+    statuses = {(s.workload_id, s.rank, s.epoch): s for s in report.assignments}
     live = session.scalars(
         select(Allocation).where(Allocation.node_id == node_id, Allocation.released_at.is_(None))
     ).all()
@@ -81,9 +83,7 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
     to_release: list[Allocation] = []
     ended: list[Allocation] = []  # ranks this report says are gone, whose workload was not told to stop
     for alloc in live:
-        status = statuses.get((alloc.workload_id, alloc.rank))
-        if status is not None and status.epoch != alloc.epoch:
-            status = None  # a report about an older placement of the same workload
+        status = statuses.get((alloc.workload_id, alloc.rank, alloc.epoch))
         if alloc.stop_generation is not None:
             if status is not None:
                 _record_rank(session, alloc, status, now)  # the rank's last word, kept for the tenant

@@ -19,7 +19,7 @@ to fit by preemption never can again in this pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode, PendingReason
@@ -43,6 +43,8 @@ from controlplane.scheduling.snapshot import (
 
 __all__ = ["SchedulingPass", "place", "queue_order", "schedule"]
 
+_ANYWHERE = NvlinkPolicy.NONE  # a single GPU has no NVLink shape
+
 
 class SchedulingPass:
     """One pass over one snapshot: the indexes are built here, the decisions in ``run``."""
@@ -59,9 +61,17 @@ class SchedulingPass:
         self.fit_failed: dict[tuple[str, int, NvlinkPolicy], tuple[int, PendingReason]] = {}
         self.preempt_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.decisions: list[Decision] = []
-        # Plugins with nothing to do this pass (no quotas, no power model) are left out of it.
+        # Plugins with nothing to do this pass (no quotas, no power model) are left out of it, and
+        # their methods are bound once: a campus pass decides ten thousand requests.
         self.filters = tuple(p for p in profile.filters if p.active(self))
         self.permits = tuple(p for p in profile.permits if p.active(self))
+        self._checks = tuple(p.check for p in self.filters)
+        self._permit_calls = tuple(p.permit for p in self.permits)
+        reserves: list[Callable[[SchedulingPass, WorkloadRequest, dict[int, int], int], None]] = [
+            p.reserve for p in self.filters if p.reserves
+        ]
+        reserves += [p.reserve for p in self.permits if p.reserves]
+        self._reserves = tuple(reserves)
 
     def _rack_room(self) -> fit.RackRoom | None:
         """Racks whose cap leaves room for fewer GPUs than they have free; None if no rack binds.
@@ -96,11 +106,11 @@ class SchedulingPass:
                 req,
                 PendingReason(PendingCode.TOO_LARGE, f"asks for {c} GPUs; the fleet has {pool.total} {req.gpu_model}"),
             )
-        for plugin in self.filters:
-            held = plugin.check(self, req)
+        for check in self._checks:
+            held = check(self, req)
             if held is not None:
                 return self.unplaced(req, held)
-        mode = req.nvlink if c > 1 else NvlinkPolicy.NONE
+        mode = req.nvlink if c > 1 else _ANYWHERE
         key = (req.gpu_model, c, mode)
         failed = self.fit_failed.get(key)
         plan = None
@@ -114,8 +124,8 @@ class SchedulingPass:
                 self.fit_failed[key] = (pool.version, reason)
             return self.preempt_or_wait(pool, req, mode, reason)
         shed = 0.0
-        for permit in self.permits:
-            verdict = permit.permit(self, req, c)
+        for permit in self._permit_calls:
+            verdict = permit(self, req, c)
             if verdict.reason is not None:
                 return self.unplaced(req, verdict.reason)
             shed += verdict.shed_w
@@ -151,10 +161,8 @@ class SchedulingPass:
                         self.room.left[r] -= x
         if self.ledger.policies:
             self.ledger.admit(req, reserved=within)
-        for plugin in self.filters:
-            plugin.reserve(self, req, per_rack, loose)
-        for permit in self.permits:
-            permit.reserve(self, req, per_rack, loose)
+        for reserve in self._reserves:
+            reserve(self, req, per_rack, loose)
         self.decisions.append(Placement(req.workload_id, tuple(RankPlacement(node_ids[n], gpus) for n, gpus in taken)))
 
     def unplaced(self, req: WorkloadRequest, why: PendingReason) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from controlplane.domain.reasons import PendingReason
-from controlplane.scheduling.power_budget import PowerBudget
+from controlplane.scheduling.power_budget import FITS, PowerBudget
 from controlplane.scheduling.quota import QuotaLedger
 from controlplane.scheduling.snapshot import FleetSnapshot, WorkloadRequest
 
@@ -36,6 +36,8 @@ class Filter(Protocol):
     """Holds a request before the topology search, or lets it through (None)."""
 
     name: str
+    # Whether ``reserve`` does anything (False: the pass never calls it).
+    reserves: bool
 
     def active(self, sched: PassView) -> bool:
         """Whether the plugin has anything to check this pass (asked once per pass: a plugin
@@ -63,6 +65,7 @@ class Permit(Protocol):
     """Sees a placement the topology search found for ``gpus`` GPUs, and may hold it."""
 
     name: str
+    reserves: bool
 
     def active(self, sched: PassView) -> bool:
         """Whether the plugin has anything to check this pass (asked once per pass)."""
@@ -78,6 +81,7 @@ class QuotaFilter:
     """Tenant quotas (concurrent GPUs, GPU-hours, spend) with this pass's admissions counted."""
 
     name = "quota"
+    reserves = False  # the ledger is the pass's own (reservations and preemption rights read it)
 
     def active(self, sched: PassView) -> bool:
         return bool(sched.ledger.policies)
@@ -93,6 +97,7 @@ class SitePowerPermit:
     """The site's planned draw stays under its limit: mining is shed first, never below its minimum."""
 
     name = "site-power"
+    reserves = False  # the power budget is the pass's own (rack room reads it)
 
     def active(self, sched: PassView) -> bool:
         return sched.power is not None
@@ -100,9 +105,7 @@ class SitePowerPermit:
     def permit(self, sched: PassView, req: WorkloadRequest, gpus: int) -> Verdict:
         assert sched.power is not None
         site = sched.power.check_site(gpus)
-        if site.reason is None and not site.shed_w:
-            return ALLOW
-        return Verdict(site.shed_w, site.reason)
+        return ALLOW if site is FITS else Verdict(site.shed_w, site.reason)
 
     def reserve(self, sched: PassView, req: WorkloadRequest, gpus_per_rack: dict[int, int], loose: int) -> None:
         """The power budget is the pass's (rack room reads it): the pass commits the draw."""

@@ -12,18 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controlplane.domain.reasons import PendingCode, PendingReason
-from controlplane.power.model import PowerModel, Tally, rack_key, site_tally, tally_by_rack
+from controlplane.power.model import PowerModel, Tally, site_tally, tally_by_rack
 from controlplane.scheduling.snapshot import FleetSnapshot, NodeView
 
 
 def node_rack(node: NodeView) -> str | None:
-    """The rack a node draws from (``power.model.rack_key``)."""
-    return rack_key(node.rack_id, node.domain)
+    """The rack a node draws from: ``power.model.rack_key``, spelled inline (called per node of a
+    campus in every pass; tests/unit/test_power_model.py holds the two to the same answer)."""
+    return node.rack_id if node.rack_id is not None else node.domain
 
 
 def snapshot_tally(snapshot: FleetSnapshot) -> dict[str | None, Tally]:
     """The snapshot's planned-draw counts per rack key: what every power view is computed from."""
-    return tally_by_rack((node_rack(n), len(n.gpus), sum(1 for g in n.gpus if g.allocated)) for n in snapshot.nodes)
+    return tally_by_rack(snapshot.nodes)
 
 
 def planned_gpu_grid_w(snapshot: FleetSnapshot, extra_allocated: int = 0) -> float:
@@ -49,6 +50,9 @@ def _kw(watts: float) -> str:
 class SiteCheck:
     shed_w: float  # mining to shed first (0: fits as is)
     reason: PendingReason | None  # set: does not fit even with mining at its minimum
+
+
+FITS = SiteCheck(0.0, None)  # the common answer, not allocated per request
 
 
 class PowerBudget:
@@ -102,7 +106,7 @@ class PowerBudget:
         extra = gpus * self.marginal_w * self.model.pue
         over = self.site_planned_w + extra - self.site_limit_w
         if over <= 1e-6:
-            return SiteCheck(0.0, None)
+            return FITS
         sheddable = max(0.0, self.mining_w - self.mining_min_w)
         if over <= sheddable + 1e-6:
             return SiteCheck(min(over, sheddable), None)

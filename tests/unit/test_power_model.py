@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from controlplane.dispatch.budget import mining_target_w
 from controlplane.domain.errors import InvalidRequest
 from controlplane.domain.site import SiteSpec
-from controlplane.power.model import PowerModel, Tally, site_tally
+from controlplane.power.model import PowerModel, Tally, rack_key, site_tally, tally_by_rack
 from controlplane.scenarios import sites_file
 from controlplane.scheduling.index import Fleet
-from controlplane.scheduling.power_budget import PowerBudget, planned_gpu_grid_w, snapshot_tally
+from controlplane.scheduling.power_budget import PowerBudget, node_rack, planned_gpu_grid_w, snapshot_tally
 from controlplane.scheduling.snapshot import FleetSnapshot, GpuSlot, MiningBlock, NodeView
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,3 +122,10 @@ def test_a_bad_site_spec_is_refused_naming_the_field(change: dict[str, Any], fie
     with pytest.raises(InvalidRequest) as caught:
         SiteSpec.parse(raw, name="demo-rack")
     assert field in caught.value.detail
+
+
+@given(st.sampled_from([None, "r1"]), st.sampled_from([None, "d1"]))
+def test_the_rack_rule_is_the_same_everywhere(rack: str | None, domain: str | None) -> None:
+    node = _node("n", rack=rack, domain=domain, allocated=0)
+    assert node_rack(node) == rack_key(rack, domain)
+    assert list(tally_by_rack([node])) == [rack_key(rack, domain)]

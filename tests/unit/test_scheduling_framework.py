@@ -33,6 +33,7 @@ def req(wid: str, gpus: int, priority: PriorityClass = PriorityClass.ON_DEMAND, 
 
 class HoldSpotDuringCurtailment:
     name = "curtailment"
+    reserves = False
 
     def active(self, sched: PassView) -> bool:
         return True
@@ -52,6 +53,7 @@ class StartCap:
 
     cap: int
     name: str = "start-cap"
+    reserves: bool = True
     started: list[str] = field(default_factory=list)
     used: int = 0
 

@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pending", type=int, default=10_000)
     parser.add_argument("--site", default="campus-300mw")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scheduler_commit.json")
     args = parser.parse_args()
     from sqlalchemy import insert
     from testenv import PEPPER, REDIS_URL, pg_database
@@ -149,7 +151,7 @@ def main() -> int:
                         "gpu_hours_limit": None,
                         "spend_cap_usd": None,
                         "over_quota": "hold",
-                        "price_usd_per_gpu_hour": 3.0,
+                        "price_usd_per_gpu_hour": Decimal("3.00"),
                     }
                     for t in tenants
                 ],
@@ -182,7 +184,7 @@ def main() -> int:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = ROOT / "bench" / "results" / "scheduler_commit.json"
+    out = args.out
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

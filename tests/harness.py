@@ -102,3 +102,33 @@ def wait_all_gpus_free(http: httpx.Client, ops: dict[str, str], site: Site) -> l
 
     gpus: list[dict[str, Any]] = wait_for(all_free, timeout=30, site=site, what="every GPU free")
     return gpus
+
+
+def process_env(
+    workdir: Path, *, db_url: str, redis_url: str, redis_prefix: str, pepper: str, port: int
+) -> dict[str, str]:
+    """The environment every control-plane and agent process of a test site starts with."""
+    return {
+        "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
+        "HOME": str(workdir),
+        "PYTHONUNBUFFERED": "1",
+        "SWITCHYARD_DATA_DIR": str(workdir / "data"),
+        "SWITCHYARD_DATABASE_URL": db_url,
+        "SWITCHYARD_REDIS_URL": redis_url,
+        "SWITCHYARD_REDIS_PREFIX": redis_prefix,
+        "SWITCHYARD_PEPPER": pepper,
+        "SWITCHYARD_API_PORT": str(port),
+        "SWITCHYARD_REPORT_INTERVAL_S": "1",
+        "SWITCHYARD_LEASE_TTL_S": "5",
+        "SWITCHYARD_SWEEP_INTERVAL_S": "2",
+        "SWITCHYARD_SCHEDULER_INTERVAL_S": "1",
+    }
+
+
+def start_sim_agent(site: Site, index: int, token: str, *extra: str, cluster_uuid: str | None = None) -> None:
+    """One real agent process on the simulated GB300 backend, registering with ``token``."""
+    argv = ["agent", "--server", site.url, "--state-dir", str(site.workdir / f"agent-{index}")]
+    argv += ["--backend", "sim", "--sim-node-index", str(index), "--hostname", f"tray{index:02d}"]
+    if cluster_uuid is not None:
+        argv += ["--sim-cluster-uuid", cluster_uuid]
+    site.start(f"agent-{index}", *argv, *extra, extra_env={"SWITCHYARD_AGENT_BOOTSTRAP_TOKEN": token})

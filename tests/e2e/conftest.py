@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from harness import NODES, Site, free_port, wait_for
+from harness import NODES, Site, free_port, process_env, start_sim_agent, wait_for
 
 
 @pytest.fixture
@@ -26,21 +25,7 @@ def site(tmp_path: Path, redis_prefix: str) -> Iterator[Site]:
     db_url = pg_database(db_name, drop=False)
     upgrade(db_url)
     port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
-        "HOME": str(tmp_path),
-        "PYTHONUNBUFFERED": "1",
-        "SWITCHYARD_DATA_DIR": str(tmp_path / "data"),
-        "SWITCHYARD_DATABASE_URL": db_url,
-        "SWITCHYARD_REDIS_URL": REDIS_URL,
-        "SWITCHYARD_REDIS_PREFIX": redis_prefix,
-        "SWITCHYARD_PEPPER": PEPPER,
-        "SWITCHYARD_API_PORT": str(port),
-        "SWITCHYARD_REPORT_INTERVAL_S": "1",
-        "SWITCHYARD_LEASE_TTL_S": "5",
-        "SWITCHYARD_SWEEP_INTERVAL_S": "2",
-        "SWITCHYARD_SCHEDULER_INTERVAL_S": "1",
-    }
+    env = process_env(tmp_path, db_url=db_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, pepper=PEPPER, port=port)
     settings = Settings(database_url=db_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, pepper=PEPPER)
     engine = make_engine(db_url)
     with transaction(make_session_factory(engine)) as session:
@@ -72,23 +57,7 @@ def site(tmp_path: Path, redis_prefix: str) -> Iterator[Site]:
         from controlplane.services.admin import rack_fabric_uuid
 
         for i, token in enumerate(tokens, start=1):
-            s.start(
-                f"agent-{i}",
-                "agent",
-                "--server",
-                s.url,
-                "--state-dir",
-                str(tmp_path / f"agent-{i}"),
-                "--backend",
-                "sim",
-                "--sim-node-index",
-                str(i),
-                "--sim-cluster-uuid",
-                rack_fabric_uuid("demo-rack", "rack-001"),
-                "--hostname",
-                f"tray{i:02d}",
-                extra_env={"SWITCHYARD_AGENT_BOOTSTRAP_TOKEN": token},
-            )
+            start_sim_agent(s, i, token, cluster_uuid=rack_fabric_uuid("demo-rack", "rack-001"))
         yield s
     finally:
         s.stop_all()

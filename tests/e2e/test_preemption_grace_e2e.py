@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Site, free_port, registered_nodes, wait_for
+from harness import Site, free_port, process_env, registered_nodes, start_sim_agent, wait_for
 
 GRACE_S = 8
 AGENT_DEFAULT_GRACE_S = 1
@@ -51,20 +51,8 @@ def one_tray(tmp_path: Path, redis_prefix: str) -> Iterator[tuple[Site, dict[str
     db_url = pg_database(db_name, drop=False)
     upgrade(db_url)
     port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
-        "HOME": str(tmp_path),
-        "PYTHONUNBUFFERED": "1",
-        "SWITCHYARD_DATA_DIR": str(tmp_path / "data"),
-        "SWITCHYARD_DATABASE_URL": db_url,
-        "SWITCHYARD_REDIS_URL": REDIS_URL,
-        "SWITCHYARD_REDIS_PREFIX": redis_prefix,
-        "SWITCHYARD_PEPPER": PEPPER,
-        "SWITCHYARD_API_PORT": str(port),
-        "SWITCHYARD_REPORT_INTERVAL_S": "1",
-        "SWITCHYARD_SCHEDULER_INTERVAL_S": "1",
-        "SWITCHYARD_STOP_GRACE_S": str(GRACE_S),
-    }
+    env = process_env(tmp_path, db_url=db_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, pepper=PEPPER, port=port)
+    env["SWITCHYARD_STOP_GRACE_S"] = str(GRACE_S)
     engine = make_engine(db_url)
     pepper = Settings(database_url=db_url, pepper=PEPPER).pepper_bytes()
     keys: dict[str, str] = {}
@@ -84,21 +72,7 @@ def one_tray(tmp_path: Path, redis_prefix: str) -> Iterator[tuple[Site, dict[str
         site.start("api", "api")
         site.start("scheduler", "scheduler")
         wait_for(lambda: httpx.get(f"{site.url}/healthz", timeout=1).status_code == 200, timeout=30, site=site)
-        site.start(
-            "agent-1",
-            "agent",
-            "--server",
-            site.url,
-            "--state-dir",
-            str(tmp_path / "agent-1"),
-            "--backend",
-            "sim",
-            "--sim-node-index",
-            "1",
-            "--stop-grace",
-            str(AGENT_DEFAULT_GRACE_S),
-            extra_env={"SWITCHYARD_AGENT_BOOTSTRAP_TOKEN": token},
-        )
+        start_sim_agent(site, 1, token, "--stop-grace", str(AGENT_DEFAULT_GRACE_S))
         yield site, keys
     finally:
         site.stop_all()

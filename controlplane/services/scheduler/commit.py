@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from controlplane.domain.enums import WorkloadState
@@ -21,6 +21,7 @@ from controlplane.scheduling.snapshot import Decision, FleetSnapshot, Placement,
 from controlplane.services.scheduler.mining import rebalance_mining
 from controlplane.services.singleton import advance_fence
 from controlplane.services.workloads import lifecycle
+from controlplane.store.bulk import insert_rows
 from controlplane.store.models import (
     Allocation,
     Preemption,
@@ -152,10 +153,10 @@ class _Writes:
     def flush(self, session: Session, epoch: int, now: datetime) -> None:
         session.flush()
         if self.placed:
-            # Core statements on the tables: executemany, no ORM objects for 100k rows.
-            session.execute(insert(_table(WorkloadRank)), self.ranks)
-            session.execute(insert(_table(Allocation)), self.allocations)
-            session.execute(insert(_table(WorkloadEvent)), self.events)
+            # Core statements on the tables (COPY on PostgreSQL), no ORM objects for 100k rows.
+            insert_rows(session, _table(WorkloadRank), self.ranks)
+            insert_rows(session, _table(Allocation), self.allocations)
+            insert_rows(session, _table(WorkloadEvent), self.events)
             workloads = _table(Workload)
             session.execute(
                 update(workloads)

@@ -18,6 +18,7 @@ from controlplane.domain.enums import WorkloadState
 from controlplane.domain.reasons import PendingCode
 from controlplane.domain.workload import check_transition
 from controlplane.services.uow import wakeups
+from controlplane.store.bulk import among
 from controlplane.store.models import Allocation, Node, Preemption, Workload, WorkloadEvent, WorkloadRank
 from controlplane.store.types import utcnow
 
@@ -54,10 +55,12 @@ def bump_generations(session: Session, node_ids: Iterable[str]) -> dict[str, int
     ids = sorted(set(node_ids))
     if not ids:
         return {}
-    rows = session.execute(
-        update(Node).where(Node.id.in_(ids)).values(generation=Node.generation + 1).returning(Node.id, Node.generation)
-    ).all()
-    generations = {node_id: int(gen) for node_id, gen in rows}
+    generations: dict[str, int] = {}
+    for chosen in among(session, Node.id, ids):
+        rows = session.execute(
+            update(Node).where(chosen).values(generation=Node.generation + 1).returning(Node.id, Node.generation)
+        ).all()
+        generations.update({node_id: int(gen) for node_id, gen in rows})
     pending = wakeups(session)
     pending.nodes.update(ids)
     pending.generations.update(generations)

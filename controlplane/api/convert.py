@@ -13,7 +13,6 @@ from controlplane.api.schemas import (
     GpuEventOut,
     GpuOut,
     KeyOut,
-    MiningEventOut,
     NodeOut,
     OfferingOut,
     PreemptionOut,
@@ -169,39 +168,15 @@ def rack_out(v: RackView) -> RackOut:
 
 
 def gpu_event_out(e: GpuEvent) -> GpuEventOut:
-    return GpuEventOut(kind=e.kind, xid=e.xid, detail=e.detail, at=e.at)
+    return GpuEventOut.model_validate(e, from_attributes=True)
 
 
 def preemption_out(p: Preemption) -> PreemptionOut:
-    return PreemptionOut(
-        victim_id=p.victim_id,
-        for_workload_id=p.for_workload_id,
-        victim_priority=p.victim_priority,
-        gpu_count=p.gpu_count,
-        reason=p.reason,
-        grace_s=p.grace_s,
-        noticed_at=p.noticed_at,
-        released_at=p.released_at,
-    )
+    return PreemptionOut.model_validate(p, from_attributes=True)
 
 
 def site_power_out(p: SitePower) -> SitePowerOut:
-    return SitePowerOut(
-        site_id=p.site_id,
-        cap_w=p.cap_w,
-        limit_w=p.limit_w,
-        pue=p.pue,
-        gpu_planned_w=p.gpu_planned_w,
-        mining_planned_w=p.mining_planned_w,
-        mining_fleet_w=p.mining_fleet_w,
-        headroom_w=p.headroom_w,
-        gpus_allocated=p.gpus_allocated,
-        gpus_total=p.gpus_total,
-        recent_mining_events=[
-            MiningEventOut(delta_w=e.delta_w, planned_w=e.planned_w, reason=e.reason, at=e.at)
-            for e in p.recent_mining_events
-        ],
-    )
+    return SitePowerOut.model_validate(p, from_attributes=True)
 
 
 def tenant_out(t: Tenant) -> TenantOut:
@@ -231,14 +206,7 @@ def key_out(key: ApiKey, secret: str | None = None) -> KeyOut:
 
 
 def offering_out(o: Offering) -> OfferingOut:
-    return OfferingOut(
-        gpu_model=o.gpu_model,
-        memory_mib=o.memory_mib,
-        total=o.total,
-        available=o.available,
-        largest_node_block=o.largest_node_block,
-        largest_nvlink_block=o.largest_nvlink_block,
-    )
+    return OfferingOut.model_validate(o, from_attributes=True)
 
 
 def quota_out(q: QuotaView) -> QuotaOut:

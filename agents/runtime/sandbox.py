@@ -173,7 +173,8 @@ class Sandbox:
         leader is then reaped. The returned leader is in a session (and process group) of its own.
         """
         devices = self.devices(gpu_uuids)
-        groups = sorted({os.stat(path).st_gid for _, path in devices if not _world_rw(path)})
+        # A node not open to everyone needs its group (``video`` on some hosts), never root's.
+        groups = sorted({os.stat(path).st_gid for _, path in devices if not _world_rw(path)} - {0})
         ready_r, ready_w = os.pipe()
         spec: dict[str, Any] = {
             "command": list(command),

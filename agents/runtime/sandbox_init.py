@@ -135,6 +135,20 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
+def _closed_ancestor(path: str) -> str | None:
+    """The outermost existing directory above ``path`` that others may not search, if any."""
+    parts = path.strip("/").split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        ancestor = "/" + "/".join(parts[:i])
+        try:
+            mode = os.stat(ancestor).st_mode
+        except FileNotFoundError:
+            return None  # below a hidden tmpfs: created 0755 on the way
+        if not mode & 0o001:
+            return ancestor
+    return None
+
+
 def _bind_fd(fd: int, target: str, flags: int) -> None:
     """Bind what ``fd`` names (an O_PATH fd opened before it was hidden) onto ``target``."""
     _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
@@ -179,6 +193,13 @@ def build_mount_view(spec: dict[str, Any]) -> None:
             hidden.append(path)
         elif os.path.isfile(path):
             _mount("/dev/null", path, None, MS_BIND)
+    for path in [cwd, *(path for path, _ in exposed)]:
+        # A directory the workload could not traverse anyway (root's 0700 home above the agent's
+        # Python) is replaced by an empty one, so what is bound below it can be reached.
+        closed = _closed_ancestor(path)
+        if closed is not None:
+            _mount("tmpfs", closed, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=1m")
+            hidden.append(closed)
     _make_target(cwd, directory=True)
     _bind_fd(work_fd, cwd, MS_NOSUID | MS_NODEV)
     for path, fd in exposed:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.runtime.processes import inherited_env
+from agents.runtime.sandbox import DEFAULT_UID_COUNT, DEFAULT_UID_FIRST
 
 ENV_PREFIX = "SWITCHYARD_AGENT_"
 BACKENDS = ("sim", "nvml")
@@ -50,6 +51,10 @@ class AgentConfig:
     spool_max_bytes: int = 64 * 1024 * 1024
     # What tenant processes inherit from the agent's environment (PATH, HOME, LANG, ...).
     child_env: dict[str, str] = field(default_factory=dict, repr=False)
+    # Workloads run sandboxed (agents.runtime.sandbox) unless the operator says otherwise.
+    insecure_no_sandbox: bool = False
+    workload_uids: tuple[int, int] = (DEFAULT_UID_FIRST, DEFAULT_UID_COUNT)  # (first, count)
+    sandbox_hide: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class _Option:
     convert: Callable[[str], Any]
     default: Any
     help: str
+    switch: bool = False  # a flag without a value (the variable takes true/false)
 
     @property
     def dest(self) -> str:
@@ -123,6 +129,33 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _uid_range(text: str) -> tuple[int, int]:
+    """``FIRST-LAST`` (inclusive) -> (first, count); never uid 0 and never past 2^32-2."""
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if match is None:
+        raise ValueError("must be FIRST-LAST, e.g. 1879048192-1879113727")
+    first, last = int(match.group(1)), int(match.group(2))
+    if not 1000 <= first <= last <= 2**32 - 2:
+        raise ValueError("must satisfy 1000 <= FIRST <= LAST <= 4294967294")
+    return first, last - first + 1
+
+
+def _paths(text: str) -> tuple[Path, ...]:
+    paths = tuple(Path(p) for p in text.split(":") if p.strip())
+    if not all(p.is_absolute() for p in paths):
+        raise ValueError("must be absolute paths separated by ':'")
+    return paths
+
+
 _OPTIONS: tuple[_Option, ...] = (
     _Option("--server", _server_url, None, "control plane base URL, e.g. http://127.0.0.1:8000 (required)"),
     _Option("--bootstrap-token", _text, None, "single-use registration token (first start only)"),
@@ -142,6 +175,22 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--spool-max-bytes", _byte_size, 64 * 1024 * 1024, "bound of the on-disk report spool, e.g. 64MiB"),
     _Option("--stop-grace", _positive_float, 10.0, "seconds between SIGTERM and SIGKILL on stop"),
     _Option("--log-level", _choice(LOG_LEVELS, upper=True), "INFO", "DEBUG | INFO | WARNING | ERROR"),
+    _Option(
+        "--workload-uids",
+        _uid_range,
+        (DEFAULT_UID_FIRST, DEFAULT_UID_COUNT),
+        "FIRST-LAST: host uids given to sandboxed workloads, one per workload; no user of this host may hold one",
+    ),
+    _Option(
+        "--sandbox-hide", _paths, (), "more paths workloads must not see, ':'-separated (state dir and home always)"
+    ),
+    _Option(
+        "--insecure-no-sandbox",
+        _boolean,
+        False,
+        "run workloads as the agent's own user without a sandbox (development only: they can read its credential)",
+        switch=True,
+    ),
 )
 
 
@@ -152,7 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for opt in _OPTIONS:
         # No type= here: conversion happens once, below, for flags and variables alike.
-        parser.add_argument(opt.flag, dest=opt.dest, default=None, help=f"{opt.help} [{opt.env}]")
+        if opt.switch:
+            parser.add_argument(
+                opt.flag,
+                dest=opt.dest,
+                action="store_const",
+                const="true",
+                default=None,
+                help=f"{opt.help} [{opt.env}]",
+            )
+        else:
+            parser.add_argument(opt.flag, dest=opt.dest, default=None, help=f"{opt.help} [{opt.env}]")
     return parser
 
 
@@ -205,4 +264,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         sim_seed=values["sim_seed"],
         spool_max_bytes=values["spool_max_bytes"],
         child_env=inherited_env(env),
+        insecure_no_sandbox=values["insecure_no_sandbox"],
+        workload_uids=values["workload_uids"],
+        sandbox_hide=values["sandbox_hide"],
     )

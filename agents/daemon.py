@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import signal
 import sys
@@ -40,6 +41,7 @@ from agents.logship import LogShipper
 from agents.protocol import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
+    Assignment,
     AssignmentStatus,
     DesiredState,
     GpuInventory,
@@ -54,6 +56,7 @@ from agents.protocol import (
 from agents.reconcile import plan_reconcile
 from agents.runtime.orphans import stop_orphans
 from agents.runtime.processes import TERMINAL_PHASES, AssignmentKey, ProcessRunner, assignment_key
+from agents.runtime.sandbox import Sandbox, default_policy, nvidia_minors
 from agents.spool import Spool
 from agents.state import (
     FatalError,
@@ -507,7 +510,7 @@ class Agent:
                 )
                 self._runner.stop(wid, grace, rank=rank, epoch=epoch, reason="no longer desired")
             for assignment in plan.start:
-                self._runner.start(assignment, node_address=self._cfg.advertise_addr)
+                self._start(assignment)
             for key in plan.forget:
                 self._runner.forget(key)
                 self._finished.restored.pop(key, None)
@@ -517,6 +520,14 @@ class Agent:
             self._admitted = {assignment_key(a) for a in desired} - rejected
             self._epoch_floor = max([self._epoch_floor, *(a.epoch for a in desired)])
         self._apply_load()
+
+    def _start(self, assignment: Assignment) -> None:
+        """Start one assignment; whatever goes wrong stays with it (REJECTED with the reason)."""
+        try:
+            self._runner.start(assignment, node_address=self._cfg.advertise_addr)
+        except Exception as exc:
+            log.exception("starting %s rank %d epoch %d failed", *assignment_key(assignment))
+            self._runner.reject(assignment, f"the agent could not start it: {type(exc).__name__}: {exc}")
 
     def _applied(self) -> int:
         """The newest desired generation none of whose dropped assignments still has a process.
@@ -629,6 +640,43 @@ def _build_nvml_backend() -> GpuBackend:
     return backend
 
 
+def build_sandbox(cfg: AgentConfig, backend: GpuBackend) -> Sandbox | None:
+    """The workloads' sandbox, checked by a real sandboxed start; None only when the operator said so.
+
+    Raises FatalError when workloads cannot be sandboxed here: the agent then refuses to run
+    any tenant work at all (it does not even register) rather than run it unconfined.
+    """
+    if cfg.insecure_no_sandbox:
+        log.warning(
+            "INSECURE: --insecure-no-sandbox: workloads run as this agent's user (uid %d) with no sandbox; "
+            "they can read its credential and each other's files (development only)",
+            os.geteuid(),
+        )
+        return None
+
+    def minors() -> dict[str, int]:
+        return nvidia_minors({gpu.uuid: gpu.pci_bus_id for gpu in backend.inventory()})
+
+    policy = default_policy(
+        cfg.state_dir,
+        home=cfg.child_env.get("HOME"),
+        hide=cfg.sandbox_hide,
+        uids=cfg.workload_uids,
+        gpu_minors=minors,
+    )
+    sandbox = Sandbox(policy)
+    reason = sandbox.check(cfg.state_dir / "work" / ".sandbox-check")
+    if reason is not None:
+        raise FatalError(
+            f"cannot sandbox tenant workloads: {reason}; refusing to run them. Run the agent as root, "
+            "or pass --insecure-no-sandbox to run them as this agent's user (development only)"
+        )
+    log.info(
+        "workloads run sandboxed: one uid per workload from %s, own PID and mount namespaces", sandbox.describe_uids()
+    )
+    return sandbox
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
@@ -665,6 +713,8 @@ def _run(cfg: AgentConfig, backend: GpuBackend, stop: threading.Event) -> int:
     except OSError as exc:
         raise FatalError(f"cannot use state dir {cfg.state_dir}: {exc}") from None
     collector.set_spool_stats_provider(lambda: _exported(spool))
+    sandbox = build_sandbox(cfg, backend)  # before anything that could start tenant work
+    print(f"switchyard-agent sandbox={'on' if sandbox is not None else 'off-insecure'}", flush=True)
     try:
         metrics = MetricsServer(registry, host=cfg.metrics_addr, port=cfg.metrics_port).start()
     except OSError as exc:
@@ -688,6 +738,7 @@ def _run(cfg: AgentConfig, backend: GpuBackend, stop: threading.Event) -> int:
             work_dir=cfg.state_dir / "work",
             base_env=cfg.child_env,
             record_live=processes.save,
+            sandbox=sandbox,
         )
         agent = Agent(
             cfg,

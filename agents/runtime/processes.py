@@ -6,6 +6,11 @@ whole tree at once on stop, and reap leftovers when the leader exits, so GPUs ar
 before the control plane hands them to the next owner. (A tenant that calls ``setsid`` itself
 escapes this; cgroups close that gap and are a later step.)
 
+With a ``Sandbox`` (``agents.runtime.sandbox``, what the agent uses unless told
+``--insecure-no-sandbox``) each command runs as a uid of its own in its own PID namespace and
+mount view; the process group's leader is then the sandbox's launcher, which exits only once
+every process of the workload is gone, so stop, SIGKILL and orphan recovery work on it unchanged.
+
 Nothing here blocks the caller: a stop sends SIGTERM and a timer escalates to SIGKILL, and one
 waiter thread per process records the exit. Every start and exit also goes to ``record_live``
 (the agent's process ledger), so an agent that dies without stopping its workloads finds them
@@ -25,9 +30,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from agents.protocol import Assignment, AssignmentPhase, AssignmentStatus
 from agents.runtime.orphans import LiveProcess, read_start_ticks
+from agents.runtime.sandbox import Sandbox, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +119,7 @@ class _Run:
     stop_requested: bool = False
     stop_reason: str = ""
     timer: threading.Timer | None = None
+    uid: int | None = None  # the sandbox uid this run holds until its namespace is gone
 
 
 class ProcessRunner:
@@ -125,10 +133,15 @@ class ProcessRunner:
         base_env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         record_live: Callable[[Sequence[LiveProcess]], None] | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         """``record_live`` receives every live process group after each start and exit; it must
-        persist them (it is called from the runner's threads, never two calls at once)."""
+        persist them (it is called from the runner's threads, never two calls at once).
+        ``sandbox`` None runs commands as the agent's own user, unconfined (development only)."""
+        if sandbox is not None and work_dir is None:
+            raise ValueError("a sandboxed runner needs a work_dir: the workload's only writable directory")
         self._log_dir = Path(log_dir)
+        self._sandbox = sandbox
         self._work_dir = Path(work_dir) if work_dir is not None else None
         self._base_env = dict(base_env) if base_env is not None else inherited_env()
         self._clock = clock
@@ -152,30 +165,35 @@ class ProcessRunner:
                 return existing.status
         if not _SAFE_ID.match(assignment.workload_id):
             return self.reject(assignment, f"unsafe workload id {assignment.workload_id!r}")
-        log_path = self._log_dir / assignment.workload_id / f"{assignment.rank}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        cwd = None
-        if self._work_dir is not None:
-            cwd = self._work_dir / assignment.workload_id
-            cwd.mkdir(parents=True, exist_ok=True)
         env = build_env(self._base_env, assignment, node_address=node_address)
-        # Append: a re-placed workload (new epoch) continues the same log, so shipped offsets hold.
-        with open(log_path, "ab") as out:
-            try:
-                proc = subprocess.Popen(
-                    assignment.command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=cwd,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                message = f"cannot execute {assignment.command[0]!r}: {exc.strerror or exc}"
-                out.write(f"switchyard: {message}\n".encode())
-                return self.reject(assignment, message, log_path=log_path)
+        invalid = _invalid_exec_input(assignment.command, env)
+        if invalid is not None:
+            return self.reject(assignment, invalid)
+        log_path = self._log_dir / assignment.workload_id / f"{assignment.rank}.log"
+        uid: int | None = None
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            cwd = None
+            if self._work_dir is not None:
+                cwd = self._work_dir / assignment.workload_id
+                cwd.mkdir(parents=True, exist_ok=True)
+            if self._sandbox is not None and cwd is not None:
+                uid = self._sandbox.acquire_uid()
+                self._sandbox.prepare_work_dir(cwd, uid)
+                if "HOME" not in assignment.env:
+                    env["HOME"] = str(cwd)  # the agent's home is hidden from the workload
+            # Append: a re-placed workload (new epoch) continues the same log, so shipped offsets hold.
+            with open(log_path, "ab") as out:
+                try:
+                    proc = self._spawn(assignment, env, cwd, uid, out)
+                except (OSError, SandboxError) as exc:
+                    message = _spawn_failure(assignment, exc)
+                    out.write(f"switchyard: {message}\n".encode())
+                    self._release(uid)
+                    return self.reject(assignment, message, log_path=log_path)
+        except (OSError, SandboxError) as exc:  # the log or work dir, or no uid left
+            self._release(uid)
+            return self.reject(assignment, f"the agent could not prepare the workload: {exc}", log_path=log_path)
         now = self._clock()
         status = AssignmentStatus(
             workload_id=assignment.workload_id,
@@ -187,7 +205,7 @@ class ProcessRunner:
         )
         # The leader is our unreaped child, so its /proc entry exists until the waiter reaps it.
         start_ticks = read_start_ticks(proc.pid)
-        run = _Run(assignment=assignment, log_path=log_path, status=status, proc=proc, start_ticks=start_ticks)
+        run = _Run(assignment=assignment, log_path=log_path, status=status, proc=proc, start_ticks=start_ticks, uid=uid)
         with self._cond:
             self._runs[key] = run
         threading.Thread(target=self._wait_for_exit, args=(key, run), name=f"wait-{proc.pid}", daemon=True).start()
@@ -200,6 +218,28 @@ class ProcessRunner:
             with self._cond:
                 self._request_stop(run, 0.0, f"cannot record the process in the agent's state dir: {exc}")
         return status
+
+    def _spawn(
+        self, assignment: Assignment, env: dict[str, str], cwd: Path | None, uid: int | None, out: IO[bytes]
+    ) -> subprocess.Popen[bytes]:
+        if self._sandbox is not None and uid is not None and cwd is not None:
+            return self._sandbox.spawn(
+                assignment.command, env=env, cwd=cwd, uid=uid, gpu_uuids=assignment.gpu_uuids, stdout=out
+            )
+        return subprocess.Popen(
+            assignment.command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+    def _release(self, uid: int | None) -> None:
+        if self._sandbox is not None and uid is not None:
+            self._sandbox.release_uid(uid)
 
     def reject(self, assignment: Assignment, message: str, *, log_path: Path | None = None) -> AssignmentStatus:
         """Record that an assignment will not run, so the agent reports why."""
@@ -337,6 +377,7 @@ class ProcessRunner:
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         _signal_group(proc.pid, signal.SIGKILL)
         code = proc.wait()
+        self._release(run.uid)  # the leader outlives its namespace: no process holds the uid now
         finished = self._clock()
         with self._cond:
             if run.timer is not None:
@@ -353,6 +394,27 @@ class ProcessRunner:
         except OSError:
             # A stale entry is harmless: a restarted agent finds the pid gone (or reused) and skips it.
             log.exception("cannot remove pid %d from the process ledger", proc.pid)
+
+
+def _invalid_exec_input(command: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """Why the OS cannot execute this command line and environment (a NUL byte, a bad name), or None."""
+    for i, arg in enumerate(command):
+        if "\0" in arg:
+            return f"command argument {i} contains a NUL byte"
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name:
+            return f"invalid environment variable name {name!r}"
+        if "\0" in value:
+            return f"environment variable {name} contains a NUL byte"
+    return None
+
+
+def _spawn_failure(assignment: Assignment, exc: Exception) -> str:
+    if isinstance(exc, SandboxError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"cannot execute {assignment.command[0]!r}: {exc.strerror or exc}"
+    return f"cannot start: {exc}"
 
 
 def _alive(run: _Run) -> bool:

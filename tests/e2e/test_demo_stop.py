@@ -128,8 +128,11 @@ def _an_agent_hangs(run: DemoRun) -> None:
     run.start("--no-workloads")
     run.submit({"name": "sleeper", "gpus": 1, "nvlink": "none", "command": ["sleep", "600"]})
     run.wait_running()
-    (sleeper,) = workload_processes(run.data_dir)
-    os.kill(parent_of(sleeper), signal.SIGSTOP)
+    # Sandboxed (as root) the workload is the launcher, its namespace's init and `sleep`: the
+    # leader is the one whose parent is not a workload process, and that parent is the agent.
+    processes = workload_processes(run.data_dir)
+    (leader,) = [pid for pid in processes if parent_of(pid) not in processes]
+    os.kill(parent_of(leader), signal.SIGSTOP)
     assert run.demo is not None
     run.demo.send_signal(signal.SIGTERM)
 

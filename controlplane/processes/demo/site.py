@@ -82,6 +82,12 @@ def start_site(
     url = settings.public_url
     if not _wait_api(url, supervisor, clock):
         return None
+    sandbox = _sandbox_options(data_dir)
+    console.say(
+        "Workloads: sandboxed (a uid of their own, own PID and mount namespaces)"
+        if sandbox[0] != "--insecure-no-sandbox"
+        else f"Workloads: NOT sandboxed (the demo runs as uid {os.geteuid()}, not root): they run as you"
+    )
     for i, token in enumerate(seeded.bootstrap_tokens, start=1):
         hostname = f"{site_name}-tray{i:02d}"
         state_dir = data_dir / "agents" / hostname
@@ -90,11 +96,23 @@ def start_site(
             *("--server", url, "--state-dir", str(state_dir), "--backend", "sim"),
             *("--sim-node-index", str(i), "--sim-cluster-uuid", seeded.rack_fabric_uuid),
             *("--hostname", hostname, "--advertise-addr", "127.0.0.1", "--metrics-port", "0"),
+            *sandbox,
         )
         agent_env = {**env, "SWITCHYARD_AGENT_BOOTSTRAP_TOKEN": token}
         supervisor.spawn(f"agent-{i:02d}", argv, agent_env, stage=Stage.AGENT, state_dir=state_dir)
     site = Site(url, seeded, len(seeded.bootstrap_tokens))
     return site if _wait_agents(site, supervisor, clock, console) else None
+
+
+def _sandbox_options(data_dir: Path) -> tuple[str, ...]:
+    """Root: agents sandbox the workloads and also hide the demo's own data dir (database, pepper).
+
+    Anyone else: the agents cannot switch uid or make namespaces, and would refuse tenant work;
+    the demo is a development tool run by whoever runs it, so it says so and runs them unconfined.
+    """
+    if os.geteuid() == 0:
+        return ("--sandbox-hide", str(data_dir.resolve()))
+    return ("--insecure-no-sandbox",)
 
 
 def _wait_api(url: str, supervisor: Supervisor, clock: RunClock) -> bool:

@@ -265,6 +265,12 @@ class AssignmentPhase(StrEnum):
     REJECTED = "rejected"
 
 
+# How a REJECTED status's message starts when the agent refused the assignment as a deposed
+# scheduler's (an epoch older than one it has seen): nothing the tenant did, so the control plane
+# places the workload again instead of failing it. Agents of every version word it so.
+STALE_EPOCH = "stale epoch"
+
+
 class AssignmentStatus(_Wire):
     workload_id: str
     epoch: int

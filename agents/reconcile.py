@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from agents.protocol import Assignment, AssignmentStatus
+from agents.protocol import STALE_EPOCH, Assignment, AssignmentStatus
 from agents.runtime.processes import TERMINAL_PHASES, AssignmentKey, assignment_key
 
 
@@ -53,7 +53,7 @@ def plan_reconcile(
         unknown = [uuid for uuid in a.gpu_uuids if uuid not in node_gpus]
         conflict = next((claimed[uuid] for uuid in a.gpu_uuids if uuid in claimed), None)
         if key not in admitted and a.epoch < max_epoch_seen:
-            reject.append((a, f"stale epoch: {a.epoch} is older than epoch {max_epoch_seen} seen before"))
+            reject.append((a, f"{STALE_EPOCH}: {a.epoch} is older than epoch {max_epoch_seen} seen before"))
         elif unknown:
             reject.append((a, f"unknown GPU(s) on this node: {', '.join(unknown)}"))
         elif len(set(a.gpu_uuids)) != len(a.gpu_uuids):

@@ -40,6 +40,7 @@ class Runtime:
             yield session
 
     def close(self) -> None:
+        self.bus.close()
         self.redis.close()
         self.engine.dispose()
 

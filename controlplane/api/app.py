@@ -45,6 +45,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     )
     app.state.runtime = rt
     problems.install(app)
+    problems.install_redis(app)
     for router in (tenant.router, operator.router, agent.router):
         app.include_router(router, prefix=f"/{API_VERSION}")
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -60,3 +61,22 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem(500, "Internal error", "the server failed; the error was logged")
+
+
+REDIS_RETRY_AFTER_S = 2
+
+
+def install_redis(app: FastAPI) -> None:
+    """Redis down or refusing: 503 problem+json with Retry-After, as for the database.
+
+    Only routes that need Redis to answer get here (a report renews the node's lease in it, the
+    fleet views read live samples from it); a unit of work that committed never does: its
+    wake-ups are sent after the commit and retried when Redis fails (``live.bus``).
+    """
+
+    @app.exception_handler(RedisError)
+    async def _redis(request: Request, exc: RedisError) -> JSONResponse:
+        log.error("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+        response = problem(503, "Service unavailable", "live state (Redis) is unavailable; retry shortly")
+        response.headers["Retry-After"] = str(REDIS_RETRY_AFTER_S)
+        return response

@@ -110,12 +110,16 @@ class Waker:
                 await self._task
 
     async def _run(self) -> None:
+        lost = False
         while True:
             client = aioredis.Redis.from_url(self.url, decode_responses=True)
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
                     self._ready.set()
+                    if lost:
+                        log.info("node wake-up subscription back")
+                        lost = False
                     # Wakes missed while (re)connecting: every poll re-reads its generation.
                     self._wake_all()
                     async for message in pubsub.listen():
@@ -123,8 +127,11 @@ class Waker:
                             self._wake(str(message["data"]))
             except asyncio.CancelledError:
                 raise
-            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-                log.warning("node wake-up subscription lost; reconnecting", exc_info=True)
+            except (aioredis.RedisError, OSError) as exc:
+                # Held polls still answer: each times out and re-reads its generation from SQL.
+                if not lost:
+                    log.warning("node wake-up subscription lost (%s); reconnecting every second", exc)
+                    lost = True
                 await asyncio.sleep(1)
             finally:
                 await client.aclose()

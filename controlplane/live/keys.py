@@ -38,9 +38,6 @@ class Keys:
         return f"{self.prefix}:wake:scheduler"
 
     def leader(self, role: str) -> str:
-        """The lease of a fenced singleton role ("scheduler", "dispatcher"): holder and epoch."""
+        """The lease of a fenced singleton role ("scheduler", "dispatcher"): holder and epoch
+        (the epoch comes from the database's fence, never from a Redis counter)."""
         return f"{self.prefix}:{role}:leader"
-
-    def leader_epoch(self, role: str) -> str:
-        """The role's fencing-epoch counter (INCR on every acquisition)."""
-        return f"{self.prefix}:{role}:epoch"

@@ -1,12 +1,11 @@
 """Leader election for a fenced singleton role (the scheduler, the dispatcher): a Redis lease
-plus a fencing epoch.
+that says who should lead, holding the fencing epoch the leader claimed in the database.
 
-Acquiring the lease increments the role's epoch (the fencing token). Everything the leader writes
-carries its epoch, and the database's fence row for the role refuses a write from an older epoch
-(``services.singleton``). The lease alone is not safety (a paused process can outlive it; Jepsen
-on etcd). Redis may lose the counter (it keeps nothing on disk here): ``try_acquire`` takes the
-newest epoch the database has seen as a floor, so a restarted Redis never hands out an epoch
-that was already used (DESIGN invariant 7).
+Redis only arbitrates who may claim an epoch: the epochs themselves come from the role's fence
+row in the database (``services.singleton``), never from a Redis counter, so a Redis that lost
+its keys (a flush, a restart without persistence, a restore of an old snapshot) can never hand
+out an epoch again (DESIGN invariant 7). The lease alone is not safety (a paused process can
+outlive it; Jepsen on etcd): the fence is.
 """
 
 from __future__ import annotations
@@ -17,16 +16,19 @@ import redis
 
 from controlplane.live.keys import Keys
 
-_ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local epoch = redis.call('INCR', KEYS[2])
-  local floor = tonumber(ARGV[3])
-  if epoch <= floor then
-    epoch = floor + 1
-    redis.call('SET', KEYS[2], epoch)
-  end
-  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
-  return epoch
+# The lease value is "<instance>:<epoch>"; "<instance>:" while its epoch is being claimed.
+_TAKE = """
+if redis.call('SET', KEYS[1], ARGV[1] .. ':', 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+"""
+
+_CONFIRM = """
+local value = redis.call('GET', KEYS[1])
+if value and string.sub(value, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[3], 'PX', ARGV[2])
+  return 1
 end
 return 0
 """
@@ -68,20 +70,21 @@ class LeaderLease:
         self.lease_ms = int(lease_s * 1000)
         self.instance = instance or uuid.uuid4().hex
         self.epoch: int | None = None
-        self._acquire = client.register_script(_ACQUIRE)
+        self._take = client.register_script(_TAKE)
+        self._confirm = client.register_script(_CONFIRM)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
-    def try_acquire(self, *, floor: int = 0) -> int | None:
-        """Take the lease if nobody holds it; the new epoch is above ``floor`` (the database's)."""
-        epoch = int(
-            self._acquire(
-                keys=[self.keys.leader(self.role), self.keys.leader_epoch(self.role)],
-                args=[self.instance, self.lease_ms, floor],
-            )
-        )
-        self.epoch = epoch or None
-        return self.epoch
+    def take(self) -> bool:
+        """Take the lease if nobody holds it (its epoch is still to be claimed: ``confirm``)."""
+        self.epoch = None
+        return bool(self._take(keys=[self.keys.leader(self.role)], args=[self.instance, self.lease_ms]))
+
+    def confirm(self, epoch: int) -> bool:
+        """Record the epoch claimed for this lease, if the lease is still ours; then we lead."""
+        ok = bool(self._confirm(keys=[self.keys.leader(self.role)], args=[self.instance, self.lease_ms, epoch]))
+        self.epoch = epoch if ok else None
+        return ok
 
     def renew(self) -> bool:
         ok = bool(self._renew(keys=[self.keys.leader(self.role)], args=[self.instance, self.lease_ms]))
@@ -90,5 +93,5 @@ class LeaderLease:
         return ok
 
     def release(self) -> None:
-        self._release(keys=[self.keys.leader(self.role)], args=[self.instance])
         self.epoch = None
+        self._release(keys=[self.keys.leader(self.role)], args=[self.instance])

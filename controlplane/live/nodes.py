@@ -9,6 +9,7 @@ report cannot both accept it, and a stale report never overwrites a newer sample
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,9 @@ class EnergyCount:
     resets: int
 
 
+log = logging.getLogger(__name__)
+
+
 class LiveState:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
@@ -100,6 +104,17 @@ class LiveState:
 
     def renew_lease(self, *, node_id: str, now: float, lease_ttl_s: float) -> None:
         self.redis.zadd(self.keys.leases, {node_id: now + lease_ttl_s})
+
+    def start_lease(self, *, node_id: str, now: float, lease_ttl_s: float) -> bool:
+        """Start a node's lease after its registration committed: if Redis fails now, the
+        registration still stands (its credential was issued) and the first report starts the
+        lease instead. False if it could not be written."""
+        try:
+            self.renew_lease(node_id=node_id, now=now, lease_ttl_s=lease_ttl_s)
+        except redis.RedisError as exc:
+            log.warning("node %s registered; its lease starts with its first report (Redis: %s)", node_id, exc)
+            return False
+        return True
 
     def expired_leases(self, *, now: float) -> list[str]:
         return [str(node_id) for node_id in self.redis.zrangebyscore(self.keys.leases, "-inf", now)]

@@ -20,6 +20,9 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
+        # A Redis outage of any length is waited out (the default gives up after 100 retries
+        # and the worker exits); beat logs each tick it cannot send and sends the next one.
+        broker_connection_max_retries=None,
         timezone="UTC",
         beat_schedule={
             "sweep-liveness": {

@@ -12,8 +12,16 @@ from harness import NODES, Site, free_port, process_env, start_sim_agent, wait_f
 
 
 @pytest.fixture
-def site(tmp_path: Path, redis_prefix: str) -> Iterator[Site]:
-    from testenv import PEPPER, REDIS_URL, pg_database
+def site_redis_url() -> str:
+    """The Redis the site's processes use: the shared one (a test module may give its own)."""
+    from testenv import REDIS_URL
+
+    return REDIS_URL
+
+
+@pytest.fixture
+def site(tmp_path: Path, redis_prefix: str, site_redis_url: str) -> Iterator[Site]:
+    from testenv import PEPPER, pg_database
 
     from controlplane.config import Settings
     from controlplane.domain.enums import KeyScope
@@ -25,8 +33,9 @@ def site(tmp_path: Path, redis_prefix: str) -> Iterator[Site]:
     db_url = pg_database(db_name, drop=False)
     upgrade(db_url)
     port = free_port()
-    env = process_env(tmp_path, db_url=db_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, pepper=PEPPER, port=port)
-    settings = Settings(database_url=db_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, pepper=PEPPER)
+    redis_url = site_redis_url
+    env = process_env(tmp_path, db_url=db_url, redis_url=redis_url, redis_prefix=redis_prefix, pepper=PEPPER, port=port)
+    settings = Settings(database_url=db_url, redis_url=redis_url, redis_prefix=redis_prefix, pepper=PEPPER)
     engine = make_engine(db_url)
     with transaction(make_session_factory(engine)) as session:
         from factories import demo_spec

@@ -414,7 +414,7 @@ def test_no_gpu_ever_has_two_owners(runtime: Runtime, db_url: str) -> None:
             """Acquire if it holds nothing, then run a pass with the epoch it believes it holds,
             even if that lease is gone by now (a paused process that has not noticed)."""
             if self.believed[name] is None:
-                epoch = acquire(self.leases[name], runtime.read)
+                epoch = acquire(self.leases[name], runtime.uow)
                 if epoch is None:
                     return
                 self.believed[name], self.passes[name] = epoch, 0

@@ -39,7 +39,7 @@ def register(body: RegisterRequest, runtime: RuntimeDep) -> Response:
     with runtime.uow() as session:
         node, credential = registration.register(session, pepper=runtime.pepper, request=body)
         node_id = node.id
-    runtime.live.renew_lease(node_id=node_id, now=time.time(), lease_ttl_s=settings.lease_ttl_s)
+    runtime.live.start_lease(node_id=node_id, now=time.time(), lease_ttl_s=settings.lease_ttl_s)
     answer = RegisterResponse(
         protocol_version=PROTOCOL_VERSION,
         min_protocol_version=MIN_PROTOCOL_VERSION,

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agents.protocol import (
+    STALE_EPOCH,
     AssignmentPhase,
     AssignmentStatus,
     ReportRequest,
@@ -172,18 +173,26 @@ def _derive_state(session: Session, wl: Workload, now: datetime) -> None:
     """Move the workload on from its ranks' recorded phases, in the transaction folding the report.
 
     It ends (``lifecycle.finish``) at the first rank rejected, stopped by its agent or exited
-    non-zero, or once every rank has exited 0. Its ``finished_at``, like the time of every
-    transition, is ``now``: the control plane's UTC clock when it folded the report that ended
-    it, which is also the time of the terminal event in its history and the ``released_at`` of
-    the GPUs freed with it (``_free_with_their_workload``, same transaction). It is not the
-    agent's clock nor the moment a process exited: that is each rank's own ``finished_at``
-    (agent clock), up to a report interval earlier.
+    non-zero, or once every rank has exited 0. A rank its agent refused as a deposed
+    scheduler's placement (``STALE_EPOCH``) is no fault of the tenant's: the workload is
+    requeued and placed again by the current leader, whose epoch the agent accepts.
+
+    Its ``finished_at``, like the time of every transition, is ``now``: the control plane's UTC
+    clock when it folded the report that ended it, which is also the time of the terminal event
+    in its history and the ``released_at`` of the GPUs freed with it
+    (``_free_with_their_workload``, same transaction). It is not the agent's clock nor the moment
+    a process exited: that is each rank's own ``finished_at`` (agent clock), up to a report
+    interval earlier.
     """
     ranks = session.scalars(
         select(WorkloadRank).where(WorkloadRank.workload_id == wl.id).order_by(WorkloadRank.rank)
     ).all()
     phases = [r.phase for r in ranks]
     for r in ranks:
+        if r.phase == AssignmentPhase.REJECTED.value and r.message.startswith(STALE_EPOCH):
+            reason = f"rank {r.rank} was refused as a deposed scheduler's placement ({r.message}); requeued"
+            lifecycle.requeue(session, wl, reason, now=now)
+            return
         if r.phase == AssignmentPhase.REJECTED.value:
             lifecycle.finish(session, wl, WorkloadState.FAILED, f"rank {r.rank} was rejected: {r.message}", now=now)
             return

@@ -35,9 +35,9 @@ class Preemption(Base):
 
 
 class LeaderFence(Base):
-    """Per fenced singleton role (scheduler, dispatcher): the newest leader epoch that committed.
-    A commit from an older leader (a paused process that lost its Redis lease) fails here,
-    inside the database, whatever Redis says; a new leader's epoch starts above it."""
+    """Per fenced singleton role (scheduler, dispatcher): the newest leader epoch, claimed here by
+    each new leader (``services.singleton.claim_epoch``). A commit from an older leader (a paused
+    process that lost its Redis lease) fails here, inside the database, whatever Redis says."""
 
     __tablename__ = "leader_fences"
     role: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -95,8 +95,11 @@ UnixTime = Annotated[float, Field(ge=0.0, le=MAX_UNIX_S, allow_inf_nan=False)]
 
 # GPU and MIG UUIDs ("GPU-3c4d...", "MIG-...", older drivers "MIG-GPU-.../1/0"), and a simulator's.
 Uuid = Annotated[str, Field(min_length=1, max_length=96, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
-# The control plane's ids ("wl_01HV...").
-WireId = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+# The control plane's ids ("wl_01HV..."), as the agent echoes them back: whatever an assignment
+# carried, so the agent can always report on it (even to reject it), but printable and short.
+WireId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+Epoch = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Rank = Annotated[int, Field(ge=0, le=INT32_MAX)]
 # What drivers and firmware report as names, serials, versions and states: printable ASCII.
 _PRINTABLE = r"^[\x20-\x7e]*$"
 Printable16 = Annotated[str, Field(max_length=16, pattern=_PRINTABLE)]
@@ -392,8 +395,8 @@ class AssignmentPhase(StrEnum):
 
 class AssignmentStatus(_Wire):
     workload_id: WireId
-    epoch: Annotated[int, Field(ge=0, le=INT64_MAX)]
-    rank: Annotated[int, Field(ge=0, le=INT32_MAX)]
+    epoch: Epoch
+    rank: Rank
     phase: AssignmentPhase
     pid: Annotated[int, Field(ge=0, le=MAX_PID)] | None = None
     # A process's exit status; negative: killed by that signal (Popen's returncode).
@@ -440,9 +443,10 @@ class ReportResponse(_Wire):
 class Assignment(_Wire):
     """One process the agent must run: one rank of a workload on this node's GPUs."""
 
-    workload_id: str
-    epoch: int
-    rank: Count
+    # Bounded as the agent's statuses echo them, so it can always report on an assignment.
+    workload_id: WireId
+    epoch: Epoch
+    rank: Rank
     world_size: int = Field(ge=1)  # number of nodes (processes) in the gang
     gpu_uuids: list[str] = Field(min_length=1)
     command: list[str] = Field(min_length=1)
@@ -467,7 +471,7 @@ class LogChunk(_Wire):
     """Bytes [offset, offset+len(data)) of a rank's combined stdout+stderr, base64-encoded."""
 
     workload_id: WireId
-    rank: Annotated[int, Field(ge=0, le=INT32_MAX)]
+    rank: Rank
     offset: Count
     data_b64: str = Field(max_length=1_500_000)
 

@@ -78,7 +78,7 @@ REFUSED = [
     ("xid_events.0.uuid", "GPU-\x00"),
     ("xid_events.0.detail", "d" * 501),
     ("assignments.0.workload_id", "wl_\x00"),
-    ("assignments.0.workload_id", "wl_" + "x" * 40),
+    ("assignments.0.workload_id", "wl_" + "x" * 62),
     ("assignments.0.workload_id", "wl x"),
     ("assignments.0.epoch", 2**63),
     ("assignments.0.epoch", -1),

@@ -166,6 +166,18 @@ if seq <= last_seq() then
 end
 redis.call('DEL', KEYS[6])
 redis.call('SADD', KEYS[6], unpack(ARGV, 11, 10 + n))
+-- Whatever the hashes hold of GPUs that are not the node's (written before these checks) goes.
+for _, field in ipairs(redis.call('HKEYS', KEYS[4])) do
+  local uuid = string.match(field, '^(.*):[^:]*$')
+  if uuid and uuid ~= 'reports' and redis.call('SISMEMBER', KEYS[6], uuid) == 0 then
+    redis.call('HDEL', KEYS[4], field)
+  end
+end
+for _, uuid in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if redis.call('SISMEMBER', KEYS[6], uuid) == 0 then
+    redis.call('HDEL', KEYS[2], uuid)
+  end
+end
 local writes, dropped = plan(11 + n, true)
 record(writes, dropped)
 if ARGV[6] ~= '' then

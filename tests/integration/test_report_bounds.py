@@ -130,6 +130,23 @@ def test_made_up_gpu_uuids_never_grow_redis(client: TestClient, runtime: Runtime
     assert runtime.redis.scard(runtime.keys.node_gpu_uuids(node.node_id)) == len(own) + 1  # and the sentinel
 
 
+def test_what_older_code_stored_of_other_gpus_is_purged_by_the_next_fold(
+    client: TestClient, runtime: Runtime, site: str
+) -> None:
+    node = register_node(runtime, 1)
+    assert _post(client, node, _body(node, 1)).status_code == 200
+    keys = runtime.keys
+    # What the code before these checks wrote for a forged UUID (it stored any UUID it was sent).
+    runtime.redis.hset(keys.node_gpus(node.node_id), "GPU-forged", json.dumps({"power_w": 9999.0}))
+    runtime.redis.hset(keys.node_energy(node.node_id), mapping={"GPU-forged:last": 5, "GPU-forged:total": -10_003_500})
+    status = {"workload_id": "wl_1", "epoch": 1, "rank": 0, "phase": "running"}
+    assert _post(client, node, _body(node, 2, assignments=[status])).status_code == 200  # reaches SQL
+    stored = _redis_state(runtime, node.node_id)
+    own = {g.uuid for g in node.inventory.gpus}
+    assert set(stored["gpus"]) == own
+    assert {k.rsplit(":", 1)[0] for k in stored["energy"] if not k.startswith("reports:")} == own
+
+
 def test_an_inventory_cannot_grow_past_the_rack_s_shape(client: TestClient, runtime: Runtime, site: str) -> None:
     ops = make_operator_key(runtime)
     node = register_node(runtime, 1)

@@ -20,6 +20,11 @@ class Keys:
         node's counts of accepted and duplicate reports."""
         return f"{self.prefix}:node:{node_id}:energy"
 
+    def node_gpu_uuids(self, node_id: str) -> str:
+        """Set: the UUIDs of the node's GPUs, as SQL lists them (a mirror, rebuilt by every SQL
+        fold): only their samples and energy are recorded."""
+        return f"{self.prefix}:node:{node_id}:gpu_uuids"
+
     def node_report(self, node_id: str) -> str:
         """Hash: the fingerprint of the last report folded into SQL, and the node's generation."""
         return f"{self.prefix}:node:{node_id}:report"

@@ -38,7 +38,7 @@ def test_outage_loses_no_report_and_no_energy(site: Site) -> None:
 
     def snapshot() -> dict[str, Any]:
         """Read straight from Redis while no report can land (so counter and total agree)."""
-        energy = live.energy([node_id])
+        energy = live.energy([node_id])[node_id]
         accepted, duplicate, seq = live.report_counts(node_id)
         return {
             "counter": {u: e.last_counter_mj for u, e in energy.items()},

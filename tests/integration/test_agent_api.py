@@ -127,7 +127,7 @@ def test_reports_are_deduplicated_by_sequence(client: TestClient, runtime: Runti
     assert dup.json() == {"accepted": False, "duplicate": True, "generation": first.json()["generation"]}
     older = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 4), headers=node.headers)
     assert older.json()["duplicate"] is True
-    samples = runtime.live.gpu_samples([node.node_id])
+    samples = runtime.live.gpu_samples([node.node_id])[node.node_id]
     assert samples[node.inventory.gpus[0].uuid]["energy_mj"] == 5000  # the older report did not overwrite
     assert runtime.live.report_counts(node.node_id) == (1, 2, 5)
 
@@ -309,7 +309,10 @@ def test_unchanged_reports_never_open_a_database_transaction(client: TestClient,
     for seq in range(2, 12):  # telemetry changes every time; the assignment state does not
         r = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, seq), headers=node.headers)
         assert r.json() == {"accepted": True, "duplicate": False, "generation": first.json()["generation"]}
-    assert begins == [] and runtime.live.gpu_samples([node.node_id])[node.inventory.gpus[0].uuid]["energy_mj"] == 11000
+    assert (
+        begins == []
+        and runtime.live.gpu_samples([node.node_id])[node.node_id][node.inventory.gpus[0].uuid]["energy_mj"] == 11000
+    )
     # A placement bumps the generation: the next report carries it without touching SQL either.
     acme = make_tenant(runtime, "acme")
     client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
@@ -342,6 +345,6 @@ def test_energy_accumulates_from_counters_across_resets_and_duplicates(
     send(3, 1_900_000)
     send(4, 300_000)  # the driver reloaded: the counter restarted from 0
     send(5, 350_000)
-    count = runtime.live.energy([node.node_id])[uuid]
+    count = runtime.live.energy([node.node_id])[node.node_id][uuid]
     assert count.total_mj == 400_000 + 500_000 + 300_000 + 50_000
     assert count.resets == 1 and count.last_counter_mj == 350_000

@@ -115,10 +115,13 @@ def test_inventory_changes_mark_gpus_lost_and_found(client: TestClient, runtime:
     assert offers[0]["available"] == 3
     agent.report(inventory=inv)
     assert gpus(client, ops, node.node_id)[3]["state"] == "free"
-    # A brand-new GPU appears (a swap): it is added to the node.
-    extra = dict(inv["gpus"][0], index=4, uuid="GPU-new-0000")
-    agent.report(inventory=dict(inv, gpus=[*inv["gpus"], extra]))
-    assert len(gpus(client, ops, node.node_id)) == 5
+    # A GPU is swapped for a brand-new one: the new one is added, the old one is lost. (A node
+    # never holds more GPUs than its rack's shape: tests/integration/test_report_bounds.py.)
+    swapped = dict(inv["gpus"][3], uuid="GPU-new-0000")
+    agent.report(inventory=dict(inv, gpus=[*inv["gpus"][:3], swapped]))
+    listed = client.get(f"/v1/operator/nodes/{node.node_id}", headers=ops).json()["gpus"]
+    present = {g["uuid"] for g in listed if g["present"]}
+    assert len(listed) == 5 and present == {*(g["uuid"] for g in inv["gpus"][:3]), "GPU-new-0000"}
 
 
 def test_nvlink_peer_drain_keeps_gangs_off_the_domain(client: TestClient, runtime: Runtime, site: str) -> None:

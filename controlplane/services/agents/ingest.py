@@ -1,22 +1,37 @@
 """An agent's report, from the wire to SQL: the one entry point the API route and the tests use.
 
-Redis first (outside any transaction): the report renews the node's lease and its telemetry
-sample, and is refused as a duplicate if its sequence number was already seen (agent retries,
-spool replays). A fresh report whose fingerprint matches the last one folded into SQL (same
-assignments, applied generation, GPU health) stops there: SQL sees state changes only. Only
-the rest opens a unit of work and folds the report (``reports.apply_report``).
+Everything is checked before anything is written: the wire model bounds every field (422), an
+inventory change is checked against the site's node shape (a read), and Redis refuses a
+duplicate seq, a seq too far ahead (409) or an energy total out of bounds (422) before its first
+write (``LiveState.begin_report``, one round trip, which also renews the lease).
+
+A report whose fingerprint matches the last one folded into SQL (same assignments, applied
+generation, GPU health) is recorded by that same round trip and stops there: SQL sees state
+changes only. Any other report is folded into SQL first (``reports.apply_report``, one
+transaction) and only then recorded in Redis - seq marked seen, samples, energy, fingerprint -
+by a second round trip (``LiveState.commit_report``). So no report is acknowledged, nor its seq
+marked seen, before what it carries is durable: if the SQL step fails, the agent's retry of
+the same seq lands. If the SQL step committed but Redis did not record it, the retry folds the
+report again, which changes nothing (the fold is idempotent), and records it.
+
+Round trips per report: one for a report with nothing new for SQL or a duplicate, two for one
+that reaches SQL.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from agents.protocol import ReportRequest
-from controlplane.live.nodes import LiveState
-from controlplane.services.agents import desired, reports
+from agents.protocol import SEQ_JUMP_ALLOWANCE, SEQ_JUMP_PER_S, ReportRequest
+from controlplane.domain.errors import Conflict, InvalidRequest
+from controlplane.live.nodes import MAX_ENERGY_TOTAL_MJ, Begun, LiveState
+from controlplane.services.agents import desired, gpu_health, reports
 from controlplane.services.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,25 +52,62 @@ def ingest_report(
     now: float,
     lease_ttl_s: float,
 ) -> Ingested:
-    fresh = live.record_report(
+    if report.inventory is not None:  # rare (a GPU lost or found): refused before any write
+        with read() as session:
+            gpu_health.check_inventory(session, node_id=node_id, inventory=report.inventory)
+    fingerprint = reports.report_fingerprint(report)
+    gpus = list(report.gpus)
+    begun = live.begin_report(
         node_id=node_id,
         seq=report.seq,
-        gpus=list(report.gpus),
+        gpus=gpus,
+        fingerprint=fingerprint,
         now=now,
         lease_ttl_s=lease_ttl_s,
         sent_at=report.sent_at,
     )
-    fingerprint = reports.report_fingerprint(report)
-    known = None if fingerprint is None else live.unchanged_report(node_id, fingerprint)
-    if not fresh:
-        if known is None:
+    if begun.outcome is Begun.DUPLICATE:
+        generation = begun.generation
+        if generation is None:
             with read() as session:
-                known = desired.current_generation(session, node_id)
-        return Ingested(accepted=False, duplicate=True, generation=known, folded=False)
-    if known is not None:
-        return Ingested(accepted=True, duplicate=False, generation=known, folded=False)
+                generation = desired.current_generation(session, node_id)
+        return Ingested(accepted=False, duplicate=True, generation=generation, folded=False)
+    if begun.outcome is Begun.TOO_FAR:
+        raise Conflict(
+            f"report seq {report.seq} is too far ahead of this node's last report (seq {begun.detail}): "
+            f"a seq may jump {SEQ_JUMP_ALLOWANCE} plus {SEQ_JUMP_PER_S:g} per second since that report"
+        )
+    if begun.outcome is Begun.ENERGY:
+        raise InvalidRequest(
+            f"GPU {begun.detail}: this energy counter would take its total past {MAX_ENERGY_TOTAL_MJ} mJ, "
+            "which no GPU can have used"
+        )
+    if begun.outcome is Begun.RECORDED:
+        _dropped(node_id, report, begun.dropped)
+        assert begun.generation is not None
+        return Ingested(accepted=True, duplicate=False, generation=begun.generation, folded=False)
     with uow() as session:
-        generation = reports.apply_report(session, node_id=node_id, report=report)
-    if fingerprint is not None:
-        live.remember_report(node_id, fingerprint, generation)
-    return Ingested(accepted=True, duplicate=False, generation=generation, folded=True)
+        folded = reports.apply_report(session, node_id=node_id, report=report)
+    dropped = live.commit_report(
+        node_id=node_id,
+        seq=report.seq,
+        gpus=gpus,
+        fingerprint=fingerprint,
+        generation=folded.generation,
+        node_gpus=folded.gpu_uuids,
+        now=now,
+        lease_ttl_s=lease_ttl_s,
+        sent_at=report.sent_at,
+    )
+    _dropped(node_id, report, dropped or 0)
+    return Ingested(accepted=True, duplicate=False, generation=folded.generation, folded=True)
+
+
+def _dropped(node_id: str, report: ReportRequest, count: int) -> None:
+    if count:
+        log.warning(
+            "node %s report %d: %d sample(s) of GPUs that are not the node's own were dropped",
+            node_id,
+            report.seq,
+            count,
+        )

@@ -64,6 +64,10 @@ def register(
     uuids = [g.uuid for g in inv.gpus]
     if len(set(uuids)) != len(uuids) or len({g.index for g in inv.gpus}) != len(inv.gpus):
         raise InvalidRequest("the inventory lists a GPU UUID or index twice")
+    rack_id = row.rack_id or _rack_from_fabric(session, row.site_id, inv)
+    shape = gpu_health.gpus_per_node(session, site_id=row.site_id, rack_id=rack_id)
+    if len(inv.gpus) > shape:
+        raise InvalidRequest(f"the inventory lists {len(inv.gpus)} GPUs; a node of this site has {shape}")
     taken = session.scalars(select(Gpu.uuid).where(Gpu.uuid.in_(uuids))).all() if uuids else []
     if taken:
         raise Conflict(f"GPUs already registered to another node: {', '.join(sorted(taken))}")
@@ -76,7 +80,6 @@ def register(
     ).all()
     if len(claimed) != 1:
         raise Unauthorized("the bootstrap token was already used")
-    rack_id = row.rack_id or _rack_from_fabric(session, row.site_id, inv)
     node = Node(
         id=new_id("node"),
         site_id=row.site_id,

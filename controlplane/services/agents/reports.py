@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -52,11 +53,19 @@ def report_fingerprint(report: ReportRequest) -> str | None:
 _GONE = {AssignmentPhase.EXITED, AssignmentPhase.STOPPED, AssignmentPhase.REJECTED}
 
 
-def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: datetime | None = None) -> int:
+@dataclass(frozen=True)
+class Folded:
+    generation: int  # the node's desired-state generation
+    gpu_uuids: list[str]  # the node's GPUs after the fold (lost ones included): whose samples count
+
+
+def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: datetime | None = None) -> Folded:
     """Fold an agent's report into workload state; free GPUs whose processes are confirmed gone
     (a gang's, only once the workload has ended: its state and its GPUs always agree).
 
-    Returns the node's desired-state generation.
+    Idempotent: folding the same report again changes nothing more (phases are set, not
+    appended; GPUs already freed stay freed; events already recorded are not recorded again),
+    so a report whose fold committed but whose Redis record did not can be retried.
     """
     node = session.get(Node, node_id)
     # Read after the first statement, which on SQLite waits for the write lock: the times this
@@ -64,6 +73,10 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
     now = now or utcnow()
     if node is None:
         raise Forbidden("this node no longer exists")
+    # The GPUs first: their row locks come before any other this fold takes.
+    gpu_uuids = gpu_health.fold(
+        session, node=node, gpus=report.gpus, events=report.xid_events, inventory=report.inventory, now=now
+    )
     if (node.protocol_version, node.agent_version) != (report.protocol_version, report.agent_version):
         # An agent upgraded (or rolled back) in place; a version-1 agent does not say its version.
         node.protocol_version = report.protocol_version
@@ -73,7 +86,6 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
         node.status_reason = "reporting again"
         node.status_changed_at = now
         wakeups(session).scheduler = True
-    gpu_health.fold(session, node=node, gpus=report.gpus, events=report.xid_events, inventory=report.inventory, now=now)
     # By placement too: a requeued workload placed again on this node while its old process is
     # still stopping has two statuses for one rank, one per epoch.
     statuses = {(s.workload_id, s.rank, s.epoch): s for s in report.assignments}
@@ -108,7 +120,7 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
     lifecycle.release(session, to_release, now=now)
     lifecycle.mark_preemptions_released(session, {a.workload_id for a in to_release}, now)
     session.flush()
-    return node.generation
+    return Folded(node.generation, gpu_uuids)
 
 
 def _free_with_their_workload(session: Session, ended: list[Allocation], touched: set[str]) -> list[Allocation]:

@@ -74,7 +74,8 @@ class NodeLive:
 def _with_live(live: LiveState, rows: list[GpuRow]) -> list[GpuLive]:
     node_ids = sorted({r.node.id for r in rows})
     samples, energy = live.gpu_samples(node_ids), live.energy(node_ids)
-    return [GpuLive(r, samples.get(r.gpu.uuid), energy.get(r.gpu.uuid)) for r in rows]
+    # By node and UUID: what a node's hashes hold about another node's GPU is never shown.
+    return [GpuLive(r, samples[r.node.id].get(r.gpu.uuid), energy[r.node.id].get(r.gpu.uuid)) for r in rows]
 
 
 def nodes(

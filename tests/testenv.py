@@ -19,3 +19,32 @@ def pg_database(name: str, *, drop: bool) -> str:
         if not drop:
             conn.execute(f'CREATE DATABASE "{name}"')
     return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+def empty_tables(engine: object) -> None:
+    """Remove every row of every table, the append-only audit log included.
+
+    The audit log's triggers refuse UPDATE, DELETE and TRUNCATE (that is their point): this is
+    the tests' way round them, as the database's owner would do it, never the product's. On
+    PostgreSQL, ``session_replication_role = replica`` skips user triggers for this transaction
+    only; on SQLite the triggers are dropped and created again in the same transaction.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.engine import Engine
+
+    from controlplane.store.models import Base
+
+    assert isinstance(engine, Engine)
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            return
+        triggers = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
+        for name, _ in triggers:
+            conn.execute(text(f'DROP TRIGGER "{name}"'))
+        for table in tables:
+            conn.execute(text(f"DELETE FROM {table}"))
+        for _, sql in triggers:
+            conn.execute(text(sql))

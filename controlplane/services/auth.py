@@ -19,6 +19,7 @@ from controlplane.domain.enums import KeyScope
 from controlplane.domain.errors import Unauthorized
 from controlplane.services.audit import Actor, AuditContext, Origin, record
 from controlplane.store.models import ApiKey, CredentialAddress
+from controlplane.store.types import utcnow
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,11 @@ def note_address(session: Session, principal: Principal, origin: Origin) -> bool
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     added = session.execute(
         insert(CredentialAddress)
-        .values(key_id=principal.key_id, address=origin.address)
+        .values(key_id=principal.key_id, address=origin.address, first_seen_at=utcnow())
         .on_conflict_do_nothing(index_elements=["key_id", "address"])
-    )
-    if added.rowcount != 1:  # type: ignore[attr-defined]
+        .returning(CredentialAddress.key_id)
+    ).first()
+    if added is None:  # seen before (by another process, or before a restart)
         return False
     record(
         session,

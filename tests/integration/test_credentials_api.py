@@ -214,10 +214,19 @@ def test_credential_lists_refuse_bad_input(client: TestClient, runtime: Runtime,
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/operator/keys/key_nope/rotate", "/v1/operator/bootstrap-tokens/boot_nope/revoke"]
+    "path, detail",
+    [
+        ("/v1/operator/keys/key_nope/rotate", "no API key 'key_nope'"),
+        ("/v1/operator/bootstrap-tokens/boot_nope/revoke", "no bootstrap token 'boot_nope'"),
+        ("/v1/operator/bootstrap-tokens/boot_nope/rotate", "no bootstrap token 'boot_nope'"),
+    ],
 )
-def test_unknown_credentials_answer_404(client: TestClient, runtime: Runtime, site: str, path: str) -> None:
-    _refused(client.post(path, headers=make_operator_key(runtime)), 404)
+def test_unknown_credentials_answer_404(
+    client: TestClient, runtime: Runtime, site: str, path: str, detail: str
+) -> None:
+    r = client.post(path, headers=make_operator_key(runtime))
+    _refused(r, 404)
+    assert r.json()["detail"] == detail
 
 
 def test_tenants_and_agents_cannot_manage_credentials(client: TestClient, runtime: Runtime, site: str) -> None:

@@ -25,9 +25,9 @@ def empty_tables(engine: object) -> None:
     """Remove every row of every table, the append-only audit log included.
 
     The audit log's triggers refuse UPDATE, DELETE and TRUNCATE (that is their point): this is
-    the tests' way round them, as the database's owner would do it, never the product's. On
-    PostgreSQL, ``session_replication_role = replica`` skips user triggers for this transaction
-    only; on SQLite the triggers are dropped and created again in the same transaction.
+    the tests' way round them, as the tables' owner would do it, never the product's: on
+    PostgreSQL the triggers are disabled and enabled again inside this one transaction, on SQLite
+    dropped and created again in it.
     """
     from sqlalchemy import text
     from sqlalchemy.engine import Engine
@@ -38,8 +38,15 @@ def empty_tables(engine: object) -> None:
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            guarded = conn.execute(
+                text("SELECT DISTINCT tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal")
+            )
+            guarded_tables = [row[0] for row in guarded]
+            for table in guarded_tables:
+                conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            for table in guarded_tables:
+                conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
             return
         triggers = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
         for name, _ in triggers:

@@ -354,6 +354,10 @@ def test_the_recorder_is_generic_and_refuses_malformed_actions(runtime: Runtime)
             detail={"target_mw": "4.5", "window_s": 900},
         )
     assert entry.id > 0
+    with runtime.uow() as s:  # JSON has no infinity; the entry must still be written, on PostgreSQL too
+        odd = audit.record(s, dispatcher, action=actions.CURTAILMENT_COMMANDED, detail={"limit": float("inf")})
+    with runtime.read() as s:
+        assert s.get(AuditEntry, odd.id).detail == {"limit": "inf"}  # type: ignore[union-attr]
     for bad in ("", "curtail", "Curtailment.Commanded", "a." + "b" * 70):
         with pytest.raises(InvalidRequest), runtime.uow() as s:
             audit.record(s, dispatcher, action=bad)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -103,7 +104,7 @@ def as_dict(entry: AuditEntry) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-ready: decimals and enums as strings, datetimes in ISO 8601."""
+    """JSON-ready: decimals, enums and non-finite floats as strings, datetimes in ISO 8601."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -114,6 +115,8 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no infinity: PostgreSQL would refuse the entry
     return value
 
 

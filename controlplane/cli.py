@@ -130,14 +130,38 @@ def _with_uow(fn: Callable[[Any, Any], int]) -> int:
         engine.dispose()
 
 
+def _cli_context() -> Any:
+    """Who acts in the audit log: the OS user running this command, on this machine."""
+    import getpass
+    import uuid
+
+    from controlplane.domain.audit import ActorKind
+    from controlplane.services.audit import Actor, AuditContext, Origin
+
+    try:
+        user = getpass.getuser()[:64] or "unknown"
+    except (KeyError, OSError):
+        user = "unknown"
+    return AuditContext(Actor(ActorKind.CLI, user), Origin(address="local", request_id=f"cli-{uuid.uuid4().hex}"))
+
+
 def cmd_site_create(args: argparse.Namespace) -> int:
+    from controlplane.domain import audit as actions
     from controlplane.scenarios import sites_file
-    from controlplane.services import admin
+    from controlplane.services import admin, audit
 
     def run(session: Any, settings: Any) -> int:
         path = Path(args.sites_file) if args.sites_file else sites_file(settings.scenarios_dir)
         spec = admin.load_scenario(path, args.name)
         site = admin.create_site(session, name=args.name, spec=spec)
+        audit.record(
+            session,
+            _cli_context(),
+            action=actions.SITE_CREATED,
+            target_kind="site",
+            target_id=site.id,
+            detail={"name": site.name, "racks": spec["racks"]["count"]},
+        )
         print(f"created site {site.name} ({site.id}) with {spec['racks']['count']} racks from {path}")
         return 0
 
@@ -145,10 +169,20 @@ def cmd_site_create(args: argparse.Namespace) -> int:
 
 
 def cmd_tenant_create(args: argparse.Namespace) -> int:
-    from controlplane.services import admin
+    from controlplane.domain import audit as actions
+    from controlplane.services import admin, audit
 
     def run(session: Any, settings: Any) -> int:
         tenant = admin.create_tenant(session, name=args.name)
+        audit.record(
+            session,
+            _cli_context(),
+            action=actions.TENANT_CREATED,
+            target_kind="tenant",
+            target_id=tenant.id,
+            tenant_id=tenant.id,
+            detail={"name": tenant.name},
+        )
         print(f"created tenant {tenant.name} ({tenant.id})")
         return 0
 
@@ -162,7 +196,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
     def run(session: Any, settings: Any) -> int:
         if args.operator:
             issued = admin.issue_api_key(
-                session, pepper=settings.pepper_bytes(), scope=KeyScope.OPERATOR, name=args.name
+                session, pepper=settings.pepper_bytes(), scope=KeyScope.OPERATOR, name=args.name, audit=_cli_context()
             )
         else:
             tenant = admin.get_tenant(session, args.tenant)
@@ -172,6 +206,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
                 scope=KeyScope.TENANT,
                 name=args.name,
                 tenant_id=tenant.id,
+                audit=_cli_context(),
             )
         if args.quiet:
             print(issued.secret)
@@ -183,7 +218,8 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_set_policy(args: argparse.Namespace) -> int:
-    from controlplane.services import admin
+    from controlplane.domain import audit as actions
+    from controlplane.services import admin, audit
 
     changes = {
         name: getattr(args, name)
@@ -202,6 +238,15 @@ def cmd_set_policy(args: argparse.Namespace) -> int:
 
     def run(session: Any, settings: Any) -> int:
         tenant = admin.update_tenant_policy(session, tenant_id=args.tenant, changes=changes)
+        audit.record(
+            session,
+            _cli_context(),
+            action=actions.TENANT_POLICY_CHANGED,
+            target_kind="tenant",
+            target_id=tenant.id,
+            tenant_id=tenant.id,
+            detail={"changes": changes},
+        )
         print(f"tenant {tenant.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
         return 0
 
@@ -212,8 +257,133 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
     from controlplane.services import admin
 
     def run(session: Any, settings: Any) -> int:
-        key = admin.revoke_api_key(session, key_id=args.key_id)
-        print(f"revoked {key.id}")
+        key = admin.revoke_api_key(session, key_id=args.key_id, audit=_cli_context())
+        print(f"revoked {key.id} ({key.scope}); running API processes stop accepting it within their auth cache TTL")
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_key_rotate(args: argparse.Namespace) -> int:
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        issued = admin.rotate_api_key(session, pepper=settings.pepper_bytes(), key_id=args.key_id, audit=_cli_context())
+        if args.quiet:
+            print(issued.secret)
+        else:
+            print(
+                f"key {issued.key.id} ({issued.key.scope}) replaces {args.key_id}, revoked now; "
+                f"shown once, store it now:\n{issued.secret}"
+            )
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_key_list(args: argparse.Namespace) -> int:
+    from controlplane.domain.enums import KeyScope
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        tenant_id = admin.get_tenant(session, args.tenant).id if args.tenant else None
+        where = admin.KeyFilter(
+            scope=KeyScope(args.scope) if args.scope else None,
+            tenant_id=tenant_id,
+            node_id=args.node,
+            active=True if args.active else None,
+        )
+        page = admin.list_api_keys(session, where=where, limit=args.limit, cursor=args.cursor)
+        for key in page.items:
+            state = "active" if key.revoked_at is None else "revoked"
+            owner = key.tenant_id or key.node_id or "-"
+            created = key.created_at.isoformat(timespec="seconds")
+            print(f"{key.id}\t{key.scope}\t{state}\t{owner}\t{key.display_prefix}\t{created}\t{key.name}")
+        if page.next_cursor:
+            print(f"more: --cursor {page.next_cursor}", file=sys.stderr)
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        site_id = admin.get_site(session, args.site).id if args.site else None
+        unused = True if args.unused else None
+        page = admin.list_bootstrap_tokens(
+            session, site_id=site_id, unused=unused, limit=args.limit, cursor=args.cursor
+        )
+        for t in page.items:
+            expires = t.expires_at.isoformat(timespec="seconds")
+            used_by = t.used_by_node_id or "-"
+            print(
+                f"{t.id}\t{admin.token_status(t)}\t{t.display_prefix or '-'}\t{t.rack_id or '-'}\t{expires}\t{used_by}"
+            )
+        if page.next_cursor:
+            print(f"more: --cursor {page.next_cursor}", file=sys.stderr)
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        row = admin.revoke_bootstrap_token(session, token_id=args.token_id, audit=_cli_context())
+        print(f"bootstrap token {row.id}: {admin.token_status(row)}")
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_token_rotate(args: argparse.Namespace) -> int:
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        _, secret = admin.rotate_bootstrap_token(
+            session, pepper=settings.pepper_bytes(), token_id=args.token_id, audit=_cli_context()
+        )
+        print(secret)
+        return 0
+
+    return _with_uow(run)
+
+
+def _aware_time(text: str) -> Any:
+    """An ISO 8601 time with its zone (argparse shows the message and exits 2)."""
+    from datetime import datetime
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time (e.g. 2026-12-08T10:00:00Z)") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone (e.g. 2026-12-08T10:00:00Z)")
+    return value
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import json
+
+    from controlplane.services import audit
+
+    def run(session: Any, settings: Any) -> int:
+        where = audit.AuditFilter(
+            actor_id=args.actor,
+            action=args.action,
+            tenant_id=args.tenant_id,
+            target_id=args.target,
+            since=args.since,
+            until=args.until,
+        )
+        page = audit.page(session, where=where, limit=args.limit, cursor=args.cursor)
+        for entry in page.items:
+            print(json.dumps(audit.as_dict(entry), sort_keys=True))
+        if page.next_cursor:
+            print(f"more: --cursor {page.next_cursor}", file=sys.stderr)
         return 0
 
     return _with_uow(run)
@@ -223,6 +393,7 @@ def cmd_bootstrap_token(args: argparse.Namespace) -> int:
     from controlplane.services import admin
 
     def run(session: Any, settings: Any) -> int:
+        context = _cli_context()
         for _ in range(args.count):
             _, secret = admin.issue_bootstrap_token(
                 session,
@@ -230,6 +401,7 @@ def cmd_bootstrap_token(args: argparse.Namespace) -> int:
                 site_name=args.site,
                 rack=args.rack,
                 ttl_s=args.ttl or settings.bootstrap_token_ttl_s,
+                audit=context,
             )
             print(secret)
         return 0
@@ -327,9 +499,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only the key")
     p.set_defaults(func=cmd_key_create)
 
-    p = admin.add_parser("revoke-key", help="revoke an API key")
+    p = admin.add_parser("revoke-key", help="revoke an API key of any scope (tenant, operator, agent)")
     p.add_argument("key_id")
     p.set_defaults(func=cmd_key_revoke)
+
+    p = admin.add_parser("rotate-key", help="replace an API key by a new one (shown once); the old stops at once")
+    p.add_argument("key_id")
+    p.add_argument("--quiet", action="store_true", help="print only the new key")
+    p.set_defaults(func=cmd_key_rotate)
+
+    p = admin.add_parser("list-keys", help="list API keys of every scope, newest first (never their secrets)")
+    p.add_argument("--scope", choices=["tenant", "operator", "agent"])
+    p.add_argument("--tenant", help="tenant name or id")
+    p.add_argument("--node", help="node id")
+    p.add_argument("--active", action="store_true", help="only keys not revoked")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--cursor", help="the id printed after 'more:' by the previous page")
+    p.set_defaults(func=cmd_key_list)
+
+    p = admin.add_parser("list-bootstrap-tokens", help="list agents' join tokens and their status")
+    p.add_argument("--site", help="site name")
+    p.add_argument("--unused", action="store_true", help="only tokens neither used nor revoked")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--cursor")
+    p.set_defaults(func=cmd_token_list)
+
+    p = admin.add_parser("revoke-bootstrap-token", help="revoke an unused join token")
+    p.add_argument("token_id")
+    p.set_defaults(func=cmd_token_revoke)
+
+    p = admin.add_parser("rotate-bootstrap-token", help="replace an unused join token (prints the new one)")
+    p.add_argument("token_id")
+    p.set_defaults(func=cmd_token_rotate)
+
+    p = admin.add_parser("audit", help="read the audit log, newest first, one JSON object per line")
+    p.add_argument("--actor", help="a key id, join token id, or CLI user")
+    p.add_argument("--action", help="e.g. credential.revoked")
+    p.add_argument("--tenant-id")
+    p.add_argument("--target", help="the id of what was acted on")
+    p.add_argument("--since", type=_aware_time, help="ISO 8601 with a zone, inclusive")
+    p.add_argument("--until", type=_aware_time, help="ISO 8601 with a zone, exclusive")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--cursor", type=int, help="the number printed after 'more:' by the previous page")
+    p.set_defaults(func=cmd_audit)
 
     p = admin.add_parser("bootstrap-token", help="print single-use agent bootstrap tokens")
     p.add_argument("--site", required=True)

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from controlplane.api import problems
+from controlplane.api import problems, request_id
 from controlplane.api.routers import agent, operator, tenant
 from controlplane.api.waker import Waker
 from controlplane.config import Settings
@@ -46,6 +46,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.runtime = rt
     problems.install(app)
     problems.install_redis(app)
+    request_id.install(app)
     for router in (tenant.router, operator.router, agent.router):
         app.include_router(router, prefix=f"/{API_VERSION}")
 

@@ -25,14 +25,25 @@ from controlplane.api.schemas import (
     WorkloadOut,
     WorkloadPage,
 )
+from controlplane.api.schemas.credentials import (
+    ApiKeyOut,
+    AuditEntryOut,
+    AuditPageOut,
+    BootstrapTokenOut,
+    BootstrapTokenPageOut,
+    KeyPageOut,
+)
 from controlplane.domain.enums import OverQuotaPolicy, WorkloadState
 from controlplane.domain.reasons import PendingCode
+from controlplane.services import audit
+from controlplane.services.admin.keys import KeyPage, TokenPage, token_status
+from controlplane.services.audit import AuditPage
 from controlplane.services.fleet.capacity import Offering
 from controlplane.services.fleet.power import SitePower
 from controlplane.services.fleet.views import GpuLive, NodeLive, RackView, SiteView
 from controlplane.services.workloads.quota import QuotaView
 from controlplane.services.workloads.read import MAX_PAGE, Page
-from controlplane.store.models import ApiKey, GpuEvent, Preemption, Tenant
+from controlplane.store.models import ApiKey, BootstrapToken, GpuEvent, Preemption, Tenant
 from controlplane.store.queries.workloads import AllocationView, WorkloadView
 
 
@@ -142,6 +153,7 @@ def node_out(n: NodeLive) -> NodeOut:
         reports_accepted=n.reports_accepted,
         reports_duplicate=n.reports_duplicate,
         last_seq=n.last_seq,
+        credential_id=n.credential_id,
         gpus=[gpu_out(g) for g in n.gpus],
     )
 
@@ -219,4 +231,43 @@ def quota_out(q: QuotaView) -> QuotaOut:
         gpus_in_use=q.gpus_in_use,
         gpu_hours_this_month=q.gpu_hours_this_month,
         spend_this_month_usd=q.spend_this_month_usd,
+    )
+
+
+def api_key_out(key: ApiKey, secret: str | None = None) -> ApiKeyOut:
+    return ApiKeyOut(
+        **key_out(key, secret).model_dump(),
+        tenant_id=key.tenant_id,
+        node_id=key.node_id,
+        replaced_by_id=key.replaced_by_id,
+    )
+
+
+def key_page(page: KeyPage) -> KeyPageOut:
+    return KeyPageOut(items=[api_key_out(k) for k in page.items], next_cursor=page.next_cursor)
+
+
+def token_out(token: BootstrapToken, secret: str | None = None) -> BootstrapTokenOut:
+    return BootstrapTokenOut(
+        id=token.id,
+        display_prefix=token.display_prefix,
+        site_id=token.site_id,
+        rack_id=token.rack_id,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        used_at=token.used_at,
+        used_by_node_id=token.used_by_node_id,
+        revoked_at=token.revoked_at,
+        status=token_status(token),
+        secret=secret,
+    )
+
+
+def token_page(page: TokenPage) -> BootstrapTokenPageOut:
+    return BootstrapTokenPageOut(items=[token_out(t) for t in page.items], next_cursor=page.next_cursor)
+
+
+def audit_page(page: AuditPage) -> AuditPageOut:
+    return AuditPageOut(
+        items=[AuditEntryOut.model_validate(audit.as_dict(e)) for e in page.items], next_cursor=page.next_cursor
     )

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 
+from controlplane.api.origin import OriginDep
 from controlplane.domain.enums import KeyScope
 from controlplane.domain.errors import Forbidden, Unauthorized
 from controlplane.runtime import Runtime
-from controlplane.services.auth import Principal, PrincipalCache, authenticate
+from controlplane.services.audit import Origin
+from controlplane.services.auth import Principal, PrincipalCache, authenticate, note_address
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -32,21 +34,27 @@ def _bearer(authorization: str | None) -> str:
     return secret.strip()
 
 
-def _principal(runtime: Runtime, authorization: str | None) -> Principal:
+def _principal(runtime: Runtime, authorization: str | None, origin: Origin) -> Principal:
     secret = _bearer(authorization)
     cache: PrincipalCache = runtime.principals
-    found = cache.get(secret)
-    if found is not None:
-        return found
-    with runtime.read() as session:
-        principal = authenticate(session, pepper=runtime.pepper, secret=secret)
-    cache.put(secret, principal)
+    principal = cache.get(secret)
+    if principal is None:
+        with runtime.read() as session:
+            principal = authenticate(session, pepper=runtime.pepper, secret=secret)
+        cache.put(secret, principal)
+    if origin.address and not cache.address_noted(principal.key_id, origin.address):
+        # A key's first request from an address (in this process) is a write: audited if new.
+        with runtime.uow() as session:
+            note_address(session, principal, origin)
+        cache.note_address(principal.key_id, origin.address)
     return principal
 
 
 def _require(scope: KeyScope) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    async def dependency(runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
-        principal = await run_in_threadpool(_principal, runtime, authorization)
+    async def dependency(
+        runtime: RuntimeDep, origin: OriginDep, authorization: Annotated[str | None, Header()] = None
+    ) -> Principal:
+        principal = await run_in_threadpool(_principal, runtime, authorization, origin)
         if principal.scope is not scope:
             raise Forbidden(f"this route needs a {scope.value} key, not a {principal.scope.value} key")
         return principal

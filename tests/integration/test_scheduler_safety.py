@@ -48,9 +48,10 @@ from fastapi.testclient import TestClient
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
+from testenv import empty_tables
 
 from agents.protocol import (
     PROTOCOL_VERSION,
@@ -77,7 +78,7 @@ from controlplane.services.fleet.gpus import gpu_states
 from controlplane.services.scheduler.run import run_pass
 from controlplane.services.singleton import FencedOut, acquire
 from controlplane.services.workloads import cancel, submit
-from controlplane.store.models import Allocation, Base, Gpu, Node, Preemption, Tenant, Workload, WorkloadRank
+from controlplane.store.models import Allocation, Gpu, Node, Preemption, Tenant, Workload, WorkloadRank
 
 # CI: 150 examples on SQLite and a fifth of that on PostgreSQL: the whole file in about 100 s on the
 # project's 2-core machine (3,000 on SQLite: 25 min, bench/results/scheduler_safety.txt).
@@ -701,13 +702,7 @@ def _sql_state(session: Session) -> list[list[tuple[object, ...]]]:
 
 
 def _reset(runtime: Runtime) -> None:
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
-    with runtime.engine.begin() as conn:
-        if runtime.engine.dialect.name == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                conn.execute(text(f"DELETE FROM {table}"))
+    empty_tables(runtime.engine)
     keys = list(runtime.redis.scan_iter(f"{runtime.keys.prefix}:*"))
     if keys:
         runtime.redis.delete(*keys)

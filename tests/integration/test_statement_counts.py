@@ -64,6 +64,11 @@ def test_list_pages_cost_the_same_statements_for_one_row_or_fifty(client: TestCl
         "sites": ("/v1/operator/sites", ops),
         "racks": ("/v1/operator/racks", ops),
         "offerings": ("/v1/offerings", acme.headers),
+        "keys": ("/v1/operator/keys?limit=50", ops),
+        "own keys": ("/v1/keys?limit=50", acme.headers),
+        "bootstrap tokens": ("/v1/operator/bootstrap-tokens?limit=50", ops),
+        "audit log": ("/v1/operator/audit?limit=50", ops),
+        "own audit": ("/v1/audit?limit=50", acme.headers),
     }
     small = {name: statements(client, runtime, p, h) for name, (p, h) in paths.items()}
 

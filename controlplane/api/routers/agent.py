@@ -21,7 +21,9 @@ from agents.protocol import (
 )
 from controlplane.api.compatibility import AgentProtocol, for_agent
 from controlplane.api.deps import AgentPrincipal, RuntimeDep
+from controlplane.api.origin import OriginDep
 from controlplane.api.waker import Waker
+from controlplane.services import auth
 from controlplane.services.agents import desired as desired_states
 from controlplane.services.agents import ingest, logs, registration
 
@@ -34,10 +36,10 @@ NodeId = Annotated[str, Path(min_length=1, max_length=40)]
 
 
 @router.post("/register", response_model=RegisterResponse, status_code=201)
-def register(body: RegisterRequest, runtime: RuntimeDep) -> Response:
+def register(body: RegisterRequest, runtime: RuntimeDep, origin: OriginDep) -> Response:
     settings = runtime.settings
     with runtime.uow() as session:
-        node, credential = registration.register(session, pepper=runtime.pepper, request=body)
+        node, credential = registration.register(session, pepper=runtime.pepper, request=body, origin=origin)
         node_id = node.id
     runtime.live.start_lease(node_id=node_id, now=time.time(), lease_ttl_s=settings.lease_ttl_s)
     answer = RegisterResponse(
@@ -93,6 +95,8 @@ async def desired(
 
     def state() -> DesiredState:
         with runtime.read() as session:
+            # The poll may have held for many seconds: a credential revoked meanwhile gets nothing.
+            auth.check_active(session, key_id=agent.key_id)
             return desired_states.desired_state(session, node_id=node_id, stop_grace_s=runtime.settings.stop_grace_s)
 
     return for_agent(await run_in_threadpool(state), version=protocol)

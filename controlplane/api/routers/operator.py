@@ -1,5 +1,7 @@
-"""Operator routes: the fleet with live state, cordon/drain, tenants and their keys, preemptions,
-the site's power.
+"""Operator routes: the fleet with live state, cordon/drain, tenants and their keys, every
+credential (list, revoke, rotate), the audit log, preemptions, the site's power.
+
+Every change an operator makes is recorded in the audit log in the same unit of work.
 
 Thin: parse, open the unit of work, call the service, convert. No SQL, no arithmetic.
 """
@@ -13,6 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from controlplane.api import convert
 from controlplane.api.convert import WorkloadQuery
 from controlplane.api.deps import OperatorPrincipal, RuntimeDep
+from controlplane.api.origin import OriginDep, acting
 from controlplane.api.schemas import (
     CordonRequest,
     GpuEventOut,
@@ -29,9 +32,20 @@ from controlplane.api.schemas import (
     TenantPolicyIn,
     WorkloadPage,
 )
+from controlplane.api.schemas.credentials import (
+    ApiKeyOut,
+    AuditPageOut,
+    AuditQuery,
+    BootstrapTokenOut,
+    BootstrapTokenPageOut,
+    KeyPageOut,
+    KeyQuery,
+    TokenQuery,
+)
+from controlplane.domain import audit as actions
 from controlplane.domain.enums import KeyScope
 from controlplane.domain.gpu import GpuState
-from controlplane.services import admin
+from controlplane.services import admin, audit
 from controlplane.services.fleet import cordon as cordons
 from controlplane.services.fleet import power, views
 from controlplane.services.workloads import read
@@ -84,25 +98,47 @@ def gpu_events(
 
 
 @router.post("/nodes/{node_id}/cordon", response_model=NodeOut)
-def cordon(node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: CordonRequest | None = None) -> NodeOut:
+def cordon(
+    node_id: Id, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep, body: CordonRequest | None = None
+) -> NodeOut:
+    reason = (body or CordonRequest()).reason
     with runtime.uow() as session:
-        cordons.cordon(session, node_id=node_id, reason=(body or CordonRequest()).reason)
-    return get_node(node_id, _, runtime)
+        cordons.cordon(session, node_id=node_id, reason=reason)
+        audit.record(
+            session,
+            acting(op, origin),
+            action=actions.NODE_CORDONED,
+            target_kind="node",
+            target_id=node_id,
+            detail={"reason": reason},
+        )
+    return get_node(node_id, op, runtime)
 
 
 @router.post("/nodes/{node_id}/drain", response_model=NodeOut)
-def drain(node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: CordonRequest | None = None) -> NodeOut:
+def drain(
+    node_id: Id, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep, body: CordonRequest | None = None
+) -> NodeOut:
     reason = body.reason if body else "drained by an operator"
     with runtime.uow() as session:
         cordons.cordon(session, node_id=node_id, reason=reason, drain=True)
-    return get_node(node_id, _, runtime)
+        audit.record(
+            session,
+            acting(op, origin),
+            action=actions.NODE_DRAINED,
+            target_kind="node",
+            target_id=node_id,
+            detail={"reason": reason},
+        )
+    return get_node(node_id, op, runtime)
 
 
 @router.post("/nodes/{node_id}/uncordon", response_model=NodeOut)
-def uncordon(node_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> NodeOut:
+def uncordon(node_id: Id, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep) -> NodeOut:
     with runtime.uow() as session:
         cordons.uncordon(session, node_id=node_id)
-    return get_node(node_id, _, runtime)
+        audit.record(session, acting(op, origin), action=actions.NODE_UNCORDONED, target_kind="node", target_id=node_id)
+    return get_node(node_id, op, runtime)
 
 
 @router.get("/workloads", response_model=WorkloadPage)
@@ -121,16 +157,38 @@ def list_tenants(_: OperatorPrincipal, runtime: RuntimeDep) -> list[TenantOut]:
 
 
 @router.post("/tenants", response_model=TenantOut, status_code=201)
-def create_tenant(body: TenantCreate, _: OperatorPrincipal, runtime: RuntimeDep) -> TenantOut:
+def create_tenant(body: TenantCreate, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep) -> TenantOut:
     with runtime.uow() as session:
-        return convert.tenant_out(admin.create_tenant(session, name=body.name))
+        tenant = admin.create_tenant(session, name=body.name)
+        audit.record(
+            session,
+            acting(op, origin),
+            action=actions.TENANT_CREATED,
+            target_kind="tenant",
+            target_id=tenant.id,
+            tenant_id=tenant.id,
+            detail={"name": tenant.name},
+        )
+        return convert.tenant_out(tenant)
 
 
 @router.patch("/tenants/{tenant_id}", response_model=TenantOut)
-def update_tenant_policy(tenant_id: Id, body: TenantPolicyIn, _: OperatorPrincipal, runtime: RuntimeDep) -> TenantOut:
+def update_tenant_policy(
+    tenant_id: Id, body: TenantPolicyIn, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep
+) -> TenantOut:
     """Reservation and quotas; fields left out keep their value, null clears a limit."""
+    changes = body.model_dump(exclude_unset=True)
     with runtime.uow() as session:
-        tenant = admin.update_tenant_policy(session, tenant_id=tenant_id, changes=body.model_dump(exclude_unset=True))
+        tenant = admin.update_tenant_policy(session, tenant_id=tenant_id, changes=changes)
+        audit.record(
+            session,
+            acting(op, origin),
+            action=actions.TENANT_POLICY_CHANGED,
+            target_kind="tenant",
+            target_id=tenant.id,
+            tenant_id=tenant.id,
+            detail={"changes": changes},
+        )
         return convert.tenant_out(tenant)
 
 
@@ -158,7 +216,9 @@ def list_keys(tenant_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> list[
 
 
 @router.post("/tenants/{tenant_id}/keys", response_model=KeyOut, status_code=201)
-def create_key(tenant_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: KeyCreate | None = None) -> KeyOut:
+def create_key(
+    tenant_id: Id, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep, body: KeyCreate | None = None
+) -> KeyOut:
     """The secret is in this response only; it is stored as an HMAC and cannot be shown again."""
     with runtime.uow() as session:
         tenant = admin.get_tenant(session, tenant_id)
@@ -168,13 +228,81 @@ def create_key(tenant_id: Id, _: OperatorPrincipal, runtime: RuntimeDep, body: K
             scope=KeyScope.TENANT,
             name=(body or KeyCreate()).name,
             tenant_id=tenant.id,
+            audit=acting(op, origin),
         )
         return convert.key_out(issued.key, issued.secret)
 
 
+@router.get("/keys", response_model=KeyPageOut)
+def list_all_keys(_: OperatorPrincipal, runtime: RuntimeDep, query: Annotated[KeyQuery, Depends()]) -> KeyPageOut:
+    """Every API key: tenant, operator and agent (node) credentials, newest first, never a secret."""
+    where = admin.KeyFilter(scope=query.scope, tenant_id=query.tenant_id, node_id=query.node_id, active=query.active)
+    with runtime.read() as session:
+        return convert.key_page(admin.list_api_keys(session, where=where, limit=query.limit, cursor=query.cursor))
+
+
 @router.post("/keys/{key_id}/revoke", response_model=KeyOut)
-def revoke_key(key_id: Id, _: OperatorPrincipal, runtime: RuntimeDep) -> KeyOut:
+def revoke_key(key_id: Id, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep) -> KeyOut:
+    """Any key: a revoked node credential stops its agent's reports and desired-state polls."""
     with runtime.uow() as session:
-        out = convert.key_out(admin.revoke_api_key(session, key_id=key_id))
+        out = convert.key_out(admin.revoke_api_key(session, key_id=key_id, audit=acting(op, origin)))
     runtime.principals.forget_key(key_id)
     return out
+
+
+@router.post("/keys/{key_id}/rotate", response_model=ApiKeyOut, status_code=201)
+def rotate_key(key_id: Id, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep) -> ApiKeyOut:
+    """A successor with the same scope, owner and name; its secret is in this response only. The
+    old secret stops working at once (no overlap)."""
+    with runtime.uow() as session:
+        issued = admin.rotate_api_key(session, pepper=runtime.pepper, key_id=key_id, audit=acting(op, origin))
+        out = convert.api_key_out(issued.key, issued.secret)
+    runtime.principals.forget_key(key_id)
+    return out
+
+
+@router.get("/bootstrap-tokens", response_model=BootstrapTokenPageOut)
+def list_bootstrap_tokens(
+    _: OperatorPrincipal, runtime: RuntimeDep, query: Annotated[TokenQuery, Depends()]
+) -> BootstrapTokenPageOut:
+    """Agents' join tokens, newest first, with their status (active, expired, used, revoked)."""
+    with runtime.read() as session:
+        page = admin.list_bootstrap_tokens(
+            session, site_id=query.site_id, unused=query.unused, limit=query.limit, cursor=query.cursor
+        )
+        return convert.token_page(page)
+
+
+@router.post("/bootstrap-tokens/{token_id}/revoke", response_model=BootstrapTokenOut)
+def revoke_bootstrap_token(
+    token_id: Id, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep
+) -> BootstrapTokenOut:
+    with runtime.uow() as session:
+        return convert.token_out(admin.revoke_bootstrap_token(session, token_id=token_id, audit=acting(op, origin)))
+
+
+@router.post("/bootstrap-tokens/{token_id}/rotate", response_model=BootstrapTokenOut, status_code=201)
+def rotate_bootstrap_token(
+    token_id: Id, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep
+) -> BootstrapTokenOut:
+    """A fresh token for the same site and rack, with the same lifetime; the old one is revoked."""
+    with runtime.uow() as session:
+        row, secret = admin.rotate_bootstrap_token(
+            session, pepper=runtime.pepper, token_id=token_id, audit=acting(op, origin)
+        )
+        return convert.token_out(row, secret)
+
+
+@router.get("/audit", response_model=AuditPageOut)
+def audit_log(_: OperatorPrincipal, runtime: RuntimeDep, query: Annotated[AuditQuery, Depends()]) -> AuditPageOut:
+    """Operator actions, credential events and tenant policy changes: newest first, one page per call."""
+    where = audit.AuditFilter(
+        actor_id=query.actor,
+        action=query.action,
+        tenant_id=query.tenant_id,
+        target_id=query.target_id,
+        since=query.since,
+        until=query.until,
+    )
+    with runtime.read() as session:
+        return convert.audit_page(audit.page(session, where=where, limit=query.limit, cursor=query.cursor))

@@ -1,4 +1,5 @@
-"""Tenant routes: workloads, their logs, what GPUs are on offer, the tenant's quota.
+"""Tenant routes: workloads, their logs, what GPUs are on offer, the tenant's quota, its own API
+keys (list, rotate, revoke) and the audit entries about them.
 
 Thin: parse, open the unit of work, call the service, convert. No SQL, no arithmetic.
 """
@@ -12,9 +13,12 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from controlplane.api import convert
 from controlplane.api.convert import WorkloadQuery
 from controlplane.api.deps import IdempotencyKey, RuntimeDep, TenantPrincipal
+from controlplane.api.origin import OriginDep, acting
 from controlplane.api.schemas import CancelRequest, OfferingOut, QuotaOut, WorkloadCreate, WorkloadOut, WorkloadPage
-from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from controlplane.api.schemas.credentials import ApiKeyOut, AuditPageOut, KeyPageOut, OwnKeyQuery, PageQuery
+from controlplane.domain.enums import KeyScope, NvlinkPolicy, PriorityClass
 from controlplane.domain.specs import WorkloadSpec
+from controlplane.services import admin, audit
 from controlplane.services.fleet import capacity
 from controlplane.services.workloads import cancel, quota, read, submit
 
@@ -130,3 +134,43 @@ def my_quota(tenant: TenantPrincipal, runtime: RuntimeDep) -> QuotaOut:
     """Your reservation, limits, and what you have used of them this month."""
     with runtime.read() as session:
         return convert.quota_out(quota.quota_view(session, tenant_id=_tenant_id(tenant)))
+
+
+KeyId = Annotated[str, Path(min_length=1, max_length=40)]
+
+
+@router.get("/keys", response_model=KeyPageOut)
+def my_keys(tenant: TenantPrincipal, runtime: RuntimeDep, query: Annotated[OwnKeyQuery, Depends()]) -> KeyPageOut:
+    """Your API keys, newest first (never their secrets)."""
+    where = admin.KeyFilter(scope=KeyScope.TENANT, tenant_id=_tenant_id(tenant), active=query.active)
+    with runtime.read() as session:
+        return convert.key_page(admin.list_api_keys(session, where=where, limit=query.limit, cursor=query.cursor))
+
+
+@router.post("/keys/{key_id}/rotate", response_model=ApiKeyOut, status_code=201)
+def rotate_my_key(key_id: KeyId, tenant: TenantPrincipal, origin: OriginDep, runtime: RuntimeDep) -> ApiKeyOut:
+    """A new secret for one of your keys, in this response only; the old one stops working now."""
+    with runtime.uow() as session:
+        issued = admin.rotate_api_key(
+            session, pepper=runtime.pepper, key_id=key_id, tenant_id=_tenant_id(tenant), audit=acting(tenant, origin)
+        )
+        out = convert.api_key_out(issued.key, issued.secret)
+    runtime.principals.forget_key(key_id)
+    return out
+
+
+@router.post("/keys/{key_id}/revoke", response_model=ApiKeyOut)
+def revoke_my_key(key_id: KeyId, tenant: TenantPrincipal, origin: OriginDep, runtime: RuntimeDep) -> ApiKeyOut:
+    with runtime.uow() as session:
+        key = admin.revoke_api_key(session, key_id=key_id, tenant_id=_tenant_id(tenant), audit=acting(tenant, origin))
+        out = convert.api_key_out(key)
+    runtime.principals.forget_key(key_id)
+    return out
+
+
+@router.get("/audit", response_model=AuditPageOut)
+def my_audit(tenant: TenantPrincipal, runtime: RuntimeDep, query: Annotated[PageQuery, Depends()]) -> AuditPageOut:
+    """What happened to your keys: created, used from a new address, revoked, rotated; newest first."""
+    with runtime.read() as session:
+        page = audit.tenant_page(session, tenant_id=_tenant_id(tenant), limit=query.limit, cursor=query.cursor)
+        return convert.audit_page(page)

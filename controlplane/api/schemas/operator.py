@@ -81,6 +81,8 @@ class NodeOut(BaseModel):
     reports_accepted: int = 0
     reports_duplicate: int = 0
     last_seq: int | None = None
+    # The node's live agent credential (revoke or rotate it by this id); null when revoked.
+    credential_id: str | None = None
     gpus: list[GpuOut]
 
 

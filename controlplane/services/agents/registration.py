@@ -14,11 +14,13 @@ from agents.protocol import (
     RegisterRequest,
 )
 from controlplane.domain import keys
+from controlplane.domain.audit import ActorKind
 from controlplane.domain.enums import KeyScope, NodeStatus
 from controlplane.domain.errors import Conflict, Forbidden, InvalidRequest, Unauthorized, UnsupportedProtocol
 from controlplane.domain.ids import new_id
 from controlplane.services import admin
 from controlplane.services.agents import gpu_health
+from controlplane.services.audit import NO_ORIGIN, Actor, AuditContext, Origin
 from controlplane.store.models import (
     BootstrapToken,
     Gpu,
@@ -41,12 +43,18 @@ def check_protocol(version: int) -> None:
 
 
 def register(
-    session: Session, *, pepper: bytes, request: RegisterRequest, now: datetime | None = None
+    session: Session,
+    *,
+    pepper: bytes,
+    request: RegisterRequest,
+    now: datetime | None = None,
+    origin: Origin = NO_ORIGIN,
 ) -> tuple[Node, str]:
     """Exchange a single-use bootstrap token for a node and its credential.
 
     The protocol check comes first: a refused version must leave the single-use token unspent,
-    since the agent retries with an older version.
+    since the agent retries with an older version. The new credential is audited as created by
+    the token, from ``origin``.
     """
     check_protocol(request.protocol_version)
     now = now or utcnow()
@@ -58,6 +66,8 @@ def register(
         raise Unauthorized("the bootstrap token is unknown")
     if row.used_at is not None:
         raise Unauthorized("the bootstrap token was already used")
+    if row.revoked_at is not None:
+        raise Unauthorized("the bootstrap token was revoked")
     if row.expires_at <= now:
         raise Unauthorized("the bootstrap token has expired")
     inv = request.inventory
@@ -74,7 +84,7 @@ def register(
     # Claim the token with a guarded update so two concurrent registrations cannot both use it.
     claimed = session.execute(
         update(BootstrapToken)
-        .where(BootstrapToken.id == row.id, BootstrapToken.used_at.is_(None))
+        .where(BootstrapToken.id == row.id, BootstrapToken.used_at.is_(None), BootstrapToken.revoked_at.is_(None))
         .values(used_at=now)
         .returning(BootstrapToken.id)
     ).all()
@@ -103,7 +113,12 @@ def register(
         session.add(gpu_health.new_gpu(node.id, g))
     row.used_by_node_id = node.id
     issued = admin.issue_api_key(
-        session, pepper=pepper, scope=KeyScope.AGENT, name=f"agent {inv.hostname}", node_id=node.id
+        session,
+        pepper=pepper,
+        scope=KeyScope.AGENT,
+        name=f"agent {inv.hostname}",
+        node_id=node.id,
+        audit=AuditContext(Actor(ActorKind.BOOTSTRAP, row.id), origin),
     )
     return node, issued.secret
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from controlplane.domain.errors import NotFound
 from controlplane.domain.gpu import GpuState
 from controlplane.live.nodes import EnergyCount, LiveState
+from controlplane.services.admin.keys import node_credentials
 from controlplane.services.fleet.gpus import GpuRow, gpu_states
 from controlplane.store.models import ApiKey, Gpu, GpuEvent, Node, Preemption, Rack, Site, Tenant
 
@@ -69,6 +70,8 @@ class NodeLive:
     reports_accepted: int = 0
     reports_duplicate: int = 0
     last_seq: int | None = None
+    # The node's live (unrevoked) agent credential; None once it is revoked and not yet rotated.
+    credential_id: str | None = None
 
 
 def _with_live(live: LiveState, rows: list[GpuRow]) -> list[GpuLive]:
@@ -86,7 +89,7 @@ def nodes(
     rack_id: str | None = None,
     now: float | None = None,
 ) -> list[NodeLive]:
-    """Three statements and three Redis round trips (pipelined) for any number of nodes."""
+    """Four statements and three Redis round trips (pipelined) for any number of nodes."""
     with read() as session:
         query = select(Node).order_by(Node.hostname)
         if rack_id is not None:
@@ -95,6 +98,7 @@ def nodes(
             query = query.where(Node.id.in_(list(node_ids)))
         found = list(session.scalars(query))
         rows = gpu_states(session, node_ids=[n.id for n in found]) if found else []
+        credentials = node_credentials(session, [n.id for n in found])
     ids = [n.id for n in found]
     gpus: dict[str, list[GpuLive]] = {}
     for g in _with_live(live, rows):
@@ -103,7 +107,7 @@ def nodes(
     out = []
     for n in found:
         alive, (accepted, duplicate, seq) = liveness[n.id]
-        out.append(NodeLive(n, gpus.get(n.id, []), alive, accepted, duplicate, seq))
+        out.append(NodeLive(n, gpus.get(n.id, []), alive, accepted, duplicate, seq, credentials.get(n.id)))
     return out
 
 

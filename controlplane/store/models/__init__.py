@@ -4,6 +4,7 @@
 SQL holds state changes only; heartbeats and telemetry live in Redis (DESIGN.md section 8).
 """
 
+from controlplane.store.models.audit import AuditEntry, CredentialAddress
 from controlplane.store.models.base import NAMING, Base
 from controlplane.store.models.fleet import Gpu, GpuEvent, Node, Rack, Site
 from controlplane.store.models.power import MiningEvent
@@ -14,8 +15,10 @@ from controlplane.store.models.workloads import Allocation, Workload, WorkloadEv
 __all__ = [
     "Allocation",
     "ApiKey",
+    "AuditEntry",
     "Base",
     "BootstrapToken",
+    "CredentialAddress",
     "Gpu",
     "LeaderFence",
     "GpuEvent",

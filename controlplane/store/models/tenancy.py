@@ -44,6 +44,8 @@ class ApiKey(Base):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when the key was rotated: its successor (a key is rotated at most once).
+    replaced_by_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class BootstrapToken(Base):
@@ -56,3 +58,6 @@ class BootstrapToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     used_by_node_id: Mapped[str | None] = mapped_column(String(40))
+    # Enough of the token to recognise it in a list (absent for tokens made before migration 0005).
+    display_prefix: Mapped[str | None] = mapped_column(String(40))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

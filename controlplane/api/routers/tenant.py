@@ -7,19 +7,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from controlplane.api import convert
+from controlplane.api.bodies import WORKLOAD_BODY_BYTES, GuardedRoute, body_limit
 from controlplane.api.convert import WorkloadQuery
-from controlplane.api.deps import IdempotencyKey, RuntimeDep, TenantPrincipal
+from controlplane.api.deps import IdempotencyKey, PathId, RuntimeDep, TenantPrincipal
 from controlplane.api.schemas import CancelRequest, OfferingOut, QuotaOut, WorkloadCreate, WorkloadOut, WorkloadPage
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.specs import WorkloadSpec
 from controlplane.services.fleet import capacity
 from controlplane.services.workloads import cancel, quota, read, submit
 
-router = APIRouter(tags=["tenant"])
-WorkloadId = Annotated[str, Path(min_length=1, max_length=40)]
+router = APIRouter(tags=["tenant"], route_class=GuardedRoute)
+WorkloadId = PathId
+# A byte offset into one rank's log: far beyond any log, far inside both databases' integers.
+MAX_LOG_OFFSET = 2**53
 
 
 def _tenant_id(principal: TenantPrincipal) -> str:
@@ -27,7 +30,7 @@ def _tenant_id(principal: TenantPrincipal) -> str:
     return principal.tenant_id
 
 
-@router.post("/workloads", status_code=201, response_model=WorkloadOut)
+@router.post("/workloads", status_code=201, response_model=WorkloadOut, openapi_extra=body_limit(WORKLOAD_BODY_BYTES))
 def create_workload(
     body: WorkloadCreate,
     tenant: TenantPrincipal,
@@ -99,7 +102,7 @@ def read_logs(
     tenant: TenantPrincipal,
     runtime: RuntimeDep,
     rank: Annotated[int, Query(ge=0, le=100_000)] = 0,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,
 ) -> Response:
     """A rank's combined stdout+stderr from ``offset``; ``X-Next-Offset`` says where to go on."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from testenv import PEPPER, REDIS_URL, pg_database
+from testenv import PEPPER, REDIS_URL, empty_tables, pg_database
 
 if TYPE_CHECKING:
     # For annotations only: the fixtures import these when they run, so loading this file pulls in no server stack.
@@ -46,21 +46,8 @@ def migrated_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, migrated_urls: dict[str, str]) -> Iterator[str]:
-    from sqlalchemy import text
-
-    from controlplane.store.db import make_engine
-    from controlplane.store.models import Base
-
     url = migrated_urls[request.param]
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
-        if engine.dialect.name == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                conn.execute(text(f"DELETE FROM {table}"))
-    engine.dispose()
+    empty_tables(url)
     yield url
 
 

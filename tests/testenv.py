@@ -19,3 +19,21 @@ def pg_database(name: str, *, drop: bool) -> str:
         if not drop:
             conn.execute(f'CREATE DATABASE "{name}"')
     return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+def empty_tables(url: str) -> None:
+    """Every table of a migrated database emptied (what each storage test starts from)."""
+    from sqlalchemy import text
+
+    from controlplane.store.db import make_engine
+    from controlplane.store.models import Base
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+    engine.dispose()

@@ -46,12 +46,8 @@ def migrated_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, migrated_urls: dict[str, str]) -> Iterator[str]:
-    from controlplane.store.db import make_engine
-
     url = migrated_urls[request.param]
-    engine = make_engine(url)
-    empty_tables(engine)
-    engine.dispose()
+    empty_tables(url)
     yield url
 
 

@@ -21,8 +21,9 @@ def pg_database(name: str, *, drop: bool) -> str:
     return base.rsplit("/", 1)[0] + f"/{name}"
 
 
-def empty_tables(engine: object) -> None:
-    """Remove every row of every table, the append-only audit log included.
+def empty_tables(target: object) -> None:
+    """Remove every row of every table of a migrated database (a URL or an engine), the
+    append-only audit log included: what each storage test starts from.
 
     The audit log's triggers refuse UPDATE, DELETE and TRUNCATE (that is their point): this is
     the tests' way round them, as the tables' owner would do it, never the product's: on
@@ -32,26 +33,32 @@ def empty_tables(engine: object) -> None:
     from sqlalchemy import text
     from sqlalchemy.engine import Engine
 
+    from controlplane.store.db import make_engine
     from controlplane.store.models import Base
 
+    engine = make_engine(target) if isinstance(target, str) else target
     assert isinstance(engine, Engine)
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            guarded = conn.execute(
-                text("SELECT DISTINCT tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal")
-            )
-            guarded_tables = [row[0] for row in guarded]
-            for table in guarded_tables:
-                conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-            for table in guarded_tables:
-                conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
-            return
-        triggers = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
-        for name, _ in triggers:
-            conn.execute(text(f'DROP TRIGGER "{name}"'))
-        for table in tables:
-            conn.execute(text(f"DELETE FROM {table}"))
-        for _, sql in triggers:
-            conn.execute(text(sql))
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                guarded = conn.execute(
+                    text("SELECT DISTINCT tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal")
+                )
+                guarded_tables = [row[0] for row in guarded]
+                for table in guarded_tables:
+                    conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+                for table in guarded_tables:
+                    conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
+                return
+            triggers = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
+            for name, _ in triggers:
+                conn.execute(text(f'DROP TRIGGER "{name}"'))
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))
+            for _, sql in triggers:
+                conn.execute(text(sql))
+    finally:
+        if isinstance(target, str):
+            engine.dispose()

@@ -17,6 +17,8 @@ from controlplane.metrics.collector import FleetCollector
 from controlplane.runtime import Runtime, build_runtime
 
 API_VERSION = "v1"
+# Every route of the API but /healthz and /metrics (which take no input), mounted under /v1.
+ROUTERS = (tenant.router, operator.router, agent.router)
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
@@ -47,7 +49,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     problems.install(app)
     problems.install_redis(app)
     request_id.install(app)
-    for router in (tenant.router, operator.router, agent.router):
+    for router in ROUTERS:
         app.include_router(router, prefix=f"/{API_VERSION}")
 
     @app.get("/healthz", include_in_schema=False)

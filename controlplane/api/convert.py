@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Query
 
+from controlplane.api.deps import QueryId
 from controlplane.api.schemas import (
     AllocationOut,
     EventOut,
@@ -53,7 +54,7 @@ class WorkloadQuery:
 
     state: WorkloadState | None = None
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50
-    cursor: Annotated[str | None, Query(max_length=40)] = None
+    cursor: QueryId = None
 
 
 def workload_page(page: Page) -> WorkloadPage:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 
-from controlplane.api.origin import OriginDep
+from controlplane.api.origin import OriginDep, origin_of
+from controlplane.api.schemas.common import ID_MAX_LENGTH, ID_PATTERN
 from controlplane.domain.enums import KeyScope
 from controlplane.domain.errors import Forbidden, Unauthorized
 from controlplane.runtime import Runtime
@@ -50,16 +52,48 @@ def _principal(runtime: Runtime, authorization: str | None, origin: Origin) -> P
     return principal
 
 
+_SCOPES: dict[Callable[..., Any], KeyScope] = {}
+
+
 def _require(scope: KeyScope) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def dependency(
-        runtime: RuntimeDep, origin: OriginDep, authorization: Annotated[str | None, Header()] = None
+        request: Request,
+        runtime: RuntimeDep,
+        origin: OriginDep,
+        authorization: Annotated[str | None, Header()] = None,
     ) -> Principal:
-        principal = await run_in_threadpool(_principal, runtime, authorization, origin)
+        known = getattr(request.state, "principal", None)  # set by the route before it read the body
+        if isinstance(known, Principal):
+            principal = known
+        else:
+            principal = await run_in_threadpool(_principal, runtime, authorization, origin)
         if principal.scope is not scope:
             raise Forbidden(f"this route needs a {scope.value} key, not a {principal.scope.value} key")
         return principal
 
+    _SCOPES[dependency] = scope
     return dependency
+
+
+def required_scope(dependant: Dependant) -> KeyScope | None:
+    """The key scope a route's dependencies ask for (None: the route takes no key)."""
+    for sub in dependant.dependencies:
+        if sub.call in _SCOPES:
+            return _SCOPES[sub.call]
+        found = required_scope(sub)
+        if found is not None:
+            return found
+    return None
+
+
+async def authenticate_early(request: Request, scope: KeyScope) -> None:
+    """What the route's own dependency will check, done before the body is read (bodies.GuardedRoute)."""
+    principal = await run_in_threadpool(
+        _principal, get_runtime(request), request.headers.get("authorization"), origin_of(request)
+    )
+    if principal.scope is not scope:
+        raise Forbidden(f"this route needs a {scope.value} key, not a {principal.scope.value} key")
+    request.state.principal = principal
 
 
 TenantPrincipal = Annotated[Principal, Depends(_require(KeyScope.TENANT))]
@@ -70,3 +104,8 @@ IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$"),
 ]
+
+# An id in a path or a query string (``wl_01J...``, or a name such as ``acme`` or ``rack-001``
+# where a route takes either): refused (422) unless it has that shape, before any database sees it.
+PathId = Annotated[str, Path(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+QueryId = Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]

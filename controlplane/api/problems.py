@@ -10,7 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controlplane.domain.errors import DomainError
 
@@ -57,10 +59,57 @@ def install(app: FastAPI) -> None:
         response.headers["Retry-After"] = "2"
         return response
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return problem(500, "Internal error", "the server failed; the error was logged")
+    # Unexpected errors: answered by EdgeMiddleware, around the routes and their handlers above.
+    app.add_middleware(EdgeMiddleware)
+
+
+class EdgeMiddleware:
+    """The outermost edge of the API, inside Starlette's own last-resort handler.
+
+    - An unexpected error is answered 500 problem+json with ``Connection: close`` and logged, and
+      goes no further: Starlette's handler would re-raise it and uvicorn would then drop the
+      connection without saying so, so a pooled client's next call on it failed with a reset.
+    - Any response that starts before the request's body was all read (a 401, 413 or 415 that
+      refused it unread, a route that takes no body) says ``Connection: close``: the server does
+      not read the rest of the upload, and the client knows not to reuse the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"").strip()
+        unread = (length.isdigit() and int(length) > 0) or (not length and b"transfer-encoding" in headers)
+        started = False
+
+        async def receive_tracked() -> Message:
+            nonlocal unread
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                unread = False
+            return message
+
+        async def send_marked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if unread:
+                    MutableHeaders(scope=message)["Connection"] = "close"
+            await send(message)
+
+        try:
+            await self.app(scope, receive_tracked, send_marked)
+        except Exception as exc:  # noqa: BLE001 - the last place an error can be answered properly
+            if started:
+                raise  # nothing can be said any more: uvicorn closes the connection
+            log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            response = problem(500, "Internal error", "the server failed; the error was logged")
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
 
 
 REDIS_RETRY_AFTER_S = 2

@@ -122,6 +122,13 @@ def test_tenant_isolation_on_every_workload_route(client: TestClient, runtime: R
         (workload_body(4, env={"1BAD": "x"}), 422, "1BAD"),
         (workload_body(4, max_duration_s=-5), 422, "max_duration_s"),
         ([1, 2, 3], 422, "body"),
+        # Issue 8: a NUL no process can receive (Popen raised and wedged the agent), a name that
+        # spoofs another in an operator's table, a spec larger than any job needs.
+        (workload_body(4, env={"TOKEN": "abc\x00def"}), 422, "env.TOKEN"),
+        (workload_body(4, command=["python3", "-c", "print(1)\x00"]), 422, "command.2"),
+        (workload_body(4, name="train\u202egnp.exe"), 422, "U+202E"),
+        (workload_body(4, env={f"V{i}": "x" for i in range(129)}), 422, "env"),
+        (workload_body(4, env={f"V{i}": "x" * 16384 for i in range(5)}), 422, "65536 bytes"),
     ],
 )
 def test_bad_input_is_a_problem_and_changes_nothing(
@@ -143,15 +150,33 @@ def test_bad_input_is_a_problem_and_changes_nothing(
         (b'{"gpus": 4, "command": ["x"]', "application/json"),
         (b"gpus=4", "application/json"),
         (b"", "application/json"),
+        # Issue 8: the last duplicate won (a 72-GPU workload), other media types were read as JSON.
+        (b'{"gpus": 1, "command": ["x"], "gpus": 72}', "application/json"),
+        ('{"gpus": 1, "command": ["x"]}'.encode("utf-16"), "application/json; charset=utf-16"),
+        (b'{"gpus": 1, "command": ["x"]}', "application/vnd.evil+json"),
     ],
 )
 def test_malformed_json(client: TestClient, runtime: Runtime, site: str, content: bytes, content_type: str) -> None:
     acme = make_tenant(runtime, "acme")
     before = _count(runtime)
     r = client.post("/v1/workloads", content=content, headers={**acme.headers, "Content-Type": content_type})
-    assert r.status_code in (400, 422), r.text
+    assert r.status_code in (400, 415, 422), r.text
     assert r.headers["content-type"] == PROBLEM
     assert _count(runtime) == before
+
+
+@pytest.mark.parametrize("limit", [b"Infinity", b'"Infinity"', b"1e400", b"NaN"])
+def test_an_infinite_quota_is_refused(client: TestClient, runtime: Runtime, limit: bytes) -> None:
+    """Issue 8: Infinity was stored as a GPU-hours limit, which every check then read as none."""
+    acme = make_tenant(runtime, "acme")
+    ops = make_operator_key(runtime)
+    body = b'{"gpu_hours_limit": ' + limit + b"}"
+    r = client.patch(
+        f"/v1/operator/tenants/{acme.tenant_id}", content=body, headers={**ops, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, r.text
+    tenants = client.get("/v1/operator/tenants", headers=ops).json()
+    assert [t["gpu_hours_limit"] for t in tenants] == [None]
 
 
 @pytest.mark.parametrize(

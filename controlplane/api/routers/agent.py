@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from agents.protocol import (
@@ -19,23 +19,34 @@ from agents.protocol import (
     ReportRequest,
     ReportResponse,
 )
+from controlplane.api.bodies import (
+    LOG_BODY_BYTES,
+    REGISTER_BODY_BYTES,
+    REPORT_BODY_BYTES,
+    GuardedRoute,
+    body_limit,
+)
 from controlplane.api.compatibility import AgentProtocol, for_agent
-from controlplane.api.deps import AgentPrincipal, RuntimeDep
+from controlplane.api.deps import AgentPrincipal, PathId, RuntimeDep
 from controlplane.api.origin import OriginDep
 from controlplane.api.waker import Waker
 from controlplane.services import auth
 from controlplane.services.agents import desired as desired_states
 from controlplane.services.agents import ingest, logs, registration
 
-router = APIRouter(prefix="/agent", tags=["agent"])
-NodeId = Annotated[str, Path(min_length=1, max_length=40)]
+router = APIRouter(prefix="/agent", tags=["agent"], route_class=GuardedRoute)
+NodeId = PathId
+# A desired-state generation: counts placements, so far inside both databases' integers.
+MAX_GENERATION = 2**53
 
 
 # Each agent route answers in the version the agent spoke (``compatibility.for_agent``): the
 # response models below are what the newest agent receives, and what the API docs show.
 
 
-@router.post("/register", response_model=RegisterResponse, status_code=201)
+@router.post(
+    "/register", response_model=RegisterResponse, status_code=201, openapi_extra=body_limit(REGISTER_BODY_BYTES)
+)
 def register(body: RegisterRequest, runtime: RuntimeDep, origin: OriginDep) -> Response:
     settings = runtime.settings
     with runtime.uow() as session:
@@ -54,7 +65,7 @@ def register(body: RegisterRequest, runtime: RuntimeDep, origin: OriginDep) -> R
     return for_agent(answer, version=body.protocol_version, status_code=201)
 
 
-@router.post("/nodes/{node_id}/reports", response_model=ReportResponse)
+@router.post("/nodes/{node_id}/reports", response_model=ReportResponse, openapi_extra=body_limit(REPORT_BODY_BYTES))
 def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime: RuntimeDep) -> Response:
     registration.authorize_node(agent.node_id, node_id)
     registration.check_protocol(body.protocol_version)
@@ -77,7 +88,7 @@ async def desired(
     agent: AgentPrincipal,
     runtime: RuntimeDep,
     request: Request,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_GENERATION)] = 0,
     wait: Annotated[float, Query(ge=0, le=120)] = 0,
     protocol: AgentProtocol = 1,
 ) -> Response:
@@ -102,7 +113,7 @@ async def desired(
     return for_agent(await run_in_threadpool(state), version=protocol)
 
 
-@router.post("/nodes/{node_id}/logs", response_model=LogUploadResponse)
+@router.post("/nodes/{node_id}/logs", response_model=LogUploadResponse, openapi_extra=body_limit(LOG_BODY_BYTES))
 def upload_logs(node_id: NodeId, body: LogUpload, agent: AgentPrincipal, runtime: RuntimeDep) -> Response:
     registration.authorize_node(agent.node_id, node_id)
     with runtime.uow() as session:

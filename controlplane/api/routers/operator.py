@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 
 from controlplane.api import convert
+from controlplane.api.bodies import GuardedRoute
 from controlplane.api.convert import WorkloadQuery
-from controlplane.api.deps import OperatorPrincipal, RuntimeDep
+from controlplane.api.deps import OperatorPrincipal, PathId, QueryId, RuntimeDep
 from controlplane.api.origin import OriginDep, acting
 from controlplane.api.schemas import (
     CordonRequest,
@@ -50,8 +51,8 @@ from controlplane.services.fleet import cordon as cordons
 from controlplane.services.fleet import power, views
 from controlplane.services.workloads import read
 
-router = APIRouter(prefix="/operator", tags=["operator"])
-Id = Annotated[str, Path(min_length=1, max_length=40)]
+router = APIRouter(prefix="/operator", tags=["operator"], route_class=GuardedRoute)
+Id = PathId
 
 
 @router.get("/sites", response_model=list[SiteOut])
@@ -61,17 +62,13 @@ def list_sites(_: OperatorPrincipal, runtime: RuntimeDep) -> list[SiteOut]:
 
 
 @router.get("/racks", response_model=list[RackOut])
-def list_racks(
-    _: OperatorPrincipal, runtime: RuntimeDep, site_id: Annotated[str | None, Query(max_length=40)] = None
-) -> list[RackOut]:
+def list_racks(_: OperatorPrincipal, runtime: RuntimeDep, site_id: QueryId = None) -> list[RackOut]:
     with runtime.read() as session:
         return [convert.rack_out(v) for v in views.racks(session, site_id)]
 
 
 @router.get("/nodes", response_model=list[NodeOut])
-def list_nodes(
-    _: OperatorPrincipal, runtime: RuntimeDep, rack_id: Annotated[str | None, Query(max_length=40)] = None
-) -> list[NodeOut]:
+def list_nodes(_: OperatorPrincipal, runtime: RuntimeDep, rack_id: QueryId = None) -> list[NodeOut]:
     return [convert.node_out(n) for n in views.nodes(runtime.read, runtime.live, rack_id=rack_id)]
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from controlplane.api import convert
+from controlplane.api.bodies import WORKLOAD_BODY_BYTES, GuardedRoute, body_limit
 from controlplane.api.convert import WorkloadQuery
-from controlplane.api.deps import IdempotencyKey, RuntimeDep, TenantPrincipal
+from controlplane.api.deps import IdempotencyKey, PathId, RuntimeDep, TenantPrincipal
 from controlplane.api.origin import OriginDep, acting
 from controlplane.api.schemas import CancelRequest, OfferingOut, QuotaOut, WorkloadCreate, WorkloadOut, WorkloadPage
 from controlplane.api.schemas.credentials import ApiKeyOut, AuditPageOut, KeyPageOut, OwnKeyQuery, PageQuery
@@ -22,8 +23,10 @@ from controlplane.services import admin, audit
 from controlplane.services.fleet import capacity
 from controlplane.services.workloads import cancel, quota, read, submit
 
-router = APIRouter(tags=["tenant"])
-WorkloadId = Annotated[str, Path(min_length=1, max_length=40)]
+router = APIRouter(tags=["tenant"], route_class=GuardedRoute)
+WorkloadId = PathId
+# A byte offset into one rank's log: far beyond any log, far inside both databases' integers.
+MAX_LOG_OFFSET = 2**53
 
 
 def _tenant_id(principal: TenantPrincipal) -> str:
@@ -31,7 +34,7 @@ def _tenant_id(principal: TenantPrincipal) -> str:
     return principal.tenant_id
 
 
-@router.post("/workloads", status_code=201, response_model=WorkloadOut)
+@router.post("/workloads", status_code=201, response_model=WorkloadOut, openapi_extra=body_limit(WORKLOAD_BODY_BYTES))
 def create_workload(
     body: WorkloadCreate,
     tenant: TenantPrincipal,
@@ -103,7 +106,7 @@ def read_logs(
     tenant: TenantPrincipal,
     runtime: RuntimeDep,
     rank: Annotated[int, Query(ge=0, le=100_000)] = 0,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=4 * 1024 * 1024)] = 1024 * 1024,
 ) -> Response:
     """A rank's combined stdout+stderr from ``offset``; ``X-Next-Offset`` says where to go on."""
@@ -136,9 +139,6 @@ def my_quota(tenant: TenantPrincipal, runtime: RuntimeDep) -> QuotaOut:
         return convert.quota_out(quota.quota_view(session, tenant_id=_tenant_id(tenant)))
 
 
-KeyId = Annotated[str, Path(min_length=1, max_length=40)]
-
-
 @router.get("/keys", response_model=KeyPageOut)
 def my_keys(tenant: TenantPrincipal, runtime: RuntimeDep, query: Annotated[OwnKeyQuery, Depends()]) -> KeyPageOut:
     """Your API keys, newest first (never their secrets)."""
@@ -148,7 +148,7 @@ def my_keys(tenant: TenantPrincipal, runtime: RuntimeDep, query: Annotated[OwnKe
 
 
 @router.post("/keys/{key_id}/rotate", response_model=ApiKeyOut, status_code=201)
-def rotate_my_key(key_id: KeyId, tenant: TenantPrincipal, origin: OriginDep, runtime: RuntimeDep) -> ApiKeyOut:
+def rotate_my_key(key_id: PathId, tenant: TenantPrincipal, origin: OriginDep, runtime: RuntimeDep) -> ApiKeyOut:
     """A new secret for one of your keys, in this response only; the old one stops working now."""
     with runtime.uow() as session:
         issued = admin.rotate_api_key(
@@ -160,7 +160,7 @@ def rotate_my_key(key_id: KeyId, tenant: TenantPrincipal, origin: OriginDep, run
 
 
 @router.post("/keys/{key_id}/revoke", response_model=ApiKeyOut)
-def revoke_my_key(key_id: KeyId, tenant: TenantPrincipal, origin: OriginDep, runtime: RuntimeDep) -> ApiKeyOut:
+def revoke_my_key(key_id: PathId, tenant: TenantPrincipal, origin: OriginDep, runtime: RuntimeDep) -> ApiKeyOut:
     with runtime.uow() as session:
         key = admin.revoke_api_key(session, key_id=key_id, tenant_id=_tenant_id(tenant), audit=acting(tenant, origin))
         out = convert.api_key_out(key)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, StrictInt
 
-from controlplane.api.schemas.common import Request
+from controlplane.api.schemas.common import Name, Request, Text
 from controlplane.domain.enums import OverQuotaPolicy
 
 
@@ -87,11 +87,11 @@ class NodeOut(BaseModel):
 
 
 class CordonRequest(Request):
-    reason: str = Field("cordoned by an operator", max_length=500)
+    reason: Text = Field("cordoned by an operator", max_length=500)
 
 
 class TenantCreate(Request):
-    name: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")
 
 
 class TenantPolicyIn(Request):
@@ -99,7 +99,7 @@ class TenantPolicyIn(Request):
 
     reserved_gpus: StrictInt | None = Field(None, ge=0, le=1_000_000)
     max_gpus: StrictInt | None = Field(None, ge=0, le=1_000_000)
-    gpu_hours_limit: float | None = Field(None, ge=0)
+    gpu_hours_limit: float | None = Field(None, ge=0, le=1e12)
     # Money: a JSON number or a decimal string, kept exact ("12.50", not 12.499999...).
     spend_cap_usd: Decimal | None = Field(None, ge=0, le=Decimal("1e12"), max_digits=18, decimal_places=6)
     over_quota: OverQuotaPolicy | None = None
@@ -154,7 +154,7 @@ class SitePowerOut(BaseModel):
 
 
 class KeyCreate(Request):
-    name: str = Field("", max_length=128)
+    name: Name = Field("", max_length=128)
 
 
 class KeyOut(BaseModel):

@@ -7,27 +7,59 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, StrictInt, field_validator
 
-from controlplane.api.schemas.common import Request
+from controlplane.api.schemas.common import Arg, Name, Request, Text
 from controlplane.domain.enums import NvlinkPolicy, OverQuotaPolicy
 from controlplane.domain.reasons import PendingCode
 
+# What one workload may ask to run (README, "Limits"). argv and env together stay within
+# 128 KiB, the smallest ARG_MAX POSIX allows, so whatever is accepted can be exec'd.
+MAX_ARGS = 256
+MAX_ARG_CHARS = 8192
+MAX_COMMAND_BYTES = 64 * 1024
+MAX_ENV = 128
+MAX_ENV_VALUE_CHARS = 16 * 1024
+MAX_ENV_BYTES = 64 * 1024
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
+
+
+def _utf8(values: list[str]) -> int:
+    return sum(len(v.encode()) for v in values)
+
 
 class WorkloadCreate(Request):
-    name: str = Field("", max_length=128)
+    name: Name = Field("", max_length=128)
     gpus: StrictInt = Field(ge=1, le=131072, description="GPUs in the gang (all or nothing)")
-    gpu_model: str = Field("NVIDIA GB300", min_length=1, max_length=96)
+    gpu_model: Name = Field("NVIDIA GB300", min_length=1, max_length=96)
     nvlink: NvlinkPolicy = Field(
         NvlinkPolicy.REQUIRED, description="required: one NVLink domain; preferred: try to; none: anywhere"
     )
     priority: Literal["reserved", "on_demand", "spot"] = "on_demand"
-    command: list[Annotated[str, Field(max_length=8192)]] = Field(min_length=1, max_length=256)
-    env: dict[Annotated[str, Field(max_length=128)], Annotated[str, Field(max_length=32768)]] = Field(
-        default_factory=dict, max_length=256
+    command: list[Annotated[Arg, Field(max_length=MAX_ARG_CHARS)]] = Field(
+        min_length=1, max_length=MAX_ARGS, description=f"argv, at most {MAX_COMMAND_BYTES} bytes in UTF-8"
+    )
+    env: dict[EnvName, Annotated[Arg, Field(max_length=MAX_ENV_VALUE_CHARS)]] = Field(
+        default_factory=dict, max_length=MAX_ENV, description=f"names and values at most {MAX_ENV_BYTES} bytes"
     )
     max_duration_s: StrictInt | None = Field(None, ge=1, le=30 * 24 * 3600)
     sim_utilization: float = Field(0.9, ge=0.0, le=1.0, description="simulator only: GPU load to drive")
+
+    @field_validator("command")
+    @classmethod
+    def _command_fits(cls, command: list[str]) -> list[str]:
+        if _utf8(command) > MAX_COMMAND_BYTES:
+            raise ValueError(f"the command may hold at most {MAX_COMMAND_BYTES} bytes (UTF-8)")
+        return command
+
+    @field_validator("env")
+    @classmethod
+    def _env_fits(cls, env: dict[str, str]) -> dict[str, str]:
+        if _utf8([*env, *env.values()]) > MAX_ENV_BYTES:
+            raise ValueError(f"env names and values may hold at most {MAX_ENV_BYTES} bytes (UTF-8)")
+        return env
 
 
 class RankOut(BaseModel):
@@ -83,7 +115,7 @@ class WorkloadPage(BaseModel):
 
 
 class CancelRequest(Request):
-    reason: str = Field("cancelled by the tenant", max_length=500)
+    reason: Text = Field("cancelled by the tenant", max_length=500)
 
 
 class OfferingOut(BaseModel):

@@ -51,9 +51,11 @@ from controlplane.api.schemas import (
     TenantPolicyIn,
     WorkloadCreate,
 )
+from controlplane.domain.audit import CREDENTIAL_USED_FROM_NEW_ADDRESS
 from controlplane.domain.enums import KeyScope
 from controlplane.domain.epoch import PlacementEpoch
 from controlplane.runtime import Runtime
+from controlplane.services import admin
 from controlplane.services.scheduler.run import run_pass
 from controlplane.store.models import ApiKey, Base, Gpu
 
@@ -72,16 +74,21 @@ class World:
     node: RegisteredNode
     workload_id: str
     gpu_id: str
-    key_id: str
+    key_id: str  # a second key of the tenant's: its own-key routes rotate and revoke it
     token: str
+    operator_key_id: str = ""  # a third: the operator's key routes rotate and revoke it
+    token_id: str = ""  # a spare join token: the operator's token route revokes it
+    rotated_token_id: str = ""  # another: the operator's token route rotates it
 
-    def path_value(self, name: str) -> str:
+    def path_value(self, name: str, route_path: str = "") -> str:
+        operator = route_path.startswith("/operator/")
         return {
             "workload_id": self.workload_id,
             "node_id": self.node.node_id,
             "gpu_id": self.gpu_id,
             "tenant_id": self.tenant.tenant_id,
-            "key_id": self.key_id,
+            "key_id": self.operator_key_id if operator else self.key_id,
+            "token_id": self.rotated_token_id if route_path.endswith("/rotate") else self.token_id,
             "site_id": self.site_id,
         }[name]
 
@@ -266,7 +273,7 @@ def _dumps(value: Any) -> bytes:
 def valid_request(route: APIRoute, w: World) -> Request:
     path = "/v1" + route.path
     for param in route.dependant.path_params:
-        path = path.replace("{" + param.name + "}", urllib.parse.quote(w.path_value(param.name), safe=""))
+        path = path.replace("{" + param.name + "}", urllib.parse.quote(w.path_value(param.name, route.path), safe=""))
     model = body_model(route)
     body = _dumps(EXAMPLES[model](w)) if model is not None else None
     params: dict[str, Any] = {"wait": 0, "protocol": PROTOCOL_VERSION} if route.path.endswith("/desired") else {}
@@ -310,7 +317,8 @@ def _with_path(route: APIRoute, name: str, value: str) -> Callable[[Request], Re
     def bend(r: Request) -> Request:
         template = "/v1" + route.path
         parts = dict(zip(template.split("/"), r.path.split("/"), strict=True))
-        parts["{" + name + "}"] = urllib.parse.quote(value, safe="")
+        # Dots escaped too: a client resolves a literal ".." segment before sending, never the server.
+        parts["{" + name + "}"] = urllib.parse.quote(value, safe="").replace(".", "%2E")
         return replace(r, path="/".join(parts.get(seg, seg) for seg in template.split("/")))
 
     return bend
@@ -504,18 +512,50 @@ def build_world(client: TestClient, runtime: Runtime) -> World:
     r = client.post("/v1/workloads", json=workload_body(4), headers=tenant.headers)
     assert r.status_code == 201, r.text
     run_pass(runtime, PlacementEpoch(0, 1))
+    token = bootstrap_token(runtime)
+    with runtime.uow() as session:
+        token_id, rotated_token_id = (
+            admin.issue_bootstrap_token(
+                session, pepper=runtime.pepper, site_name="demo-rack", rack="rack-001", ttl_s=3600
+            )[0].id
+            for _ in range(2)
+        )
     with runtime.sessions() as s:
         gpu_id = s.scalars(select(Gpu.id).order_by(Gpu.id)).first()
-        key_id = s.scalars(select(ApiKey.id).where(ApiKey.tenant_id == tenant.tenant_id)).one()
+        used = s.scalars(select(ApiKey.id).where(ApiKey.tenant_id == tenant.tenant_id)).one()
     assert gpu_id is not None
-    return World(site_id, tenant, ops, node, r.json()["id"], gpu_id, key_id, bootstrap_token(runtime))
+    spare = [client.post(f"/v1/operator/tenants/{tenant.tenant_id}/keys", json={"name": n}, headers=ops) for n in "ab"]
+    assert all(r.status_code == 201 for r in spare), [r.text for r in spare]
+    own, other = (r.json()["id"] for r in spare)
+    assert used not in (own, other)
+    return World(
+        site_id,
+        tenant,
+        ops,
+        node,
+        r.json()["id"],
+        gpu_id,
+        own,
+        token,
+        operator_key_id=other,
+        token_id=token_id,
+        rotated_token_id=rotated_token_id,
+    )
+
+
+# Authentication's own record, kept whatever the request then does: a key's first use from an
+# address (``credential_addresses``, and its audit entry) is evidence, not the request's effect.
+_AUTH_RECORD = f"SELECT * FROM audit_log WHERE action != '{CREDENTIAL_USED_FROM_NEW_ADDRESS}'"
 
 
 def snapshot(runtime: Runtime, redis_prefix: str) -> dict[str, Any]:
-    """Every row of every table, and every Redis key under the prefix with its value."""
+    """Every row of every table but authentication's record, and every Redis key under the prefix."""
     tables: dict[str, list[str]] = {}
     with runtime.sessions() as s:
         for table in Base.metadata.sorted_tables:
-            tables[table.name] = sorted(repr(tuple(row)) for row in s.execute(text(f"SELECT * FROM {table.name}")))
+            if table.name == "credential_addresses":
+                continue
+            query = _AUTH_RECORD if table.name == "audit_log" else f"SELECT * FROM {table.name}"
+            tables[table.name] = sorted(repr(tuple(row)) for row in s.execute(text(query)))
     keys = sorted(runtime.redis.scan_iter(f"{redis_prefix}:*"))
     return {"tables": tables, "redis": {k: runtime.redis.dump(k) for k in keys}}

@@ -11,8 +11,16 @@ from controlplane.runtime import Runtime
 
 def test_every_routes_valid_request_is_accepted(client: TestClient, runtime: Runtime) -> None:
     world = build_world(client, runtime)
-    # Reads first, then writes; the two that end something (a workload, the tenant's key) last.
-    order = sorted(ROUTES, key=lambda r: (method(r) != "GET", r.path.endswith(("/cancel", "/revoke"))))
+    # Reads first, then writes; those that end something (a workload, a key, a join token) last,
+    # each credential revoked before it is rotated (a revoked credential may still be rotated once).
+    order = sorted(
+        ROUTES,
+        key=lambda r: (
+            method(r) != "GET",
+            r.path.endswith(("/cancel", "/revoke", "/rotate")),
+            r.path.endswith("/rotate"),
+        ),
+    )
     for route in order:
         r = valid_request(route, world).send(client)
         assert r.status_code < 300, (route_id(route), r.status_code, r.text)

@@ -11,6 +11,7 @@ from fastapi import Query
 from pydantic import AwareDatetime, BaseModel
 
 from controlplane.api.schemas.operator import KeyOut
+from controlplane.domain.audit import MAX_ACTION
 from controlplane.domain.enums import KeyScope
 from controlplane.services.admin.keys import MAX_PAGE as MAX_KEY_PAGE
 from controlplane.services.audit import MAX_PAGE as MAX_AUDIT_PAGE
@@ -19,8 +20,8 @@ from controlplane.services.audit.query import MAX_CURSOR
 # Our ids are prefixed base32 (``key_01J...``); anything else cannot name a row.
 ID_PATTERN = r"^[A-Za-z0-9_]{1,40}$"
 # Key ids, join token ids, CLI users (printable ASCII), "system".
-ACTOR_PATTERN = r"^[\x21-\x7e]{1,64}$"
-ACTION_PATTERN = r"^[a-z0-9_.]{1,64}$"
+ACTOR_PATTERN = r"^[\x21-\x7e]{1,40}$"  # a key or token id, or cli:<OS user>
+ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"  # domain.audit.is_action
 
 
 class ApiKeyOut(KeyOut):
@@ -99,7 +100,7 @@ class TokenQuery:
 @dataclass(frozen=True)
 class AuditQuery:
     actor: Annotated[str | None, Query(pattern=ACTOR_PATTERN)] = None
-    action: Annotated[str | None, Query(pattern=ACTION_PATTERN)] = None
+    action: Annotated[str | None, Query(max_length=MAX_ACTION, pattern=ACTION_PATTERN)] = None
     tenant_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None
     target_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None
     # ISO 8601 with a time zone; since is inclusive, until exclusive.

@@ -47,6 +47,7 @@ def test_admin_flow_and_errors(tmp_path: Path) -> None:
         (("admin", "create-site", "atlantis"), "not in"),
         (("admin", "create-site", "demo-rack", "--sites-file", str(tmp_path / "none.json")), "cannot read"),
         (("admin", "create-tenant", "Bad Name!"), "lowercase"),
+        (("admin", "create-tenant", "acme\n"), "lowercase"),  # a trailing newline is not part of a name
         (("admin", "create-key", "--tenant", "ghost"), "no tenant"),
         (("admin", "bootstrap-token", "--site", "demo-rack", "--rack", "rack-999"), "no rack"),
         (("admin", "revoke-key", "key_nope"), "no API key"),

@@ -16,11 +16,11 @@ from controlplane.domain.ids import new_id
 from controlplane.domain.site import SiteSpec
 from controlplane.store.models import Rack, Site
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # whole names only: fullmatch, so no trailing newline
 
 
 def _check_name(kind: str, name: str) -> None:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidRequest(f"{kind} name {name!r} must be 1-63 lowercase letters, digits or '-'")
 
 

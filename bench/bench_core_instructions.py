@@ -80,6 +80,13 @@ def count(tree: Path, case: str, phase: str, pending: int) -> int:
     return int(found.group(1))
 
 
+def _label(tree: Path) -> str:
+    """A tree by its commit (no machine's paths in the results a clone carries)."""
+    head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    commit = head.stdout.strip() or tree.name
+    return f"{commit} (this tree)" if tree == ROOT else commit
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tree", type=Path, action="append", help="a checkout to measure (repeatable)")
@@ -95,10 +102,10 @@ def main() -> int:
         for case in ("empty", "70% full"):
             for phase in ("init", "run"):
                 per[f"{case} {phase}"] = count(tree, case, phase, args.pending)
-                print(f"{tree}: {case} {phase}: {per[f'{case} {phase}']:,} instructions", flush=True)
-        results["trees"][str(tree)] = per
+                print(f"{_label(tree)}: {case} {phase}: {per[f'{case} {phase}']:,} instructions", flush=True)
+        results["trees"][_label(tree)] = per
     if len(trees) > 1:
-        ours, theirs = (results["trees"][str(t)] for t in trees[:2])
+        ours, theirs = (results["trees"][_label(t)] for t in trees[:2])
         results["ratio_first_to_second"] = {k: round(ours[k] / theirs[k], 4) for k in ours}
         print(json.dumps(results["ratio_first_to_second"], indent=2))
     (ROOT / "bench" / "results" / "core_instructions.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -207,7 +207,13 @@ def test_an_energy_counter_of_10_30_mj_is_no_500_and_writes_nothing_of_it(
 ) -> None:
     node = register_node(runtime, 1)
     assert _post(client, node, _one_gpu(node, 1, 1000)).status_code == 200
+    # Past 64 bits, the body is refused whole at the API's edge (strict JSON), nothing written.
+    before = _redis_state(runtime, node.node_id)
     r = _post(client, node, _one_gpu(node, 2, 10**30))
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, r.text
+    assert _redis_state(runtime, node.node_id) == before
+    # Within 64 bits but past any physical counter, the reading is absent and the report lands.
+    r = _post(client, node, _one_gpu(node, 2, MAX_ENERGY_MJ * 1000))
     assert r.status_code == 200 and r.json()["accepted"], r.text
     assert _energy(runtime, node) == (0, 1000)
     assert runtime.live.report_counts(node.node_id) == (2, 0, 2)
@@ -343,7 +349,8 @@ def test_control_and_bidi_characters_in_free_text_are_replaced_never_a_500(
     ops = make_operator_key(runtime)
     node = register_node(runtime, 1)
     uuid = node.inventory.gpus[0].uuid
-    body = _body(node, 1, xid_events=[{"uuid": uuid, "xid": 13, "at": time.time(), "detail": "bad\x00 \u202eevil"}])
+    # (A NUL is refused whole at the API's edge, with every other string of every body.)
+    body = _body(node, 1, xid_events=[{"uuid": uuid, "xid": 13, "at": time.time(), "detail": "bad\x07 \u202eevil"}])
     body["gpus"][0].update(health="degraded", health_reasons=["XID 13\x1b[2J"])
     r = _post(client, node, body)
     assert r.status_code == 200, r.text

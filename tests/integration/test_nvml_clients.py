@@ -201,9 +201,20 @@ def test_mig_handles_answer_like_mig_devices(nvml: FakeNvml) -> None:
     assert pynvml.nvmlDeviceGetHandleByUUID(pynvml.nvmlDeviceGetUUID(mig)) is not None
     assert pynvml.nvmlDeviceGetMemoryInfo(mig, version=pynvml.nvmlMemory_v2).total == 35 * 1024 * MIB
     assert pynvml.nvmlDeviceGetPersistenceMode(mig) == 1  # the parent's
-    with pytest.raises(pynvml.NVMLError) as err:
-        pynvml.nvmlDeviceGetPerformanceState(mig)  # a physical GPU's state, not an instance's
-    assert err.value.value == NOT_SUPPORTED
+    physical: list[Any] = [  # the physical GPU's, not an instance's
+        pynvml.nvmlDeviceGetPerformanceState,
+        pynvml.nvmlDeviceGetPowerUsage,
+        pynvml.nvmlDeviceGetEnforcedPowerLimit,
+        pynvml.nvmlDeviceGetUtilizationRates,
+        pynvml.nvmlDeviceGetTotalEnergyConsumption,
+        lambda h: pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
+        lambda h: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+    ]
+    for query in physical:
+        with pytest.raises(pynvml.NVMLError) as err:
+            query(mig)
+        assert err.value.value == NOT_SUPPORTED
+    assert pynvml.nvmlDeviceGetPowerUsage(parent) == POWER_MW[2]
 
 
 def test_a_bad_setup_for_a_command_fails_its_init(fake_nvml_path: Path) -> None:  # noqa: F811

@@ -559,6 +559,10 @@ API nvmlReturn_t nvmlDeviceGetModuleId(nvmlDevice_t d, unsigned int *moduleId) {
 
 /* ---- memory, utilisation, processes ------------------------------------------------------- */
 
+/* What belongs to the physical GPU (utilisation, power, temperature, clocks, P-state) answers
+ * NOT_SUPPORTED on a MIG device handle; memory and processes are per instance. */
+#define PHYSICAL(d) do { if ((d)->mig >= 0) return NVML_ERROR_NOT_SUPPORTED; } while (0)
+
 /* What the driver counts as used: mem_used, and never less than the listed processes hold. */
 static unsigned long long used_bytes(const struct nvmlDevice_st *d) {
     unsigned long long held = 0;
@@ -595,6 +599,7 @@ API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t *m) 
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetUtilizationRates
 API nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(u);
     u->gpu = (unsigned int)d->v.util_gpu;
     u->memory = (unsigned int)d->v.util_mem;
@@ -622,6 +627,7 @@ API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigne
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerUsage
 API nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t d, unsigned int *mw) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mw);
     *mw = (unsigned int)d->v.power_mw;
     return NVML_SUCCESS;
@@ -636,6 +642,7 @@ static long long enforced_mw(const struct values *v) {
 /* The lower of the limit set through NVML and one set elsewhere (out of band: external_limit_mw). */
 API nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t d, unsigned int *mw) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mw);
     *mw = (unsigned int)enforced_mw(&d->v);
     return NVML_SUCCESS;
@@ -645,6 +652,7 @@ API nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t d, unsigned int *m
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerManagementLimit
 API nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t d, unsigned int *mw) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mw);
     *mw = (unsigned int)d->v.limit_mw;
     return NVML_SUCCESS;
@@ -654,6 +662,7 @@ API nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t d, unsigned int 
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerManagementDefaultLimit
 API nvmlReturn_t nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t d, unsigned int *mw) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mw);
     *mw = (unsigned int)d->v.default_limit_mw;
     return NVML_SUCCESS;
@@ -663,6 +672,7 @@ API nvmlReturn_t nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t d, unsign
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerManagementLimitConstraints
 API nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t d, unsigned int *min, unsigned int *max) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(min);
     NONNULL(max);
     *min = (unsigned int)d->v.min_limit_mw;
@@ -685,6 +695,7 @@ API nvmlReturn_t nvmlDeviceSetPowerManagementLimit(nvmlDevice_t d, unsigned int 
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetTotalEnergyConsumption
 API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long long *mj) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mj);
     *mj = (unsigned long long)d->v.energy_mj;
     return NVML_SUCCESS;
@@ -694,6 +705,7 @@ API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned lo
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetTemperature
 API nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t d, int sensor, unsigned int *temp) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(temp);
     if (sensor != 0) return NVML_ERROR_INVALID_ARGUMENT;
     *temp = (unsigned int)d->v.temp_gpu;
@@ -704,6 +716,7 @@ API nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t d, int sensor, unsigned i
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetTemperatureV
 API nvmlReturn_t nvmlDeviceGetTemperatureV(nvmlDevice_t d, nvmlTemperature_v1_t *t) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(t);
     if (t->version != STRUCT_VERSION(nvmlTemperature_v1_t, 1)) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
     if (t->sensorType != 0) return NVML_ERROR_INVALID_ARGUMENT;
@@ -725,6 +738,7 @@ static long long *clock_of(struct values *v, int type, int max) {
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetClockInfo
 API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, int type, unsigned int *mhz) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mhz);
     long long *c = clock_of(&d->v, type, 0);
     if (!c) return NVML_ERROR_INVALID_ARGUMENT;
@@ -736,6 +750,7 @@ API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, int type, unsigned int *
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetMaxClockInfo
 API nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t d, int type, unsigned int *mhz) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mhz);
     long long *c = clock_of(&d->v, type, 1);
     if (!c) return NVML_ERROR_INVALID_ARGUMENT;
@@ -747,6 +762,7 @@ API nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t d, int type, unsigned in
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetCurrentClocksEventReasons
 API nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t d, unsigned long long *reasons) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(reasons);
     *reasons = (unsigned long long)d->v.clock_event_reasons;
     return NVML_SUCCESS;
@@ -1096,9 +1112,6 @@ typedef struct { unsigned long long protectedMemSizeKib, unprotectedMemSizeKib; 
 
 enum { PROCESS_MODE_COMPUTE = 0, PROCESS_MODE_GRAPHICS = 1, PROCESS_MODE_MPS = 2, PROCESS_MODE_ALL = 3 };
 #define SAMPLING_PERIOD_US 167000U /* the encoder/decoder sampling period drivers report; not in the capture */
-
-/* Physical-GPU-only queries answer NOT_SUPPORTED on a MIG device handle. */
-#define PHYSICAL(d) do { if ((d)->mig >= 0) return NVML_ERROR_NOT_SUPPORTED; } while (0)
 
 #ifndef FAKE_NVML_OMIT_nvmlInit
 API nvmlReturn_t nvmlInit(void) {
@@ -1509,8 +1522,6 @@ API nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t d, nv
     return NVML_SUCCESS;
 }
 #endif
-
-#undef PHYSICAL
 
 /* ---- control for a client in a subprocess (tests only): FAKE_NVML_SETUP ---- */
 

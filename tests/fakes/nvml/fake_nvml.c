@@ -8,7 +8,8 @@
  * The model is a GB300 compute tray (4 GPUs by default), values from
  * /work/shared/reference/hardware/nvidia-smi-q-gb300.xml. Nothing here reads the wall clock
  * except nvmlEventSetWait_v2's timeout: every value changes only when a test sets it through
- * the fake_nvml_* control functions (tests/fakes/nvml/control.py wraps them).
+ * the fake_nvml_* control functions (tests/fakes/nvml/control.py wraps them), or, for a client
+ * run as a command, through FAKE_NVML_SETUP at its first nvmlInit.
  *
  * Declarations are our own, checked against the real nvml.h by a test through layout.h.
  * Build: cc -shared -fPIC -O2 -fvisibility=hidden -pthread -Wl,-soname,libnvidia-ml.so.1

@@ -11,7 +11,9 @@ fake, and refuses a second, different fake in the same process: a process can ho
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .build import SONAME
@@ -137,6 +139,25 @@ class FakeNvml:
         while (name := self.lib.fake_nvml_layout_name(len(out))) is not None:
             out[name.decode()] = int(self.lib.fake_nvml_layout_value(len(out)))
         return out
+
+    @staticmethod
+    def command_env(
+        path: Path,
+        *,
+        processes: Iterable[tuple[int, int, int]] = (),
+        values: Iterable[tuple[int, str, int]] = (),
+        base: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        """The environment for an NVML client run as a command on the fake at ``path``: its
+        directory first on LD_LIBRARY_PATH (as ``libnvidia-ml.so.1``), and FAKE_NVML_SETUP, which
+        the fake applies at the command's first nvmlInit: ``processes`` as (gpu, pid, MiB) and
+        ``values`` as (gpu, name, value), the same as add_process() and set() here."""
+        env = dict(os.environ if base is None else base)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(path.parent), env.get("LD_LIBRARY_PATH", "")) if p)
+        entries = [f"process {gpu} {pid} {mib}" for gpu, pid, mib in processes]
+        entries += [f"set {gpu} {name} {int(value)}" for gpu, name, value in values]
+        env["FAKE_NVML_SETUP"] = "; ".join(entries)
+        return env
 
 
 def load_fake_nvml(path: Path) -> FakeNvml:

@@ -8,7 +8,8 @@
  * The model is a GB300 compute tray (4 GPUs by default), values from
  * /work/shared/reference/hardware/nvidia-smi-q-gb300.xml. Nothing here reads the wall clock
  * except nvmlEventSetWait_v2's timeout: every value changes only when a test sets it through
- * the fake_nvml_* control functions (tests/fakes/nvml/control.py wraps them).
+ * the fake_nvml_* control functions (tests/fakes/nvml/control.py wraps them), or, for a client
+ * run as a command, through FAKE_NVML_SETUP at its first nvmlInit.
  *
  * Declarations are our own, checked against the real nvml.h by a test through layout.h.
  * Build: cc -shared -fPIC -O2 -fvisibility=hidden -pthread -Wl,-soname,libnvidia-ml.so.1
@@ -36,7 +37,7 @@ enum {
     NVML_SUCCESS = 0, NVML_ERROR_UNINITIALIZED = 1, NVML_ERROR_INVALID_ARGUMENT = 2,
     NVML_ERROR_NOT_SUPPORTED = 3, NVML_ERROR_NO_PERMISSION = 4, NVML_ERROR_NOT_FOUND = 6,
     NVML_ERROR_INSUFFICIENT_SIZE = 7, NVML_ERROR_TIMEOUT = 10, NVML_ERROR_GPU_IS_LOST = 15,
-    NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25, NVML_ERROR_UNKNOWN = 999,
+    NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25, NVML_ERROR_DEPRECATED = 26, NVML_ERROR_UNKNOWN = 999,
 };
 typedef int nvmlValueType_t;
 enum { VT_DOUBLE = 0, VT_UINT = 1, VT_ULONG = 2, VT_ULL = 3, VT_SLL = 4, VT_SINT = 5 };
@@ -125,6 +126,8 @@ typedef struct { unsigned int version; int sensorType; int temperature; } nvmlTe
     X(clock_graphics) X(clock_sm) X(clock_mem) X(clock_video)                                  \
     X(max_clock_graphics) X(max_clock_sm) X(max_clock_mem) X(max_clock_video)                  \
     X(clock_event_reasons)                                                                     \
+    X(persistence_mode) X(compute_mode) X(pstate) X(display_active) X(util_enc) X(util_dec)   \
+    X(bar1_total) X(bar1_used) X(pcie_tx_kbps) X(pcie_rx_kbps) X(pcie_link_gen) X(pcie_link_width) \
     X(ecc_enabled) X(ecc_pending) X(ecc_sbe_volatile) X(ecc_dbe_volatile)                      \
     X(ecc_sbe_aggregate) X(ecc_dbe_aggregate)                                                  \
     X(remapped_cor) X(remapped_unc) X(remapped_pending) X(remapped_failure) X(pcie_replay)     \
@@ -224,6 +227,12 @@ static void init_gpu(int slot) {
     v->max_clock_graphics = v->max_clock_sm = 2070;
     v->max_clock_video = 1912;
     v->clock_event_reasons = 0x1; /* nvmlClocksEventReasonGpuIdle */
+    v->persistence_mode = 1;      /* Enabled */
+    v->compute_mode = 0;          /* NVML_COMPUTEMODE_DEFAULT */
+    v->pstate = 0;                /* P0, at idle too */
+    v->bar1_total = 524288 * MIB;
+    v->pcie_link_gen = 6;
+    v->pcie_link_width = 16;
     v->ecc_enabled = v->ecc_pending = 1;
     v->nvlink_count = 18;
     for (int l = 0; l < MAX_LINKS; l++) g->nvlink_state[l] = l < 18 ? 1 : 0;
@@ -346,11 +355,14 @@ static void parse_uuid(const char *text, unsigned char out[16]) {
 
 /* ---- system ------------------------------------------------------------------------------- */
 
+static nvmlReturn_t apply_env_setup(void); /* FAKE_NVML_SETUP, for clients run as commands */
+
 #ifndef FAKE_NVML_OMIT_nvmlInitWithFlags
 API nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
     (void)flags;
     count_call(__func__);
     nvmlReturn_t r = forced_return(__func__, -1);
+    if (!r) r = apply_env_setup();
     if (r) return r;
     init_count++;
     return NVML_SUCCESS;
@@ -361,6 +373,7 @@ API nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
 API nvmlReturn_t nvmlInit_v2(void) {
     count_call(__func__);
     nvmlReturn_t r = forced_return(__func__, -1);
+    if (!r) r = apply_env_setup();
     if (r) return r;
     init_count++;
     return NVML_SUCCESS;
@@ -388,6 +401,7 @@ API const char *nvmlErrorString(nvmlReturn_t r) {
     case NVML_ERROR_TIMEOUT: return "Timeout";
     case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
     case NVML_ERROR_ARGUMENT_VERSION_MISMATCH: return "Argument version mismatch";
+    case NVML_ERROR_DEPRECATED: return "Requested functionality has been deprecated";
     default: return "Unknown Error";
     }
 }
@@ -546,13 +560,24 @@ API nvmlReturn_t nvmlDeviceGetModuleId(nvmlDevice_t d, unsigned int *moduleId) {
 
 /* ---- memory, utilisation, processes ------------------------------------------------------- */
 
+/* What belongs to the physical GPU (utilisation, power, temperature, clocks, P-state) answers
+ * NOT_SUPPORTED on a MIG device handle; memory and processes are per instance. */
+#define PHYSICAL(d) do { if ((d)->mig >= 0) return NVML_ERROR_NOT_SUPPORTED; } while (0)
+
+/* What the driver counts as used: mem_used, and never less than the listed processes hold. */
+static unsigned long long used_bytes(const struct nvmlDevice_st *d) {
+    unsigned long long held = 0;
+    for (unsigned int i = 0; i < d->nprocs; i++) held += d->procs[i].usedGpuMemory;
+    return (unsigned long long)d->v.mem_used > held ? (unsigned long long)d->v.mem_used : held;
+}
+
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetMemoryInfo
 API nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t *m) {
     CHECK(d);
     NONNULL(m);
     const struct values *v = &d->v;
     m->total = (unsigned long long)v->mem_total;
-    m->used = (unsigned long long)(v->mem_used + v->mem_reserved); /* v1 counts reserved as used */
+    m->used = used_bytes(d) + (unsigned long long)v->mem_reserved; /* v1 counts reserved as used */
     m->free = m->total - m->used;
     return NVML_SUCCESS;
 }
@@ -566,7 +591,7 @@ API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t *m) 
     const struct values *v = &d->v;
     m->total = (unsigned long long)v->mem_total;
     m->reserved = (unsigned long long)v->mem_reserved;
-    m->used = (unsigned long long)v->mem_used;
+    m->used = used_bytes(d);
     m->free = m->total - m->reserved - m->used;
     return NVML_SUCCESS;
 }
@@ -575,6 +600,7 @@ API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t *m) 
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetUtilizationRates
 API nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(u);
     u->gpu = (unsigned int)d->v.util_gpu;
     u->memory = (unsigned int)d->v.util_mem;
@@ -602,6 +628,7 @@ API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigne
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerUsage
 API nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t d, unsigned int *mw) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mw);
     *mw = (unsigned int)d->v.power_mw;
     return NVML_SUCCESS;
@@ -616,6 +643,7 @@ static long long enforced_mw(const struct values *v) {
 /* The lower of the limit set through NVML and one set elsewhere (out of band: external_limit_mw). */
 API nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t d, unsigned int *mw) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mw);
     *mw = (unsigned int)enforced_mw(&d->v);
     return NVML_SUCCESS;
@@ -625,6 +653,7 @@ API nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t d, unsigned int *m
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerManagementLimit
 API nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t d, unsigned int *mw) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mw);
     *mw = (unsigned int)d->v.limit_mw;
     return NVML_SUCCESS;
@@ -634,6 +663,7 @@ API nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t d, unsigned int 
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerManagementDefaultLimit
 API nvmlReturn_t nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t d, unsigned int *mw) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mw);
     *mw = (unsigned int)d->v.default_limit_mw;
     return NVML_SUCCESS;
@@ -643,6 +673,7 @@ API nvmlReturn_t nvmlDeviceGetPowerManagementDefaultLimit(nvmlDevice_t d, unsign
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerManagementLimitConstraints
 API nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t d, unsigned int *min, unsigned int *max) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(min);
     NONNULL(max);
     *min = (unsigned int)d->v.min_limit_mw;
@@ -665,6 +696,7 @@ API nvmlReturn_t nvmlDeviceSetPowerManagementLimit(nvmlDevice_t d, unsigned int 
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetTotalEnergyConsumption
 API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned long long *mj) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mj);
     *mj = (unsigned long long)d->v.energy_mj;
     return NVML_SUCCESS;
@@ -674,6 +706,7 @@ API nvmlReturn_t nvmlDeviceGetTotalEnergyConsumption(nvmlDevice_t d, unsigned lo
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetTemperature
 API nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t d, int sensor, unsigned int *temp) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(temp);
     if (sensor != 0) return NVML_ERROR_INVALID_ARGUMENT;
     *temp = (unsigned int)d->v.temp_gpu;
@@ -684,6 +717,7 @@ API nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t d, int sensor, unsigned i
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetTemperatureV
 API nvmlReturn_t nvmlDeviceGetTemperatureV(nvmlDevice_t d, nvmlTemperature_v1_t *t) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(t);
     if (t->version != STRUCT_VERSION(nvmlTemperature_v1_t, 1)) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
     if (t->sensorType != 0) return NVML_ERROR_INVALID_ARGUMENT;
@@ -705,6 +739,7 @@ static long long *clock_of(struct values *v, int type, int max) {
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetClockInfo
 API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, int type, unsigned int *mhz) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mhz);
     long long *c = clock_of(&d->v, type, 0);
     if (!c) return NVML_ERROR_INVALID_ARGUMENT;
@@ -716,6 +751,7 @@ API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t d, int type, unsigned int *
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetMaxClockInfo
 API nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t d, int type, unsigned int *mhz) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(mhz);
     long long *c = clock_of(&d->v, type, 1);
     if (!c) return NVML_ERROR_INVALID_ARGUMENT;
@@ -727,6 +763,7 @@ API nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t d, int type, unsigned in
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetCurrentClocksEventReasons
 API nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t d, unsigned long long *reasons) {
     CHECK(d);
+    PHYSICAL(d);
     NONNULL(reasons);
     *reasons = (unsigned long long)d->v.clock_event_reasons;
     return NVML_SUCCESS;
@@ -1044,6 +1081,499 @@ API nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, 
     return NVML_SUCCESS;
 }
 #endif
+
+/* ---- what NVML clients call (gpustat, nvitop) ---- */
+/*
+ * What an R580 libnvidia-ml exports for the calls gpustat and nvitop make: the older versioned
+ * aliases a driver keeps for old binaries (nvmlInit, _v1/_v2 process lists, GetPciInfo/_v2,
+ * GetHandleByIndex/GetCount v1, GetDriverModel), and the queries those clients show. Values are
+ * the capture's (persistence Enabled, P0, compute mode Default, display active Disabled, BAR1
+ * 524288 MiB, PCIe gen 6 x16, 0 KB/s); what the capture shows as N/A (fan, driver model) is
+ * NOT_SUPPORTED, and the display mode is DEPRECATED, as R580 answers on a GB300.
+ */
+
+typedef struct { unsigned int pid; unsigned long long usedGpuMemory; } nvmlProcessInfo_v1_t;
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId, computeInstanceId;
+    unsigned long long usedGpuCcProtectedMemory;
+} nvmlProcessDetail_v1_t;
+typedef struct {
+    unsigned int version, mode, numProcArrayEntries;
+    nvmlProcessDetail_v1_t *procArray;
+} nvmlProcessDetailList_v1_t;
+typedef struct {
+    unsigned int pid;
+    unsigned long long timeStamp;
+    unsigned int smUtil, memUtil, encUtil, decUtil;
+} nvmlProcessUtilizationSample_t;
+typedef struct { unsigned long long bar1Total, bar1Free, bar1Used; } nvmlBAR1Memory_t;
+typedef struct { unsigned long long protectedMemSizeKib, unprotectedMemSizeKib; } nvmlConfComputeMemSizeInfo_t;
+
+enum { PROCESS_MODE_COMPUTE = 0, PROCESS_MODE_GRAPHICS = 1, PROCESS_MODE_MPS = 2, PROCESS_MODE_ALL = 3 };
+#define SAMPLING_PERIOD_US 167000U /* the encoder/decoder sampling period drivers report; not in the capture */
+
+#ifndef FAKE_NVML_OMIT_nvmlInit
+API nvmlReturn_t nvmlInit(void) {
+    count_call(__func__);
+    nvmlReturn_t r = forced_return(__func__, -1);
+    if (!r) r = apply_env_setup();
+    if (r) return r;
+    init_count++;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetCount
+API nvmlReturn_t nvmlDeviceGetCount(unsigned int *count) {
+    CHECK_SYSTEM();
+    NONNULL(count);
+    *count = (unsigned int)visible;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetHandleByIndex
+API nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t *device) {
+    CHECK_SYSTEM();
+    NONNULL(device);
+    if (index >= (unsigned int)visible) return NVML_ERROR_INVALID_ARGUMENT;
+    struct nvmlDevice_st *g = &gpus[order[index]];
+    if (g->lost) return NVML_ERROR_GPU_IS_LOST;
+    *device = g;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetHandleByUUID
+/* Finds a visible GPU, or a MIG device of one, by its UUID string. */
+API nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device) {
+    CHECK_SYSTEM();
+    NONNULL(uuid);
+    NONNULL(device);
+    for (int i = 0; i < visible; i++) {
+        struct nvmlDevice_st *g = &gpus[order[i]];
+        if (strcmp(g->uuid, uuid) == 0) {
+            if (g->lost) return NVML_ERROR_GPU_IS_LOST;
+            *device = g;
+            return NVML_SUCCESS;
+        }
+        for (int k = 0; k < MAX_MIG && g->v.mig_current; k++) {
+            struct nvmlDevice_st *m = &migs[g->slot][k];
+            if (m->mig >= 0 && m->uuid[0] && strcmp(m->uuid, uuid) == 0) {
+                if (g->lost) return NVML_ERROR_GPU_IS_LOST;
+                *device = m;
+                return NVML_SUCCESS;
+            }
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+#endif
+
+static nvmlReturn_t handle_by_bus_id(const char *bus_id, nvmlDevice_t *device) {
+    NONNULL(bus_id);
+    NONNULL(device);
+    unsigned int domain = 0, bus = 0, dev = 0, fn = 0;
+    if (sscanf(bus_id, "%x:%x:%x.%x", &domain, &bus, &dev, &fn) != 4) {
+        domain = 0;
+        if (sscanf(bus_id, "%x:%x.%x", &bus, &dev, &fn) != 3) return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    for (int i = 0; i < visible; i++) {
+        struct nvmlDevice_st *g = &gpus[order[i]];
+        if ((unsigned int)g->v.pci_domain == domain && (unsigned int)g->v.pci_bus == bus &&
+            (unsigned int)g->v.pci_device == dev && fn == 0) {
+            if (g->lost) return NVML_ERROR_GPU_IS_LOST;
+            *device = g;
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetHandleByPciBusId_v2
+API nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char *pciBusId, nvmlDevice_t *device) {
+    CHECK_SYSTEM();
+    return handle_by_bus_id(pciBusId, device);
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetHandleByPciBusId
+API nvmlReturn_t nvmlDeviceGetHandleByPciBusId(const char *pciBusId, nvmlDevice_t *device) {
+    CHECK_SYSTEM();
+    return handle_by_bus_id(pciBusId, device);
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPciInfo_v3
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPciInfo_v2
+API nvmlReturn_t nvmlDeviceGetPciInfo_v2(nvmlDevice_t d, nvmlPciInfo_t *pci) { return nvmlDeviceGetPciInfo_v3(d, pci); }
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPciInfo
+API nvmlReturn_t nvmlDeviceGetPciInfo(nvmlDevice_t d, nvmlPciInfo_t *pci) { return nvmlDeviceGetPciInfo_v3(d, pci); }
+#endif
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMinorNumber
+API nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t d, unsigned int *minor) {
+    CHECK(d);
+    NONNULL(minor);
+    PHYSICAL(d);
+    *minor = (unsigned int)d->slot; /* /dev/nvidia<slot>; the capture's GPU 0 is minor 0 */
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetBrand
+API nvmlReturn_t nvmlDeviceGetBrand(nvmlDevice_t d, int *brand) {
+    CHECK(d);
+    NONNULL(brand);
+    *brand = 14; /* NVML_BRAND_NVIDIA: product_brand NVIDIA */
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetArchitecture
+API nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t d, unsigned int *arch) {
+    CHECK(d);
+    NONNULL(arch);
+    *arch = 10; /* NVML_DEVICE_ARCH_BLACKWELL */
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetCudaComputeCapability
+API nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t d, int *major, int *minor) {
+    CHECK(d);
+    NONNULL(major);
+    NONNULL(minor);
+    *major = 10; /* GB300 is sm_103 */
+    *minor = 3;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPersistenceMode
+API nvmlReturn_t nvmlDeviceGetPersistenceMode(nvmlDevice_t d, int *mode) {
+    CHECK(d);
+    NONNULL(mode);
+    *mode = (int)gpus[d->slot].v.persistence_mode;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetComputeMode
+API nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t d, int *mode) {
+    CHECK(d);
+    NONNULL(mode);
+    *mode = (int)gpus[d->slot].v.compute_mode;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPerformanceState
+API nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t d, int *pstate) {
+    CHECK(d);
+    NONNULL(pstate);
+    PHYSICAL(d);
+    *pstate = (int)d->v.pstate;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPowerState
+/* The deprecated name of nvmlDeviceGetPerformanceState, still exported. */
+API nvmlReturn_t nvmlDeviceGetPowerState(nvmlDevice_t d, int *pstate) {
+    CHECK(d);
+    NONNULL(pstate);
+    PHYSICAL(d);
+    *pstate = (int)d->v.pstate;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetDisplayMode
+API nvmlReturn_t nvmlDeviceGetDisplayMode(nvmlDevice_t d, int *mode) {
+    CHECK(d);
+    NONNULL(mode);
+    return NVML_ERROR_DEPRECATED; /* the capture: "Requested functionality has been deprecated" */
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetDisplayActive
+API nvmlReturn_t nvmlDeviceGetDisplayActive(nvmlDevice_t d, int *active) {
+    CHECK(d);
+    NONNULL(active);
+    *active = (int)gpus[d->slot].v.display_active;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetDriverModel_v2
+/* WDDM/TCC exist on Windows only. */
+API nvmlReturn_t nvmlDeviceGetDriverModel_v2(nvmlDevice_t d, int *current, int *pending) {
+    CHECK(d);
+    (void)current;
+    (void)pending;
+    return NVML_ERROR_NOT_SUPPORTED;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetDriverModel
+API nvmlReturn_t nvmlDeviceGetDriverModel(nvmlDevice_t d, int *current, int *pending) {
+    CHECK(d);
+    (void)current;
+    (void)pending;
+    return NVML_ERROR_NOT_SUPPORTED;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetFanSpeed
+/* A liquid-cooled GB300 has no fan: the capture's fan_speed is N/A. */
+API nvmlReturn_t nvmlDeviceGetFanSpeed(nvmlDevice_t d, unsigned int *speed) {
+    CHECK(d);
+    NONNULL(speed);
+    return NVML_ERROR_NOT_SUPPORTED;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetFanSpeed_v2
+API nvmlReturn_t nvmlDeviceGetFanSpeed_v2(nvmlDevice_t d, unsigned int fan, unsigned int *speed) {
+    CHECK(d);
+    NONNULL(speed);
+    (void)fan;
+    return NVML_ERROR_NOT_SUPPORTED;
+}
+#endif
+
+static nvmlReturn_t engine_util(nvmlDevice_t d, long long value, unsigned int *util, unsigned int *period) {
+    NONNULL(util);
+    NONNULL(period);
+    PHYSICAL(d);
+    *util = (unsigned int)value;
+    *period = SAMPLING_PERIOD_US;
+    return NVML_SUCCESS;
+}
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetEncoderUtilization
+API nvmlReturn_t nvmlDeviceGetEncoderUtilization(nvmlDevice_t d, unsigned int *util, unsigned int *period) {
+    CHECK(d);
+    return engine_util(d, d->v.util_enc, util, period);
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetDecoderUtilization
+API nvmlReturn_t nvmlDeviceGetDecoderUtilization(nvmlDevice_t d, unsigned int *util, unsigned int *period) {
+    CHECK(d);
+    return engine_util(d, d->v.util_dec, util, period);
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetBAR1MemoryInfo
+API nvmlReturn_t nvmlDeviceGetBAR1MemoryInfo(nvmlDevice_t d, nvmlBAR1Memory_t *bar1) {
+    CHECK(d);
+    NONNULL(bar1);
+    const struct values *v = &gpus[d->slot].v;
+    bar1->bar1Total = (unsigned long long)v->bar1_total;
+    bar1->bar1Used = (unsigned long long)v->bar1_used;
+    bar1->bar1Free = bar1->bar1Total - bar1->bar1Used;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetConfComputeMemSizeInfo
+/* Confidential computing is off: no protected memory (the capture's cc_protected_memory 0 MiB). */
+API nvmlReturn_t nvmlDeviceGetConfComputeMemSizeInfo(nvmlDevice_t d, nvmlConfComputeMemSizeInfo_t *info) {
+    CHECK(d);
+    NONNULL(info);
+    info->protectedMemSizeKib = 0;
+    info->unprotectedMemSizeKib = (unsigned long long)gpus[d->slot].v.mem_total / 1024;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetPcieThroughput
+/* counter 0 TX, 1 RX, in KB/s. */
+API nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t d, int counter, unsigned int *value) {
+    CHECK(d);
+    NONNULL(value);
+    PHYSICAL(d);
+    if (counter != 0 && counter != 1) return NVML_ERROR_INVALID_ARGUMENT;
+    *value = (unsigned int)(counter == 0 ? d->v.pcie_tx_kbps : d->v.pcie_rx_kbps);
+    return NVML_SUCCESS;
+}
+#endif
+
+#define PCIE_LINK(fn, field)                                                                    \
+    API nvmlReturn_t fn(nvmlDevice_t d, unsigned int *out) {                                    \
+        CHECK(d);                                                                               \
+        NONNULL(out);                                                                           \
+        PHYSICAL(d);                                                                            \
+        *out = (unsigned int)d->v.field;                                                        \
+        return NVML_SUCCESS;                                                                    \
+    }
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetCurrPcieLinkGeneration
+PCIE_LINK(nvmlDeviceGetCurrPcieLinkGeneration, pcie_link_gen)
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMaxPcieLinkGeneration
+PCIE_LINK(nvmlDeviceGetMaxPcieLinkGeneration, pcie_link_gen)
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetCurrPcieLinkWidth
+PCIE_LINK(nvmlDeviceGetCurrPcieLinkWidth, pcie_link_width)
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMaxPcieLinkWidth
+PCIE_LINK(nvmlDeviceGetMaxPcieLinkWidth, pcie_link_width)
+#endif
+#undef PCIE_LINK
+
+/* The processes of one mode: the fake's processes are compute contexts; no graphics or MPS. */
+static unsigned int mode_count(nvmlDevice_t d, int mode) {
+    return mode == PROCESS_MODE_COMPUTE || mode == PROCESS_MODE_ALL ? d->nprocs : 0;
+}
+
+/* The two-call protocol of every *RunningProcesses* version; `width` is the caller's struct. */
+static nvmlReturn_t list_processes(nvmlDevice_t d, int mode, unsigned int *count, void *infos, size_t width) {
+    NONNULL(count);
+    unsigned int n = mode_count(d, mode);
+    if (n == 0) { *count = 0; return NVML_SUCCESS; }
+    if (!infos || *count < n) { *count = n; return NVML_ERROR_INSUFFICIENT_SIZE; }
+    for (unsigned int i = 0; i < n; i++) {
+        nvmlProcessDetail_v1_t p = {d->procs[i].pid, d->procs[i].usedGpuMemory, d->procs[i].gpuInstanceId,
+                                    d->procs[i].computeInstanceId, 0};
+        memcpy((char *)infos + i * width, &p, width); /* v1, v2 and the detail entry share a prefix */
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+#define PROCESS_LIST(fn, mode, type)                                                            \
+    API nvmlReturn_t fn(nvmlDevice_t d, unsigned int *count, type *infos) {                     \
+        CHECK(d);                                                                               \
+        return list_processes(d, mode, count, infos, sizeof(type));                             \
+    }
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetComputeRunningProcesses_v2
+PROCESS_LIST(nvmlDeviceGetComputeRunningProcesses_v2, PROCESS_MODE_COMPUTE, nvmlProcessInfo_v2_t)
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetComputeRunningProcesses
+PROCESS_LIST(nvmlDeviceGetComputeRunningProcesses, PROCESS_MODE_COMPUTE, nvmlProcessInfo_v1_t)
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetGraphicsRunningProcesses_v3
+PROCESS_LIST(nvmlDeviceGetGraphicsRunningProcesses_v3, PROCESS_MODE_GRAPHICS, nvmlProcessInfo_v2_t)
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetGraphicsRunningProcesses_v2
+PROCESS_LIST(nvmlDeviceGetGraphicsRunningProcesses_v2, PROCESS_MODE_GRAPHICS, nvmlProcessInfo_v2_t)
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetGraphicsRunningProcesses
+PROCESS_LIST(nvmlDeviceGetGraphicsRunningProcesses, PROCESS_MODE_GRAPHICS, nvmlProcessInfo_v1_t)
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMPSComputeRunningProcesses_v3
+PROCESS_LIST(nvmlDeviceGetMPSComputeRunningProcesses_v3, PROCESS_MODE_MPS, nvmlProcessInfo_v2_t)
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMPSComputeRunningProcesses_v2
+PROCESS_LIST(nvmlDeviceGetMPSComputeRunningProcesses_v2, PROCESS_MODE_MPS, nvmlProcessInfo_v2_t)
+#endif
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetMPSComputeRunningProcesses
+PROCESS_LIST(nvmlDeviceGetMPSComputeRunningProcesses, PROCESS_MODE_MPS, nvmlProcessInfo_v1_t)
+#endif
+#undef PROCESS_LIST
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetRunningProcessDetailList
+API nvmlReturn_t nvmlDeviceGetRunningProcessDetailList(nvmlDevice_t d, nvmlProcessDetailList_v1_t *list) {
+    CHECK(d);
+    NONNULL(list);
+    if (list->version != STRUCT_VERSION(nvmlProcessDetailList_v1_t, 1)) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (list->mode > PROCESS_MODE_ALL) return NVML_ERROR_INVALID_ARGUMENT;
+    return list_processes(d, (int)list->mode, &list->numProcArrayEntries, list->procArray,
+                          sizeof(nvmlProcessDetail_v1_t));
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetProcessUtilization
+/* One sample per process with non-zero utilisation, the GPU's shared out evenly; NOT_FOUND when
+ * there is none (an idle GPU, as in the capture). Samples are stamped just after `lastSeen`:
+ * the fake does not read the wall clock. */
+API nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t d, nvmlProcessUtilizationSample_t *samples,
+                                                 unsigned int *count, unsigned long long lastSeen) {
+    CHECK(d);
+    NONNULL(count);
+    PHYSICAL(d);
+    unsigned int n = d->nprocs;
+    if (n == 0 || (d->v.util_gpu == 0 && d->v.util_mem == 0)) return NVML_ERROR_NOT_FOUND;
+    if (!samples || *count < n) { *count = n; return NVML_ERROR_INSUFFICIENT_SIZE; }
+    for (unsigned int i = 0; i < n; i++) {
+        samples[i].pid = d->procs[i].pid;
+        samples[i].timeStamp = lastSeen + 1;
+        samples[i].smUtil = (unsigned int)(d->v.util_gpu / n);
+        samples[i].memUtil = (unsigned int)(d->v.util_mem / n);
+        samples[i].encUtil = (unsigned int)(d->v.util_enc / n);
+        samples[i].decUtil = (unsigned int)(d->v.util_dec / n);
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlDeviceGetDeviceHandleFromMigDeviceHandle
+API nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t d, nvmlDevice_t *parent) {
+    CHECK(d);
+    NONNULL(parent);
+    if (d->mig < 0) return NVML_ERROR_INVALID_ARGUMENT;
+    *parent = &gpus[d->slot];
+    return NVML_SUCCESS;
+}
+#endif
+
+/* ---- control for a client in a subprocess (tests only): FAKE_NVML_SETUP ---- */
+
+/* A process that is not the test's (gpustat, nvitop run as commands) cannot be reached through
+ * the fake_nvml_* functions, so the first nvmlInit* of a process applies FAKE_NVML_SETUP, a list
+ * of `;`-separated control calls: "process <gpu> <pid> <MiB>", "set <gpu> <name> <value>",
+ * "string <gpu> <name> <value>". A malformed entry fails the init with INVALID_ARGUMENT, so a
+ * test never runs on a tray it did not ask for. */
+API int fake_nvml_add_process(int gpu, unsigned int pid, unsigned long long used_bytes);
+API int fake_nvml_set_value(int gpu, const char *name, long long value);
+API int fake_nvml_set_string(int gpu, const char *name, const char *value);
+
+static nvmlReturn_t parse_env_setup(const char *spec) {
+    if (!spec) return NVML_SUCCESS;
+    char entry[256];
+    while (*spec) {
+        size_t len = strcspn(spec, ";");
+        if (len >= sizeof entry) return NVML_ERROR_INVALID_ARGUMENT;
+        memcpy(entry, spec, len);
+        entry[len] = '\0';
+        spec += len + (spec[len] == ';');
+        char verb[16], name[64], text[96];
+        int gpu, used = 0;
+        long long a, b;
+        if (sscanf(entry, " %15s", verb) != 1) continue; /* an empty entry */
+        if (strcmp(verb, "process") == 0 && sscanf(entry, " process %d %lld %lld %n", &gpu, &a, &b, &used) == 3 &&
+            !entry[used] && a > 0 && b >= 0) {
+            if (fake_nvml_add_process(gpu, (unsigned int)a, (unsigned long long)b * MIB)) return NVML_ERROR_INVALID_ARGUMENT;
+        } else if (strcmp(verb, "set") == 0 && sscanf(entry, " set %d %63s %lld %n", &gpu, name, &a, &used) == 3 &&
+                   !entry[used]) {
+            if (fake_nvml_set_value(gpu, name, a)) return NVML_ERROR_INVALID_ARGUMENT;
+        } else if (strcmp(verb, "string") == 0 && sscanf(entry, " string %d %63s %95s %n", &gpu, name, text, &used) == 3 &&
+                   !entry[used]) {
+            if (fake_nvml_set_string(gpu, name, text)) return NVML_ERROR_INVALID_ARGUMENT;
+        } else {
+            return NVML_ERROR_INVALID_ARGUMENT;
+        }
+    }
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t apply_env_setup(void) {
+    static int done;
+    static nvmlReturn_t result;
+    if (!done) {
+        done = 1;
+        const char *spec = getenv("FAKE_NVML_SETUP");
+        result = spec ? parse_env_setup(spec) : NVML_SUCCESS;
+    }
+    return result; /* a bad setup fails every init, not only the first */
+}
 
 /* ---- control functions (tests only; not part of NVML) ------------------------------------ */
 

@@ -54,7 +54,7 @@ def read_inventory(gpu: Gpu) -> GpuInventory:
     mig_mode, mig_devices = read_mig(gpu)
     module_id = platform.get("module_id")
     if module_id is None:
-        module_id = read(gpu, "module id", lambda: int(pynvml.nvmlDeviceGetModuleId(h)))
+        module_id = read(gpu, "module id", lambda: _module_id(h))
     return GpuInventory(
         index=gpu.index,
         uuid=gpu.uuid,
@@ -81,6 +81,16 @@ def read_inventory(gpu: Gpu) -> GpuInventory:
         mig_mode=mig_mode,
         mig_devices=mig_devices,
     )
+
+
+def _module_id(handle: Handle) -> int:
+    """nvmlDeviceGetModuleId with the out-parameter passed by reference: the one form that old
+    (12.535: no default, no return check) and new nvidia-ml-py take alike."""
+    value = ctypes.c_uint()
+    ret = int(pynvml.nvmlDeviceGetModuleId(handle, ctypes.byref(value)))
+    if ret != pynvml.NVML_SUCCESS:
+        raise pynvml.NVMLError(ret)
+    return int(value.value)
 
 
 def read_platform(gpu: Gpu) -> dict[str, Any]:

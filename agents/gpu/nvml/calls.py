@@ -125,9 +125,11 @@ def read_fields(gpu: Gpu, keys: Iterable[FieldKey]) -> dict[FieldKey, float | in
         for key in wanted:  # find the entries that sank the batch
             out.update(read_fields(gpu, [key]))
         return out
-    if code != pynvml.NVML_SUCCESS:
-        for key in wanted:
-            note_failure(gpu, field_name(key), code)
+    if code in PERMANENT:
+        note_failure(gpu, field_name(wanted[0]), code)
+        return out
+    if code != pynvml.NVML_SUCCESS:  # transient: every field absent this time, logged once
+        note_failure(gpu, "field values", code)
         return out
     for key, entry in zip(wanted, values, strict=True):
         entry_code = int(entry.nvmlReturn)

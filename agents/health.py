@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from agents.protocol import EventKind, GpuHealthState, HealthAction, XidEvent
+from agents.xid import XID_DOUBLE_BIT_ECC, XID_RECOVERY_ACTION
 
 H = GpuHealthState
 T = TypeVar("T")
@@ -65,14 +66,14 @@ XID_POLICY: dict[int, XidRule] = {
     94: _APP,
     43: _IGNORE,
     63: _IGNORE,
-    48: XidRule(H.UNHEALTHY, A.RESET_GPU, Clears.RESET, "double-bit ECC error: reset to remap the row"),
+    XID_DOUBLE_BIT_ECC: XidRule(H.UNHEALTHY, A.RESET_GPU, Clears.RESET, "double-bit ECC error: reset to remap the row"),
     64: XidRule(H.UNHEALTHY, A.RESET_GPU, Clears.RESET, "row remapping failed: reset the GPU, then support"),
     74: _NVLINK,
     79: XidRule(H.UNHEALTHY, A.REBOOT_NODE, Clears.RESET, "GPU fell off the bus: reboot the node"),
     92: _REPEATED,
     121: _REPEATED,
     # 154 says "read field 230": the recovery-action reading drives the outcome (see _field_230).
-    154: XidRule(H.DEGRADED, A.NONE, Clears.QUIET, "GPU recovery action reported"),
+    XID_RECOVERY_ACTION: XidRule(H.DEGRADED, A.NONE, Clears.QUIET, "GPU recovery action reported"),
 }
 for _xid in (95, 109, 119, 120, 136, 140, 143, 155, 156, 158):
     XID_POLICY[_xid] = _RESET
@@ -137,9 +138,9 @@ class GpuHealthTracker:
         for event in events:
             if event.kind is EventKind.XID:
                 self._on_xid(event.xid, event.at)
-                dbe_seen |= event.xid == 48
+                dbe_seen |= event.xid == XID_DOUBLE_BIT_ECC
             elif event.kind is EventKind.ECC_DBE and not dbe_seen:
-                self._on_xid(48, event.at)  # the double-bit ECC workflow, once per error
+                self._on_xid(XID_DOUBLE_BIT_ECC, event.at)  # the double-bit ECC workflow, once per error
                 dbe_seen = True
         self._on_dbe(reading, now, already_counted=dbe_seen)
         self._on_state(reading, now)
@@ -177,12 +178,12 @@ class GpuHealthTracker:
         if dbe is None:
             return
         if self._last_dbe is not None and dbe > self._last_dbe and not already_counted:
-            self._on_xid(48, now)  # a double-bit error seen in the counters is XID 48's workflow
+            self._on_xid(XID_DOUBLE_BIT_ECC, now)  # a double-bit error seen in the counters is XID 48's workflow
         self._last_dbe = dbe
 
     def _on_state(self, reading: Reading, now: float) -> None:
         if reading.recovery_action == 0:
-            self._conditions.pop("xid:154", None)  # XID 154 said "read field 230": it reads "nothing to do"
+            self._conditions.pop(f"xid:{XID_RECOVERY_ACTION}", None)  # "read field 230" reads "nothing to do"
         self._set_state(
             "field230",
             reading.recovery_action,

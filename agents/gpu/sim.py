@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from agents.gpu import gb300
 from agents.protocol import GpuInventory, GpuProcess, GpuTelemetry, XidEvent
+from agents.xid import XID_DOUBLE_BIT_ECC, XID_FELL_OFF_THE_BUS, XID_RECOVERY_ACTION, XID_ROW_REMAP_FAILURE
 
 # Namespace for simulated GPU UUIDs; fixed so a restarted agent keeps its identities.
 _UUID_NAMESPACE = uuidlib.UUID("6f1c7a52-6a3e-4d55-9a51-5e0c2b7d3a10")
@@ -63,11 +64,6 @@ _MEM_COPY_SHARE = 0.6
 NVLINK_SHARE_AT_FULL_LOAD = 0.25
 # Undrained events beyond this are dropped oldest first (xid_counts still count them).
 MAX_QUEUED_EVENTS = 4096
-
-XID_DOUBLE_BIT_ECC = 48
-XID_ROW_REMAP_FAILURE = 64
-XID_FELL_OFF_THE_BUS = 79
-XID_RECOVERY_ACTION = 154
 
 
 @dataclass

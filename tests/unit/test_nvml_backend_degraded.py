@@ -34,7 +34,8 @@ SAMPLE_CALLS = [
     ("nvmlDeviceGetRemappedRows", ROWS),
     ("nvmlDeviceGetPcieReplayCounter", ["pcie_replay_count"]),
     ("nvmlDeviceGetGpuFabricInfoV", ["fabric_state", "fabric_healthy"]),
-    ("nvmlDeviceGetFieldValues", FIELDS + LINKS),
+    # The link count and states then come from nvmlDeviceGetNvLinkState, one link at a time.
+    ("nvmlDeviceGetFieldValues", [*FIELDS, "nvlink_errors"]),
 ]
 
 
@@ -106,7 +107,8 @@ def test_link_states_unreadable(nvml_backend: NvmlBackend, fake_nvml: FakeNvml) 
     fake_nvml.fail_field(1, 91)
     sample = nvml_backend.sample()
     assert (sample[0].nvlink_links_up, sample[0].nvlink_links_total) == (None, 18)
-    assert (sample[1].nvlink_links_up, sample[1].nvlink_links_total) == (None, None)
+    # No field 91: the links nvmlDeviceGetNvLinkState answers for (up to NVML_NVLINK_MAX_LINKS).
+    assert (sample[1].nvlink_links_up, sample[1].nvlink_links_total) == (18, 18)
     assert sample[1].nvlink_errors == 0
 
 

@@ -55,7 +55,6 @@ def test_missing_symbols_degrade_to_absent(fake_nvml_cache: Path) -> None:  # no
         "module_power_w",
         "nvlink_tx_kib",
         "recovery_action",
-        "nvlink_links_up",
         "fabric_state",
         "memory_reserved_mib",
         "processes",
@@ -64,6 +63,7 @@ def test_missing_symbols_degrade_to_absent(fake_nvml_cache: Path) -> None:  # no
     ]
     assert {name: gpu[name] for name in absent} == dict.fromkeys(absent)
     assert gpu["power_w"] == 180.36  # GetPowerUsage stands in for field 185
+    assert (gpu["nvlink_links_up"], gpu["nvlink_links_total"]) == (18, 18)  # nvmlDeviceGetNvLinkState
     assert gpu["memory_used_mib"] == 947.0  # Memory v1: used includes the reserve
     assert (gpu["energy_mj"], gpu["ecc_volatile_sbe"], gpu["pcie_replay_count"]) == (123456789, 0, 0)
     absent_inventory = ["fabric_cluster_uuid", "module_id", "chassis_serial", "module_power_limit_w", "mig_mode"]

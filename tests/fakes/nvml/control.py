@@ -85,6 +85,15 @@ class FakeNvml:
         """Make one entry of nvmlDeviceGetFieldValues carry ``ret`` (0 restores it)."""
         _check(self.lib.fake_nvml_set_field_return(gpu, field_id, ret), f"fail field {field_id}")
 
+    def fail_field_batch(self, gpu: int, field_id: int, ret: int = NOT_SUPPORTED) -> None:
+        """Make every nvmlDeviceGetFieldValues call that asks ``field_id`` fail whole with ``ret``
+        (as a driver refuses a batch for one field it cannot give); heal with fail_field(.., 0)."""
+        _check(self.lib.fake_nvml_set_field_return(gpu, field_id, -ret), f"fail batches with field {field_id}")
+
+    def set_link_counter(self, gpu: int, link: int, field_id: int, value: int) -> None:
+        """A per-link error field (38/45/52/59, or NVLINK_COUNT_* 206-215) on one link."""
+        _check(self.lib.fake_nvml_set_link_counter(gpu, link, field_id, value), f"set field {field_id} link {link}")
+
     def set_device_count(self, count: int) -> None:
         _check(self.lib.fake_nvml_set_device_count(count), "set device count")
 
@@ -112,6 +121,7 @@ class FakeNvml:
         return delivered
 
     def inject_xid(self, gpu: int, xid: int) -> int:
+        """An XID on GPU slot ``gpu``; -1 sends it with no device (a NULL handle)."""
         return self.inject_event(gpu, EVENT_XID, xid)
 
     def inject_double_bit_ecc(self, gpu: int) -> int:
@@ -193,6 +203,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "fake_nvml_set_nvlink_state": (i, [i, i, i]),
         "fake_nvml_set_return": (i, [s, i, i]),
         "fake_nvml_set_field_return": (i, [i, i, i]),
+        "fake_nvml_set_link_counter": (i, [i, i, i, ll]),
         "fake_nvml_set_device_count": (i, [i]),
         "fake_nvml_lose_gpu": (i, [i, i]),
         "fake_nvml_restore_gpu": (i, [i]),

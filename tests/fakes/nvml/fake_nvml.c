@@ -7,9 +7,10 @@
  *
  * The model is a GB300 compute tray (4 GPUs by default), values from
  * /work/shared/reference/hardware/nvidia-smi-q-gb300.xml. Nothing here reads the wall clock
- * except nvmlEventSetWait_v2's timeout: every value changes only when a test sets it through
- * the fake_nvml_* control functions (tests/fakes/nvml/control.py wraps them), or, for a client
- * run as a command, through FAKE_NVML_SETUP at its first nvmlInit.
+ * except field-value timestamps (microseconds since the epoch, as the driver stamps them) and
+ * nvmlEventSetWait_v2's timeout: every value changes only when a test sets it through the
+ * fake_nvml_* control functions (tests/fakes/nvml/control.py wraps them), or, for a client run
+ * as a command, through FAKE_NVML_SETUP at its first nvmlInit.
  *
  * Declarations are our own, checked against the real nvml.h by a test through layout.h.
  * Build: cc -shared -fPIC -O2 -fvisibility=hidden -pthread -Wl,-soname,libnvidia-ml.so.1
@@ -158,6 +159,7 @@ struct nvmlDevice_st {
     STRINGS(X)
 #undef X
     int nvlink_state[MAX_LINKS];
+    long long link_counter[MAX_LINKS][16]; /* per-link error fields, see LINK_COUNTER_FIELDS */
     unsigned int nprocs;
     nvmlProcessInfo_v2_t procs[MAX_PROCS];
 };
@@ -857,6 +859,53 @@ static nvmlReturn_t power_field(const struct values *v, nvmlFieldValue_t *f) {
     return NVML_SUCCESS;
 }
 
+/* Per-link error counters: the field takes the link id in scopeId (nvml.h). The legacy totals
+ * (38/45/52/59, all lanes of one link) and the NVLink5 NVLINK_COUNT_* family. The per-GPU values
+ * nvlink_*_errors are link 0's; fake_nvml_set_link_counter sets any link's. */
+static const unsigned int LINK_COUNTER_FIELDS[] = {38, 45, 52, 59, 206, 207, 208, 209, 210, 211, 212, 213, 214, 215};
+#define N_LINK_COUNTERS ((int)(sizeof LINK_COUNTER_FIELDS / sizeof *LINK_COUNTER_FIELDS))
+
+static int link_counter_index(unsigned int field) {
+    for (int i = 0; i < N_LINK_COUNTERS; i++)
+        if (LINK_COUNTER_FIELDS[i] == field) return i;
+    return -1;
+}
+
+static nvmlReturn_t link_counter(struct nvmlDevice_st *g, nvmlFieldValue_t *f) {
+    const struct values *v = &g->v;
+    if (f->scopeId >= (unsigned int)v->nvlink_count || f->scopeId >= MAX_LINKS) return NVML_ERROR_INVALID_ARGUMENT;
+    long long x = g->link_counter[f->scopeId][link_counter_index(f->fieldId)];
+    if (f->scopeId == 0) {
+        switch (f->fieldId) {
+        case 38: x += v->nvlink_crc_flit_errors; break;
+        case 45: x += v->nvlink_crc_data_errors; break;
+        case 52: x += v->nvlink_replay_errors; break;
+        case 59: x += v->nvlink_recovery_errors; break;
+        default: break;
+        }
+    }
+    set_ull(f, x);
+    return NVML_SUCCESS;
+}
+
+API int fake_nvml_set_link_counter(int gpu, int link, int field, long long value) {
+    int i = link_counter_index((unsigned int)field);
+    if (gpu < 0 || gpu >= MAX_GPUS || link < 0 || link >= MAX_LINKS || i < 0) return -2;
+    gpus[gpu].link_counter[link][i] = value;
+    return 0;
+}
+
+/* Microseconds since the epoch, as the driver stamps field values; strictly increasing, so two
+ * reads in the same microsecond still have an interval. */
+static long long field_timestamp_us(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long us = (long long)now.tv_sec * 1000000LL + now.tv_nsec / 1000;
+    if (us <= field_clock_us) us = field_clock_us + 1;
+    field_clock_us = us;
+    return us;
+}
+
 static long long per_link(const struct values *v, long long total, unsigned int scope) {
     return scope == SCOPE_ALL_LINKS || v->nvlink_count <= 0 ? total : total / v->nvlink_count;
 }
@@ -868,10 +917,9 @@ static nvmlReturn_t read_field(struct nvmlDevice_st *g, nvmlFieldValue_t *f) {
     case 4: set_ull(f, v->ecc_dbe_volatile); return v->ecc_enabled ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
     case 5: set_ull(f, v->ecc_sbe_aggregate); return v->ecc_enabled ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
     case 6: set_ull(f, v->ecc_dbe_aggregate); return v->ecc_enabled ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
-    case 38: set_ull(f, v->nvlink_crc_flit_errors); return NVML_SUCCESS;
-    case 45: set_ull(f, v->nvlink_crc_data_errors); return NVML_SUCCESS;
-    case 52: set_ull(f, v->nvlink_replay_errors); return NVML_SUCCESS;
-    case 59: set_ull(f, v->nvlink_recovery_errors); return NVML_SUCCESS;
+    case 38: case 45: case 52: case 59: return link_counter(g, f);
+    case 206: case 207: case 208: case 209: case 210: case 211: case 212: case 213: case 214: case 215:
+        return link_counter(g, f);
     case 82: set_u(f, v->temp_mem); return NVML_SUCCESS;
     case 83: case 191: set_ull(f, v->energy_mj); return NVML_SUCCESS;
     case 91: set_u(f, v->nvlink_count); return NVML_SUCCESS;
@@ -895,15 +943,21 @@ static nvmlReturn_t read_field(struct nvmlDevice_st *g, nvmlFieldValue_t *f) {
 }
 
 #ifndef FAKE_NVML_OMIT_nvmlDeviceGetFieldValues
-/* Each entry carries its own nvmlReturn; the call itself fails only for bad arguments. */
+/* Each entry carries its own nvmlReturn; the call itself fails for bad arguments, and whole
+ * when it asks a field whose field_ret is negative (-ret: a driver refusing the batch for it). */
 API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t d, int count, nvmlFieldValue_t *values) {
     CHECK(d);
     if (count < 0 || (count > 0 && !values)) return NVML_ERROR_INVALID_ARGUMENT;
     struct nvmlDevice_st *g = &gpus[d->slot];
     for (int i = 0; i < count; i++) {
+        int forced_ret = values[i].fieldId < MAX_FIELD ? field_ret[d->slot][values[i].fieldId] : 0;
+        if (forced_ret < 0) return -forced_ret;
+    }
+    long long timestamp = field_timestamp_us();
+    for (int i = 0; i < count; i++) {
         nvmlFieldValue_t *f = &values[i];
         memset(&f->value, 0, sizeof f->value);
-        f->timestamp = ++field_clock_us;
+        f->timestamp = timestamp;
         f->latencyUsec = 0;
         int forced_ret = f->fieldId < MAX_FIELD ? field_ret[d->slot][f->fieldId] : 0;
         f->nvmlReturn = forced_ret ? forced_ret : read_field(g, f);
@@ -1059,7 +1113,16 @@ API nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t d, unsigned long long typ
 }
 #endif
 
+/* A GPU registered in the set that fell off the bus: the wait answers GPU_IS_LOST for it. */
+static int set_has_lost_gpu(const struct nvmlEventSet_st *set) {
+    for (int s = 0; s < MAX_GPUS; s++)
+        if (set->mask[s] && gpus[s].lost) return 1;
+    return 0;
+}
+
 #ifndef FAKE_NVML_OMIT_nvmlEventSetWait_v2
+/* Queued events first; with none queued, GPU_IS_LOST at once while a registered GPU is lost
+ * (as the driver does), else TIMEOUT after timeoutms. */
 API nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms) {
     CHECK_SYSTEM();
     NONNULL(data);
@@ -1070,6 +1133,7 @@ API nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, 
     if (deadline.tv_nsec >= 1000000000L) { deadline.tv_sec++; deadline.tv_nsec -= 1000000000L; }
     pthread_mutex_lock(&ev_lock);
     if (!valid_set(set)) { pthread_mutex_unlock(&ev_lock); return NVML_ERROR_INVALID_ARGUMENT; }
+    if (set->count == 0 && set_has_lost_gpu(set)) { pthread_mutex_unlock(&ev_lock); return NVML_ERROR_GPU_IS_LOST; }
     while (set->used && set->count == 0) {
         if (pthread_cond_timedwait(&ev_cond, &ev_lock, &deadline) == ETIMEDOUT) break;
     }
@@ -1746,15 +1810,18 @@ API int fake_nvml_set_mig(int gpu, int current, int pending, int count) {
 }
 
 /* Delivers an event to every event set registered for that type on that GPU; returns how many
- * sets got it (0 means nobody was listening). */
+ * sets got it (0 means nobody was listening). GPU -1: an event with no device (a NULL handle),
+ * for every set registered for that type on any GPU. */
 API int fake_nvml_inject_event(int gpu, unsigned long long type, unsigned long long data) {
-    struct nvmlDevice_st *g = slot_ptr(gpu);
-    if (!g) return -2;
+    struct nvmlDevice_st *g = gpu == -1 ? NULL : slot_ptr(gpu);
+    if (!g && gpu != -1) return -2;
     int delivered = 0;
     pthread_mutex_lock(&ev_lock);
     for (int i = 0; i < MAX_SETS; i++) {
         struct nvmlEventSet_st *s = &sets[i];
-        if (!s->used || !(s->mask[gpu] & type) || s->count == QUEUE_LEN) continue;
+        unsigned long long mask = 0;
+        for (int k = 0; k < MAX_GPUS; k++) mask |= gpu == -1 || k == gpu ? s->mask[k] : 0;
+        if (!s->used || !(mask & type) || s->count == QUEUE_LEN) continue;
         nvmlEventData_t *e = &s->queue[(s->head + s->count) % QUEUE_LEN];
         e->device = g;
         e->eventType = type;

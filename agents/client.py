@@ -13,6 +13,10 @@ request again, cut down to the fields that version knew (``for_version``). The v
 settles on holds for every later request of this process. Refusals happen before the server
 changes anything (the bootstrap token stays unspent), so the retry is safe; a request already
 at ``MIN_PROTOCOL_VERSION`` raises the refusal as usual.
+
+A report batch (protocol 3) is not negotiated: ``report_batch`` answers None when the control
+plane has no batch route or does not take this batch (an older control plane, or a report in
+it that the wire model refuses), and the caller sends the same reports one by one instead.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from agents.protocol import (
     LogUploadResponse,
     RegisterRequest,
     RegisterResponse,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     for_version,
@@ -47,6 +52,9 @@ _M = TypeVar("_M", bound=BaseModel)
 # Added to the long poll's server-side wait so the client never gives up first.
 _LONG_POLL_MARGIN_S = 10.0
 _TRANSIENT_4XX = frozenset({408, 425, 429})
+BATCH_SINCE = 3  # the protocol version that added POST .../reports/batch
+# A credential refused is the node's problem, not the batch's: the caller must not fall back.
+_CREDENTIAL_REFUSED = frozenset({401, 403})
 
 
 class ControlPlaneError(Exception):
@@ -128,6 +136,38 @@ class AgentClient:
 
     def report(self, node_id: str, request: ReportRequest) -> ReportResponse:
         return self._negotiate("POST", f"/v1/agent/nodes/{node_id}/reports", ReportResponse, message=request)
+
+    def report_batch(self, node_id: str, reports: list[ReportRequest]) -> ReportBatchResponse | None:
+        """Send several reports, oldest first, in one request; None: send them one by one instead.
+
+        None when the version this client speaks has no batches, or the control plane refuses
+        this batch for anything but the credential (no such route: an older control plane; a
+        report the wire model refuses). Transient failures and a refused credential raise.
+        """
+        version = self.protocol_version
+        if version < BATCH_SINCE:
+            return None
+        data = {
+            "protocol_version": version,
+            "reports": [{**for_version(r, version), "protocol_version": version} for r in reports],
+        }
+        content = json.dumps(data, separators=(",", ":")).encode()
+        try:
+            answer = self._call(
+                "POST", f"/v1/agent/nodes/{node_id}/reports/batch", ReportBatchResponse, content=content
+            )
+        except RejectedError as exc:
+            if exc.status_code in _CREDENTIAL_REFUSED:
+                raise
+            log.info(
+                "the control plane did not take a batch of %d report(s) (%s); sending them one by one",
+                len(reports),
+                exc,
+            )
+            return None
+        if [r.seq for r in answer.results] != [r.seq for r in reports]:
+            raise TransientError(f"a batch answer names seqs {[r.seq for r in answer.results]}, not the batch's")
+        return answer
 
     def desired(self, node_id: str, *, after: int, wait_s: float) -> DesiredState:
         """Long poll: the server holds up to ``wait_s``; the client waits a margin longer."""

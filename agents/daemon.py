@@ -39,6 +39,7 @@ from agents.gpu.sim import SimBackend
 from agents.health import GpuHealthTracker, Reading
 from agents.logship import LogShipper
 from agents.protocol import (
+    MAX_BATCH_REPORTS,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     Assignment,
@@ -61,6 +62,7 @@ from agents.spool import Spool
 from agents.state import (
     FatalError,
     FinishedLedger,
+    HealthLedger,
     ProcessLedger,
     SeqAllocator,
     load_credential,
@@ -74,6 +76,10 @@ SIM_MEMORY_SHARE = 0.85  # simulated workloads fill this share of usable memory 
 XID_EVENTS_PER_REPORT = 1024  # the wire's limit; more wait for the next report
 MAX_UNSENT_XID_EVENTS = 16 * 1024  # an XID storm beyond this loses its oldest events (xid_counts keep counting)
 MAX_HEALTH_REASONS = 16  # the wire's limit
+# A spool replay sends this many reports per request at most (protocol 3), in this many bytes
+# of spool lines: well under the batch route's 8 MiB body limit once re-encoded.
+BATCH_REPORTS = MAX_BATCH_REPORTS
+BATCH_SPOOL_BYTES = 4 * 1024 * 1024
 FINAL_DRAIN_S = 5.0  # at shutdown, spooled reports are sent for this long; the rest wait for the next start
 # A refused credential is not the report's fault: keep the report spooled rather than drop it.
 CREDENTIAL_REFUSED = frozenset({401, 403})
@@ -160,7 +166,12 @@ def node_inventory(cfg: AgentConfig, backend: GpuBackend, gpus: list[GpuInventor
 
 
 def register(
-    cfg: AgentConfig, backend: GpuBackend, client: AgentClient, stop: threading.Event
+    cfg: AgentConfig,
+    backend: GpuBackend,
+    client: AgentClient,
+    stop: threading.Event,
+    *,
+    metrics_url: str | None = None,
 ) -> RegisterResponse | None:
     """Exchange the bootstrap token for a node credential; retry while the control plane is away.
 
@@ -179,6 +190,7 @@ def register(
         bootstrap_token=cfg.bootstrap_token,
         inventory=node_inventory(cfg, backend),
         agent_version=agent_version(),
+        metrics_url=metrics_url,
     )
     backoff = Backoff()
     while not stop.is_set():
@@ -233,8 +245,10 @@ class Agent:
         finished: FinishedLedger,
         spool: Spool,
         stop: threading.Event,
+        metrics_url: str | None = None,
     ) -> None:
         self._cfg = cfg
+        self._metrics_url = metrics_url
         self._node_id = registration.node_id
         self._report_interval_s = cfg.report_interval_s or registration.report_interval_s
         self._watch_timeout_s = registration.watch_timeout_s
@@ -264,7 +278,9 @@ class Agent:
         self._events = backend if isinstance(backend, XidEventSource) else None
         self._inventory_watcher = backend if isinstance(backend, InventoryWatcher) else None
         # Guarded by _report_lock:
-        self._health: dict[str, GpuHealthTracker] = {}
+        # Kept across restarts: a GPU that fell off the bus is not healthy because the agent restarted.
+        self._health_ledger = HealthLedger(cfg.state_dir / "health.json")
+        self._health: dict[str, GpuHealthTracker] = self._health_ledger.load()
         self._unsent_events: list[XidEvent] = []
         # The first report after a start carries the inventory: GPUs may have come or gone while down.
         self._inventory_due = True
@@ -297,6 +313,8 @@ class Agent:
         with self._lock:
             self._finished.save(self.known_statuses())
         self.report_once(final=True)
+        with self._report_lock:
+            self._health_ledger.save(self._health, now=time.time(), force=True)
         self._logs.ship()
         deadline = time.monotonic() + 2.0
         for thread in self._threads:
@@ -338,7 +356,9 @@ class Agent:
         """The next report: sample, events since the last one, health, inventory if it changed (under _report_lock)."""
         samples = self._backend.sample()
         events = self._events.drain_events() if self._events is not None else []
-        samples = judge_health(self._health, samples, events, now=time.time())
+        now = time.time()
+        samples = judge_health(self._health, samples, events, now=now)
+        self._health_ledger.save(self._health, now=now)
         self._collector.set_gpus(samples)
         inventory = self._inventory_update()
         with self._lock:
@@ -348,6 +368,7 @@ class Agent:
         return ReportRequest(
             protocol_version=PROTOCOL_VERSION,  # the client sends it in the version it negotiated
             agent_version=agent_version(),
+            metrics_url=self._metrics_url,
             seq=seq,
             sent_at=time.time(),
             gpus=samples,
@@ -405,16 +426,50 @@ class Agent:
             waiting = f" ({len(self._spool)} report(s) spooled)" if spooled else ""
             log.warning("report %d not delivered%s: %s", request.seq, waiting, exc)
             return Delivery.RETRY
+        self._acked(request, accepted=response.accepted, duplicate=response.duplicate, spooled=spooled)
+        self._newest_generation = max(self._newest_generation, response.generation)
+        return Delivery.ACKED
+
+    def _acked(self, request: ReportRequest, *, accepted: bool, duplicate: bool, spooled: bool) -> None:
         now = time.time()
         self._collector.record_report(request.seq, ok=True, at=now)
-        if not response.accepted and not (spooled and response.duplicate):
-            log.warning("report %d not accepted by the control plane (duplicate=%s)", request.seq, response.duplicate)
+        if not accepted and not (spooled and duplicate):
+            log.warning("report %d not accepted by the control plane (duplicate=%s)", request.seq, duplicate)
         with self._lock:
             for status in request.assignments:
                 if status.phase in TERMINAL_PHASES:
                     self._reported_terminal.setdefault(assignment_key(status), now)
-        self._newest_generation = max(self._newest_generation, response.generation)
-        return Delivery.ACKED
+
+    def _deliver_batch(self, batch: list[ReportRequest]) -> list[Delivery] | None:
+        """Send spooled reports in one request; one outcome per report, or None: send them alone.
+
+        A failure of the whole request (unreachable, credential refused) is RETRY for every
+        report; the control plane acknowledged none of them.
+        """
+        try:
+            answer = self._client.report_batch(self._node_id, batch)
+        except ControlPlaneError as exc:
+            self._collector.record_report(batch[-1].seq, ok=False, at=time.time())
+            log.warning("%d spooled report(s) not delivered (%d spooled): %s", len(batch), len(self._spool), exc)
+            return [Delivery.RETRY] * len(batch)
+        if answer is None:
+            return None
+        outcomes = []
+        for request, result in zip(batch, answer.results, strict=True):
+            if result.refused_status is not None:
+                self._collector.record_report(request.seq, ok=False, at=time.time())
+                log.error(
+                    "the control plane refused report %d (HTTP %d): %s; dropping it (spooled)",
+                    request.seq,
+                    result.refused_status,
+                    result.refused_detail,
+                )
+                outcomes.append(Delivery.REFUSED)
+                continue
+            self._acked(request, accepted=result.accepted, duplicate=result.duplicate, spooled=True)
+            outcomes.append(Delivery.ACKED)
+        self._newest_generation = max(self._newest_generation, answer.generation)
+        return outcomes
 
     def _spool_report(self, request: ReportRequest) -> None:
         try:
@@ -434,16 +489,23 @@ class Agent:
             if deadline is not None and time.monotonic() >= deadline:
                 log.warning("%d spooled report(s) left for the next start", len(self._spool))
                 return
-            head = self._spool.head()
-            if head is None:
+            batch = self._spool.peek(BATCH_REPORTS, max_bytes=BATCH_SPOOL_BYTES)
+            if not batch:
                 if sent:
                     log.info("sent %d spooled report(s); the spool is empty", sent)
                 return
-            outcome = self._deliver(head, spooled=True)
-            if outcome is Delivery.RETRY:
-                return
-            self._spool.remove(head.seq, rejected=outcome is Delivery.REFUSED)
-            sent += 1
+            outcomes = self._deliver_batch(batch) if len(batch) > 1 else None
+            if outcomes is None:  # one report, or a control plane that does not take this batch
+                outcomes = []
+                for request in batch:
+                    outcomes.append(self._deliver(request, spooled=True))
+                    if outcomes[-1] is Delivery.RETRY:
+                        break
+            for request, outcome in zip(batch, outcomes, strict=False):
+                if outcome is Delivery.RETRY:
+                    return  # in order: nothing after a report still waiting is taken off
+                self._spool.remove(request.seq, rejected=outcome is Delivery.REFUSED)
+                sent += 1
 
     # -- desired state ------------------------------------------------------------------------
 
@@ -719,15 +781,16 @@ def _run(cfg: AgentConfig, backend: GpuBackend, stop: threading.Event) -> int:
         metrics = MetricsServer(registry, host=cfg.metrics_addr, port=cfg.metrics_port).start()
     except OSError as exc:
         raise FatalError(f"cannot serve metrics on {cfg.metrics_addr}:{cfg.metrics_port}: {exc.strerror}") from None
-    print(f"switchyard-agent metrics_url={metrics.url}", flush=True)
-    log.info("serving metrics at %s", metrics.url)
+    metrics_url = cfg.metrics_url(metrics.port)
+    print(f"switchyard-agent metrics_url={metrics_url}", flush=True)
+    log.info("serving metrics at %s", metrics_url)
     client = AgentClient(cfg.server)
     try:
         seqs = SeqAllocator(cfg.state_dir / "seq.json")
         finished = FinishedLedger(cfg.state_dir / "finished.json")
         processes = ProcessLedger(cfg.state_dir / "processes.json")
         recover_orphans(processes, finished, grace_s=cfg.stop_grace_s)  # before registering: they hold GPUs
-        registration = register(cfg, backend, client, stop)
+        registration = register(cfg, backend, client, stop, metrics_url=metrics_url)
         if registration is None:
             return 0  # stopped while waiting for the control plane
         client.set_credential(registration.credential)
@@ -751,6 +814,7 @@ def _run(cfg: AgentConfig, backend: GpuBackend, stop: threading.Event) -> int:
             finished=finished,
             spool=spool,
             stop=stop,
+            metrics_url=metrics_url,
         )
         agent.start()
         while not stop.wait(1.0):

@@ -25,7 +25,10 @@ from agents.protocol import (
     GpuInventory,
     GpuTelemetry,
     HealthAction,
+    BatchedResult,
     RegisterResponse,
+    ReportBatch,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     XidEvent,
@@ -135,9 +138,13 @@ class FakeBackend:
 
 
 class FakeControlPlane:
-    """The report endpoint's contract: dedup by seq, 4xx for what the test refuses, down on demand."""
+    """The report endpoints' contract: dedup by seq, 4xx for what the test refuses, down on demand;
+    a batch folds its reports in order as single ones (``batches=False``: a control plane without
+    the batch route, which answers it 404)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, batches: bool = True) -> None:
+        self.batches = batches
+        self.requests: list[tuple[str, int]] = []  # ("single" | "batch", reports carried)
         self.up = True
         self.refuse: dict[int, int] = {}  # seq -> HTTP status
         self.refuse_all: int | None = None
@@ -151,19 +158,43 @@ class FakeControlPlane:
     def handle(self, request: httpx.Request) -> httpx.Response:
         if not self.up:
             raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path.endswith("/reports/batch"):
+            if not self.batches:
+                return httpx.Response(404, json={"detail": "Not Found"})
+            if self.refuse_all is not None:
+                return httpx.Response(self.refuse_all, json={"detail": "refused"})
+            batch = ReportBatch.model_validate_json(request.content)
+            self.requests.append(("batch", len(batch.reports)))
+            results = []
+            for report in batch.reports:
+                status = self.refuse.get(report.seq)
+                if status is not None:
+                    detail = f"report {report.seq} is bad"
+                    results.append(
+                        BatchedResult(seq=report.seq, accepted=False, refused_status=status, refused_detail=detail)
+                    )
+                    continue
+                duplicate = self._fold(report)
+                results.append(BatchedResult(seq=report.seq, accepted=not duplicate, duplicate=duplicate))
+            return httpx.Response(200, content=ReportBatchResponse(results=results, generation=0).model_dump_json())
         if not request.url.path.endswith("/reports"):
             return httpx.Response(200, content=DesiredState(node_id="n1", generation=0).model_dump_json())
         report = ReportRequest.model_validate_json(request.content)
+        self.requests.append(("single", 1))
         status = self.refuse_all or self.refuse.get(report.seq)
         if status is not None:
             return httpx.Response(status, json={"detail": f"report {report.seq} is bad"})
+        duplicate = self._fold(report)
+        return httpx.Response(
+            200, content=ReportResponse(accepted=not duplicate, duplicate=duplicate, generation=0).model_dump_json()
+        )
+
+    def _fold(self, report: ReportRequest) -> bool:
         duplicate = report.seq <= self.last_seq
         if not duplicate:
             self.received.append(report)
             self.last_seq = report.seq
-        return httpx.Response(
-            200, content=ReportResponse(accepted=not duplicate, duplicate=duplicate, generation=0).model_dump_json()
-        )
+        return duplicate
 
 
 BackendT = TypeVar("BackendT", bound=GpuBackend)

@@ -106,6 +106,7 @@ class AgentClient:
         self._credential = credential
         self._protocol = PROTOCOL_VERSION
         self._protocol_lock = threading.Lock()
+        self._batches = True  # until the control plane says it has no batch route
         version = agent_version()
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
@@ -145,7 +146,7 @@ class AgentClient:
         report the wire model refuses). Transient failures and a refused credential raise.
         """
         version = self.protocol_version
-        if version < BATCH_SINCE:
+        if version < BATCH_SINCE or not self._batches:
             return None
         data = {
             "protocol_version": version,
@@ -159,6 +160,8 @@ class AgentClient:
         except RejectedError as exc:
             if exc.status_code in _CREDENTIAL_REFUSED:
                 raise
+            if exc.status_code in (404, 405):
+                self._batches = False  # an older control plane: it will not grow the route while we run
             log.info(
                 "the control plane did not take a batch of %d report(s) (%s); sending them one by one",
                 len(reports),

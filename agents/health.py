@@ -334,9 +334,9 @@ def _restore(cls: type[GpuHealthTracker], state: object) -> GpuHealthTracker:
         assert last_seen is not None
         condition = _Condition(
             key=item["key"],
-            health=GpuHealthState(item.get("health")),
-            action=HealthAction(item.get("action")),
-            clears=Clears(item.get("clears")),
+            health=GpuHealthState(str(item.get("health"))),
+            action=HealthAction(str(item.get("action"))),
+            clears=Clears(str(item.get("clears"))),
             reason=item["reason"],
             last_seen=float(last_seen),
             count=1 if count is None else count,

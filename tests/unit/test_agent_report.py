@@ -20,12 +20,13 @@ from agents.gpu.base import GpuBackend
 from agents.gpu.sim import SimBackend
 from agents.health import GpuHealthTracker
 from agents.protocol import (
+    MAX_BATCH_REPORTS,
+    BatchedResult,
     DesiredState,
     GpuHealthState,
     GpuInventory,
     GpuTelemetry,
     HealthAction,
-    BatchedResult,
     RegisterResponse,
     ReportBatch,
     ReportBatchResponse,
@@ -160,6 +161,7 @@ class FakeControlPlane:
             raise httpx.ConnectError("connection refused", request=request)
         if request.url.path.endswith("/reports/batch"):
             if not self.batches:
+                self.requests.append(("batch refused", 0))
                 return httpx.Response(404, json={"detail": "Not Found"})
             if self.refuse_all is not None:
                 return httpx.Response(self.refuse_all, json={"detail": "refused"})
@@ -201,7 +203,9 @@ BackendT = TypeVar("BackendT", bound=GpuBackend)
 
 
 class Node(Generic[BackendT]):
-    def __init__(self, state_dir: Path, backend: BackendT, control_plane: FakeControlPlane) -> None:
+    def __init__(
+        self, state_dir: Path, backend: BackendT, control_plane: FakeControlPlane, *, metrics_url: str | None = None
+    ) -> None:
         self.backend = backend
         self.spool = Spool(state_dir / "spool")
         self.client = AgentClient("http://cp", credential="c", transport=httpx.MockTransport(control_plane.handle))
@@ -228,6 +232,7 @@ class Node(Generic[BackendT]):
             finished=FinishedLedger(state_dir / "finished.json"),
             spool=self.spool,
             stop=threading.Event(),
+            metrics_url=metrics_url,
         )
 
 
@@ -384,3 +389,133 @@ def test_the_simulators_xids_reach_the_wire_with_a_verdict(tmp_path: Path, cp: F
     report = cp.received[1]
     assert [(e.uuid, e.xid) for e in report.xid_events] == [(sick, 79)]
     assert [(g.health, g.health_action) for g in report.gpus] == [(H.UNHEALTHY, A.REBOOT_NODE), (H.HEALTHY, A.NONE)]
+
+
+# -- issue 9: batched replay, durable health, the metrics URL ----------------------------------------
+
+
+def test_a_long_outage_is_replayed_in_batches_in_order(node: Node[FakeBackend], cp: FakeControlPlane) -> None:
+    cp.up = False
+    for _ in range(100):
+        node.agent.report_once()
+    assert len(node.spool) == 100
+    cp.up = True
+    node.agent.report_once()  # spooled behind the 100, then all 101 go
+    assert cp.seqs == list(range(1, 102)) and len(node.spool) == 0
+    assert cp.requests == [("batch", MAX_BATCH_REPORTS), ("batch", 101 - MAX_BATCH_REPORTS)]
+    node.agent.report_once()  # nothing spooled: a live report goes alone
+    assert cp.requests[-1] == ("single", 1) and cp.seqs[-1] == 102
+
+
+def test_an_older_control_plane_gets_the_spooled_reports_one_by_one(tmp_path: Path) -> None:
+    cp = FakeControlPlane(batches=False)
+    node = Node(tmp_path, FakeBackend(), cp)
+    try:
+        cp.up = False
+        for _ in range(3):
+            node.agent.report_once()
+        cp.up = True
+        node.agent.report_once()
+        cp.up = False
+        node.agent.report_once()
+        cp.up = True
+        node.agent.report_once()
+    finally:
+        node.client.close()
+    assert cp.seqs == [1, 2, 3, 4, 5, 6] and len(node.spool) == 0
+    # The batch route is asked for once; the client then knows it is not there.
+    assert cp.requests == [("batch refused", 0)] + [("single", 1)] * 6
+
+
+def test_a_gpus_health_survives_an_agent_restart(tmp_path: Path, cp: FakeControlPlane) -> None:
+    first = Node(tmp_path, FakeBackend(), cp)
+    try:
+        first.backend.energy = 5_000_000
+        first.backend.events = [xid(79, uuid="GPU-1")]  # fell off the bus: unhealthy until a reset
+        first.agent.report_once()
+        first.agent.shutdown()
+    finally:
+        first.client.close()
+    assert cp.received[-1].gpus[1].health is H.UNHEALTHY
+
+    backend = FakeBackend()
+    backend.energy = 6_000_000  # no reset while the agent was down: the counter went on
+    second = Node(tmp_path, backend, cp)
+    try:
+        second.agent.report_once()
+        assert [g.health for g in cp.received[-1].gpus] == [H.HEALTHY, H.UNHEALTHY]
+        assert cp.received[-1].gpus[1].health_action is A.REBOOT_NODE
+        second.agent.shutdown()
+    finally:
+        second.client.close()
+
+    rebooted = FakeBackend()
+    rebooted.energy = 10  # the energy counter went back: the node was rebooted while the agent was down
+    third = Node(tmp_path, rebooted, cp)
+    try:
+        third.agent.report_once()
+    finally:
+        third.client.close()
+    assert [g.health for g in cp.received[-1].gpus] == [H.HEALTHY, H.HEALTHY]
+
+
+def test_a_corrupt_health_file_is_logged_and_ignored(
+    tmp_path: Path, cp: FakeControlPlane, caplog: pytest.LogCaptureFixture
+) -> None:
+    for garbage in (b"{not json", b'{"version": 1, "gpus": {"GPU-1": {"conditions": 7}}}', b"\xff\xfe"):
+        (tmp_path / "health.json").write_bytes(garbage)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="agents.state"):
+            node = Node(tmp_path, FakeBackend(), cp)
+        try:
+            assert "health state" in caplog.text and "corrupt" in caplog.text, garbage
+            node.agent.report_once()
+        finally:
+            node.client.close()
+        assert [g.health for g in cp.received[-1].gpus] == [H.HEALTHY, H.HEALTHY]
+
+
+def test_the_health_file_is_written_atomically_when_a_condition_changes(
+    tmp_path: Path, node: Node[FakeBackend], cp: FakeControlPlane
+) -> None:
+    path = tmp_path / "health.json"
+    node.agent.report_once()
+    before = path.read_bytes()
+    node.backend.events = [xid(79, uuid="GPU-0")]
+    node.agent.report_once()
+    after = path.read_bytes()
+    assert before != after and b"xid:79" in after
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert not list(tmp_path.glob(".health.json.*"))  # no temporary file left behind
+
+
+def test_reports_carry_the_agents_metrics_url(tmp_path: Path, cp: FakeControlPlane) -> None:
+    node = Node(tmp_path, FakeBackend(), cp, metrics_url="http://10.0.0.1:9400/metrics")
+    try:
+        node.agent.report_once()
+    finally:
+        node.client.close()
+    assert cp.received[-1].metrics_url == "http://10.0.0.1:9400/metrics"
+
+
+@pytest.mark.parametrize(
+    ("listen", "advertise", "url"),
+    [
+        ("127.0.0.1", "10.0.0.1", "http://127.0.0.1:9400/metrics"),
+        ("0.0.0.0", "10.0.0.1", "http://10.0.0.1:9400/metrics"),
+        ("::", "fd00::7", "http://[fd00::7]:9400/metrics"),
+        ("::1", "10.0.0.1", "http://[::1]:9400/metrics"),
+    ],
+)
+def test_the_metrics_url_is_one_others_can_reach(listen: str, advertise: str, url: str) -> None:
+    cfg = AgentConfig(
+        server="http://cp",
+        state_dir=Path("/nonexistent"),
+        backend="sim",
+        hostname="tray01",
+        advertise_addr=advertise,
+        metrics_addr=listen,
+        metrics_port=0,
+        log_level="INFO",
+    )
+    assert cfg.metrics_url(9400) == url

@@ -8,10 +8,11 @@ retrying the same request will not help; a ``TransientError`` (connection refuse
 The client also negotiates the protocol version (``agents.protocol``). It speaks the newest
 version it knows until the control plane refuses it - a 400 whose detail names the protocol
 (the version is out of the server's range), or a 422 for fields the server does not know (a
-version-1 server refuses unknown fields) - then steps down one version and sends the same
-request again, cut down to the fields that version knew (``for_version``). The version it
-settles on holds for every later request of this process. Refusals happen before the server
-changes anything (the bootstrap token stays unspent), so the retry is safe; a request already
+version-1 server refuses unknown fields) - then steps down, one version on a 400, straight to
+version 1 on a 422 (only version 1 refuses unknown fields), and sends the same request again,
+cut down to the fields that version knew (``for_version``). The version it settles on holds
+for every later request of this process. Refusals happen before the server changes anything
+(the bootstrap token stays unspent), so the retry is safe; a request already
 at ``MIN_PROTOCOL_VERSION`` raises the refusal as usual.
 
 A report batch (protocol 3) is not negotiated: ``report_batch`` answers None when the control
@@ -218,7 +219,9 @@ class AgentClient:
                     raise
                 with self._protocol_lock:
                     if self._protocol == version:  # another thread may have stepped down already
-                        self._protocol = version - 1
+                        # Refused fields: only version 1 refuses what it does not know, so it is
+                        # version 1 (one refusal, not one per version in between).
+                        self._protocol = MIN_PROTOCOL_VERSION if exc.status_code == 422 else version - 1
                 log.warning(
                     "the control plane refused protocol version %d on %s %s (%s); speaking %d",
                     version,

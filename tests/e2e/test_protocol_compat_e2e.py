@@ -187,7 +187,7 @@ def test_version_1_agents_run_workloads_on_this_control_plane(
             nodes = http.get("/v1/operator/nodes", headers=ops).json()
             return {n["hostname"]: (n["protocol_version"], n["agent_version"]) for n in nodes}
 
-        expected = {"tray01": (1, None), "tray02": (2, agent_version())}
+        expected = {"tray01": (1, None), "tray02": (PROTOCOL_VERSION, agent_version())}
         wait_for(lambda: versions() == expected, timeout=60, site=site, what=f"both agents registered as {expected}")
         # tray02's agent is rolled back in place: the version-1 agent reads the credential it left.
         assert site.stop("agent-2") == 0

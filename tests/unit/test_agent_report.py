@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -14,7 +14,15 @@ import pytest
 
 from agents.client import AgentClient
 from agents.config import AgentConfig
-from agents.daemon import MAX_HEALTH_REASONS, XID_EVENTS_PER_REPORT, Agent, judge_health
+from agents.daemon import (
+    FINAL_DRAIN_S,
+    MAX_HEALTH_REASONS,
+    SYSTEM_CLOCK,
+    XID_EVENTS_PER_REPORT,
+    Agent,
+    Clock,
+    judge_health,
+)
 from agents.exporter import AgentCollector
 from agents.gpu.base import GpuBackend
 from agents.gpu.sim import SimBackend
@@ -146,6 +154,7 @@ class FakeControlPlane:
     def __init__(self, *, batches: bool = True) -> None:
         self.batches = batches
         self.requests: list[tuple[str, int]] = []  # ("single" | "batch", reports carried)
+        self.on_request: Callable[[], None] | None = None  # e.g. time passing on the test's clock
         self.up = True
         self.refuse: dict[int, int] = {}  # seq -> HTTP status
         self.refuse_all: int | None = None
@@ -157,6 +166,8 @@ class FakeControlPlane:
         return [r.seq for r in self.received]
 
     def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.on_request is not None:
+            self.on_request()
         if not self.up:
             raise httpx.ConnectError("connection refused", request=request)
         if request.url.path.endswith("/reports/batch"):
@@ -204,10 +215,18 @@ BackendT = TypeVar("BackendT", bound=GpuBackend)
 
 class Node(Generic[BackendT]):
     def __init__(
-        self, state_dir: Path, backend: BackendT, control_plane: FakeControlPlane, *, metrics_url: str | None = None
+        self,
+        state_dir: Path,
+        backend: BackendT,
+        control_plane: FakeControlPlane,
+        *,
+        metrics_url: str | None = None,
+        spool_max_bytes: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.backend = backend
-        self.spool = Spool(state_dir / "spool")
+        bound = {} if spool_max_bytes is None else {"max_bytes": spool_max_bytes}
+        self.spool = Spool(state_dir / "spool", **bound)
         self.client = AgentClient("http://cp", credential="c", transport=httpx.MockTransport(control_plane.handle))
         cfg = AgentConfig(
             server="http://cp",
@@ -233,6 +252,7 @@ class Node(Generic[BackendT]):
             spool=self.spool,
             stop=threading.Event(),
             metrics_url=metrics_url,
+            clock=clock,
         )
 
 
@@ -357,8 +377,7 @@ def test_the_inventory_goes_with_the_first_report_and_after_each_change(
 
 def test_a_report_carrying_events_survives_a_full_spool(tmp_path: Path, cp: FakeControlPlane) -> None:
     backend = FakeBackend()
-    node = Node(tmp_path, backend, cp)
-    node.spool = node.agent._spool = Spool(tmp_path / "spool", max_bytes=6000)
+    node = Node(tmp_path, backend, cp, spool_max_bytes=6000)
     try:
         cp.up = False
         for i in range(40):
@@ -519,3 +538,86 @@ def test_the_metrics_url_is_one_others_can_reach(listen: str, advertise: str, ur
         log_level="INFO",
     )
     assert cfg.metrics_url(9400) == url
+
+
+class SetClock:
+    """A clock the test sets (an implementation of ``agents.daemon.Clock``, not a patch)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.mono = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+def test_the_agent_reads_time_from_the_clock_it_is_given(tmp_path: Path, cp: FakeControlPlane) -> None:
+    clock = SetClock(1_800_000_000.0)
+    node = Node(tmp_path, FakeBackend(), cp, clock=clock)
+    try:
+        node.backend.events = [xid(13, at=1_800_000_000.0, uuid="GPU-1")]  # an application error: quiet clears
+        node.agent.report_once()
+        assert cp.received[-1].sent_at == 1_800_000_000.0
+        assert [g.health_action for g in cp.received[-1].gpus] == [A.NONE, A.NOTIFY_TENANT]
+        clock.now += 599.0
+        node.agent.report_once()
+        assert cp.received[-1].sent_at == 1_800_000_599.0
+        assert [g.health_action for g in cp.received[-1].gpus] == [
+            A.NONE,
+            A.NOTIFY_TENANT,
+        ]  # still within the quiet window
+        clock.now += 1.0
+        node.agent.report_once()
+        assert [g.health_action for g in cp.received[-1].gpus] == [
+            A.NONE,
+            A.NONE,
+        ]  # 600 s of this clock without a recurrence
+    finally:
+        node.client.close()
+
+
+def test_the_final_drain_is_bounded_by_the_clocks_monotonic_time(tmp_path: Path, cp: FakeControlPlane) -> None:
+    clock = SetClock(1_800_000_000.0)
+    node = Node(tmp_path, FakeBackend(), cp, clock=clock)
+    try:
+        cp.up = False
+        for _ in range(99):
+            node.agent.report_once()
+        cp.up = True
+        node.agent._stop.set()  # shutting down: only the final report drains, for FINAL_DRAIN_S
+
+        def slow() -> None:
+            clock.mono += FINAL_DRAIN_S + 1  # this exchange takes longer than the whole final drain may
+
+        cp.on_request = slow
+        node.agent.report_once(final=True)
+    finally:
+        node.client.close()
+    assert cp.seqs == list(range(1, MAX_BATCH_REPORTS + 1))  # one batch went, then the deadline had passed
+    assert len(node.spool) == 100 - MAX_BATCH_REPORTS
+
+
+def test_only_the_clock_module_reads_the_hosts_clocks() -> None:
+    import ast
+
+    import agents.daemon
+
+    package = Path(agents.daemon.__file__).parent
+    modules = sorted(package.glob("*.py"))
+    assert len(modules) > 5
+    for module in modules:
+        if module.name == "clock.py":
+            continue
+        tree = ast.parse(module.read_text())
+        calls = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "time"
+            and node.attr in {"time", "monotonic", "perf_counter"}
+        ]
+        assert not calls, f"{module.name} reads the host's clock at line {calls[0].lineno}"

@@ -8,11 +8,16 @@ retrying the same request will not help; a ``TransientError`` (connection refuse
 The client also negotiates the protocol version (``agents.protocol``). It speaks the newest
 version it knows until the control plane refuses it - a 400 whose detail names the protocol
 (the version is out of the server's range), or a 422 for fields the server does not know (a
-version-1 server refuses unknown fields) - then steps down one version and sends the same
-request again, cut down to the fields that version knew (``for_version``). The version it
-settles on holds for every later request of this process. Refusals happen before the server
-changes anything (the bootstrap token stays unspent), so the retry is safe; a request already
+version-1 server refuses unknown fields) - then steps down, one version on a 400, straight to
+version 1 on a 422 (only version 1 refuses unknown fields), and sends the same request again,
+cut down to the fields that version knew (``for_version``). The version it settles on holds
+for every later request of this process. Refusals happen before the server changes anything
+(the bootstrap token stays unspent), so the retry is safe; a request already
 at ``MIN_PROTOCOL_VERSION`` raises the refusal as usual.
+
+A report batch (protocol 3) is not negotiated: ``report_batch`` answers None when the control
+plane has no batch route or does not take this batch (an older control plane, or a report in
+it that the wire model refuses), and the caller sends the same reports one by one instead.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from agents.protocol import (
     LogUploadResponse,
     RegisterRequest,
     RegisterResponse,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
     for_version,
@@ -47,6 +53,9 @@ _M = TypeVar("_M", bound=BaseModel)
 # Added to the long poll's server-side wait so the client never gives up first.
 _LONG_POLL_MARGIN_S = 10.0
 _TRANSIENT_4XX = frozenset({408, 425, 429})
+BATCH_SINCE = 3  # the protocol version that added POST .../reports/batch
+# A credential refused is the node's problem, not the batch's: the caller must not fall back.
+_CREDENTIAL_REFUSED = frozenset({401, 403})
 
 
 class ControlPlaneError(Exception):
@@ -98,6 +107,7 @@ class AgentClient:
         self._credential = credential
         self._protocol = PROTOCOL_VERSION
         self._protocol_lock = threading.Lock()
+        self._batches = True  # until the control plane says it has no batch route
         version = agent_version()
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
@@ -128,6 +138,40 @@ class AgentClient:
 
     def report(self, node_id: str, request: ReportRequest) -> ReportResponse:
         return self._negotiate("POST", f"/v1/agent/nodes/{node_id}/reports", ReportResponse, message=request)
+
+    def report_batch(self, node_id: str, reports: list[ReportRequest]) -> ReportBatchResponse | None:
+        """Send several reports, oldest first, in one request; None: send them one by one instead.
+
+        None when the version this client speaks has no batches, or the control plane refuses
+        this batch for anything but the credential (no such route: an older control plane; a
+        report the wire model refuses). Transient failures and a refused credential raise.
+        """
+        version = self.protocol_version
+        if version < BATCH_SINCE or not self._batches:
+            return None
+        data = {
+            "protocol_version": version,
+            "reports": [{**for_version(r, version), "protocol_version": version} for r in reports],
+        }
+        content = json.dumps(data, separators=(",", ":")).encode()
+        try:
+            answer = self._call(
+                "POST", f"/v1/agent/nodes/{node_id}/reports/batch", ReportBatchResponse, content=content
+            )
+        except RejectedError as exc:
+            if exc.status_code in _CREDENTIAL_REFUSED:
+                raise
+            if exc.status_code in (404, 405):
+                self._batches = False  # an older control plane: it will not grow the route while we run
+            log.info(
+                "the control plane did not take a batch of %d report(s) (%s); sending them one by one",
+                len(reports),
+                exc,
+            )
+            return None
+        if [r.seq for r in answer.results] != [r.seq for r in reports]:
+            raise TransientError(f"a batch answer names seqs {[r.seq for r in answer.results]}, not the batch's")
+        return answer
 
     def desired(self, node_id: str, *, after: int, wait_s: float) -> DesiredState:
         """Long poll: the server holds up to ``wait_s``; the client waits a margin longer."""
@@ -175,7 +219,9 @@ class AgentClient:
                     raise
                 with self._protocol_lock:
                     if self._protocol == version:  # another thread may have stepped down already
-                        self._protocol = version - 1
+                        # Refused fields: only version 1 refuses what it does not know, so it is
+                        # version 1 (one refusal, not one per version in between).
+                        self._protocol = MIN_PROTOCOL_VERSION if exc.status_code == 422 else version - 1
                 log.warning(
                     "the control plane refused protocol version %d on %s %s (%s); speaking %d",
                     version,

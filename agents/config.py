@@ -29,6 +29,9 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names the flag and its variable."""
 
 
+WILDCARD_ADDRS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     server: str
@@ -55,6 +58,16 @@ class AgentConfig:
     insecure_no_sandbox: bool = False
     workload_uids: tuple[int, int] = (DEFAULT_UID_FIRST, DEFAULT_UID_COUNT)  # (first, count)
     sandbox_hide: tuple[Path, ...] = ()
+
+    def metrics_url(self, port: int) -> str:
+        """Where others scrape this agent's /metrics once it listens on ``port``: the listener's
+        address, or the node's advertised one when it listens on every address."""
+        host = self.metrics_addr
+        if host in WILDCARD_ADDRS:
+            host = self.advertise_addr
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # IPv6
+        return f"http://{host}:{port}/metrics"
 
 
 @dataclass(frozen=True)

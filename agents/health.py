@@ -9,6 +9,10 @@ marks a GPU unhealthy until the agent restarts). Conditions clear in one of thre
   recovery-action field returned to 0 after asking for a reset);
 - ``state``: the condition is a live reading (field 230, pending/failed row remapping) and clears
   when the reading does.
+
+A tracker's state is plain data (``snapshot``, ``GpuHealthTracker.restore``), so the agent can
+keep it across a restart (``agents.state.HealthLedger``): a GPU that fell off the bus is not
+healthy again because its agent restarted, and a reset while the agent was down still clears.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from agents.protocol import EventKind, GpuHealthState, HealthAction, XidEvent
 from agents.xid import XID_DOUBLE_BIT_ECC, XID_RECOVERY_ACTION
@@ -129,6 +133,15 @@ class GpuHealthTracker:
     _conditions: dict[str, _Condition] = field(default_factory=dict)
     _last_energy: int | None = None
     _last_dbe: int | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """This tracker's state as JSON-ready data."""
+        return _snapshot(self)
+
+    @classmethod
+    def restore(cls, state: object) -> GpuHealthTracker:
+        """A tracker in the state ``snapshot`` gave; ValueError if ``state`` is not one."""
+        return _restore(cls, state)
 
     def observe(self, *, now: float, events: Iterable[XidEvent] = (), reading: Reading | None = None) -> Verdict:
         reading = reading or Reading()
@@ -243,3 +256,91 @@ class GpuHealthTracker:
             if c.clears is Clears.QUIET and now - c.last_seen >= self.quiet_window_s
         ]:
             del self._conditions[key]
+
+
+HEALTH_STATE_VERSION = 1
+
+
+def trackers_snapshot(trackers: dict[str, GpuHealthTracker]) -> dict[str, Any]:
+    """Every GPU's tracker as JSON-ready data (``restore_trackers`` reads it back)."""
+    return {"version": HEALTH_STATE_VERSION, "gpus": {uuid: t.snapshot() for uuid, t in sorted(trackers.items())}}
+
+
+def restore_trackers(data: object) -> dict[str, GpuHealthTracker]:
+    """The trackers ``trackers_snapshot`` saved; ValueError if ``data`` is not such a snapshot."""
+    if not isinstance(data, dict) or data.get("version") != HEALTH_STATE_VERSION:
+        raise ValueError("not a health state of version 1")
+    gpus = data.get("gpus")
+    if not isinstance(gpus, dict):
+        raise ValueError("no GPUs in the health state")
+    return {str(uuid): GpuHealthTracker.restore(state) for uuid, state in gpus.items()}
+
+
+def _number(value: object, what: str, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"{what} is not a number")
+    return value
+
+
+def _optional_int(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} is not an integer")
+    return value
+
+
+def _snapshot(self: GpuHealthTracker) -> dict[str, Any]:
+    return {
+        "quiet_window_s": self.quiet_window_s,
+        "last_energy_mj": self._last_energy,
+        "last_dbe": self._last_dbe,
+        "conditions": [
+            {
+                "key": c.key,
+                "health": c.health.value,
+                "action": c.action.value,
+                "clears": c.clears.value,
+                "reason": c.reason,
+                "last_seen": c.last_seen,
+                "count": c.count,
+            }
+            for c in self._conditions.values()
+        ],
+    }
+
+
+def _restore(cls: type[GpuHealthTracker], state: object) -> GpuHealthTracker:
+    if not isinstance(state, dict):
+        raise ValueError("a GPU's health state is not an object")
+    window = _number(state.get("quiet_window_s"), "quiet_window_s")
+    assert window is not None
+    tracker = cls(quiet_window_s=float(window))
+    tracker._last_energy = _optional_int(state.get("last_energy_mj"), "last_energy_mj")
+    tracker._last_dbe = _optional_int(state.get("last_dbe"), "last_dbe")
+    conditions = state.get("conditions")
+    if not isinstance(conditions, list):
+        raise ValueError("conditions is not a list")
+    for item in conditions:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("key"), str)
+            or not isinstance(item.get("reason"), str)
+        ):
+            raise ValueError("a condition is not an object with a key and a reason")
+        count = _optional_int(item.get("count"), "count")
+        last_seen = _number(item.get("last_seen"), "last_seen")
+        assert last_seen is not None
+        condition = _Condition(
+            key=item["key"],
+            health=GpuHealthState(str(item.get("health"))),
+            action=HealthAction(str(item.get("action"))),
+            clears=Clears(str(item.get("clears"))),
+            reason=item["reason"],
+            last_seen=float(last_seen),
+            count=1 if count is None else count,
+        )
+        tracker._conditions[condition.key] = condition
+    return tracker

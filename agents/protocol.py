@@ -17,12 +17,18 @@ control plane refuses the version (400) or, being older, the fields (422); see
 - 2: readers ignore unknown fields; ``agent_version`` in ``RegisterRequest`` and
   ``ReportRequest``; ``min_protocol_version`` in ``RegisterResponse``; the desired-state poll
   takes ``protocol=<version>`` (absent: 1), so its answer can be shaped for the agent.
+- 3: ``metrics_url`` (where the agent serves its ``/metrics``) in ``RegisterRequest`` and
+  ``ReportRequest``; ``POST .../reports/batch`` (``ReportBatch`` -> ``ReportBatchResponse``),
+  which a spool replay uses to send several reports per request. An agent that settled on an
+  older version sends its reports one by one.
 
 Endpoints (all JSON, all initiated by the agent):
 
 - ``POST /v1/agent/register``                      RegisterRequest  -> RegisterResponse
   (the single-use bootstrap token is in the body; no Authorization header)
 - ``POST /v1/agent/nodes/{node_id}/reports``       ReportRequest    -> ReportResponse
+- ``POST /v1/agent/nodes/{node_id}/reports/batch`` ReportBatch      -> ReportBatchResponse (v3)
+  (up to ``MAX_BATCH_REPORTS`` reports, folded in order as if each had been sent alone)
 - ``GET  /v1/agent/nodes/{node_id}/desired?after=G&wait=S&protocol=V`` -> DesiredState
   (long poll: answers at once if the generation is newer than G, else holds up to S seconds
   and then answers with the current state, whose generation may equal G)
@@ -63,7 +69,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 
-PROTOCOL_VERSION = 2  # the newest version this code speaks
+PROTOCOL_VERSION = 3  # the newest version this code speaks
 MIN_PROTOCOL_VERSION = 1  # the oldest version this code still speaks
 
 INT32_MAX = 2**31 - 1
@@ -265,6 +271,10 @@ class NodeInventory(_Wire):
 
 
 AgentVersion = Annotated[Printable64 | None, Since(2)]
+# Where an operator's Prometheus scrapes the agent: http(s), printable, no spaces.
+MetricsUrl = Annotated[
+    Annotated[str, Field(min_length=8, max_length=255, pattern=r"^https?://[\x21-\x7e]+$")] | None, Since(3)
+]
 ProtocolVersion = Annotated[int, Field(ge=0, le=INT32_MAX)]
 
 
@@ -274,6 +284,8 @@ class RegisterRequest(_Wire):
     inventory: NodeInventory
     # v2: the agent's software version ("0.1.0"); None where it does not know it.
     agent_version: AgentVersion = None
+    # v3: the URL of the agent's /metrics listener (None where it serves none).
+    metrics_url: MetricsUrl = None
 
 
 class RegisterResponse(_Wire):
@@ -416,6 +428,8 @@ class ReportRequest(_Wire):
     protocol_version: ProtocolVersion
     # v2: the agent's software version, in every report, so an upgrade in place shows.
     agent_version: AgentVersion = None
+    # v3: the URL of the agent's /metrics listener; a report without it leaves the last one known.
+    metrics_url: MetricsUrl = None
     # Strictly increasing per node across agent restarts (persisted by the agent); a jump far
     # ahead of the node's last report is refused (SEQ_JUMP_ALLOWANCE).
     seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]
@@ -443,6 +457,40 @@ class ReportResponse(_Wire):
     accepted: bool
     duplicate: bool = False
     # The node's current desired-state generation: an agent that has seen less polls at once.
+    generation: int
+
+
+MAX_BATCH_REPORTS = 64
+
+
+class ReportBatch(_Wire):
+    """v3: several reports of one node in one request, oldest first (a spool replay)."""
+
+    protocol_version: ProtocolVersion
+    reports: list[ReportRequest] = Field(min_length=1, max_length=MAX_BATCH_REPORTS)
+
+    @model_validator(mode="after")
+    def _in_seq_order(self) -> ReportBatch:
+        seqs = [r.seq for r in self.reports]
+        if any(b <= a for a, b in zip(seqs, seqs[1:], strict=False)):
+            raise ValueError("the reports of a batch must be in increasing seq order")
+        return self
+
+
+class BatchedResult(_Wire):
+    """What one report of a batch came to: a ReportResponse's fields, or why it was refused."""
+
+    seq: int
+    accepted: bool
+    duplicate: bool = False
+    # The HTTP status and detail the report would have got alone (a 409 or 422), if refused.
+    refused_status: int | None = None
+    refused_detail: str | None = None
+
+
+class ReportBatchResponse(_Wire):
+    # One result per report, in the batch's order.
+    results: list[BatchedResult]
     generation: int
 
 

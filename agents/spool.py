@@ -161,6 +161,29 @@ class Spool:
                     self._forget(entry)
             return None
 
+    def peek(self, count: int, *, max_bytes: int) -> list[ReportRequest]:
+        """Up to ``count`` of the oldest queued reports, oldest first, whose lines hold at most
+        ``max_bytes`` together (the first one always comes): a batch to replay. They stay queued
+        until ``remove``. An unreadable one is skipped as ``head`` does."""
+        batch: list[ReportRequest] = []
+        size = 0
+        with self._lock:
+            index = 0
+            while index < len(self._entries) and len(batch) < count:
+                entry = self._entries[index]
+                if batch and size + entry.size > max_bytes:
+                    break
+                try:
+                    report = ReportRequest.model_validate_json(self._read(entry))
+                except (FileNotFoundError, ValueError) as exc:
+                    log.warning("spooled report %d is unreadable (%s); skipping it", entry.seq, exc)
+                    self._forget(entry)
+                    continue
+                batch.append(report)
+                size += entry.size
+                index += 1
+        return batch
+
     def remove(self, seq: int, *, rejected: bool = False) -> None:
         """Take report ``seq`` off the queue: acknowledged, or (``rejected``) refused for good."""
         with self._lock:

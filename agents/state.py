@@ -1,21 +1,27 @@
 """What the agent keeps on disk across restarts: credential, report seqs, finished and live work.
 
 Every file is written 0600 and atomically. A corrupt file is fatal with a message saying what
-to do: guessing would mean a second run of a finished job or a GPU with two owners.
+to do: guessing would mean a second run of a finished job or a GPU with two owners. The one
+exception is the GPUs' health (``HealthLedger``): without it the agent judges afresh, as it did
+before it kept one, so a corrupt file is logged and ignored.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from agents.health import GpuHealthTracker, restore_trackers, trackers_snapshot
 from agents.protocol import AssignmentPhase, AssignmentStatus, RegisterResponse
 from agents.runtime.orphans import LiveProcess
 from agents.runtime.processes import AssignmentKey, assignment_key
+
+log = logging.getLogger(__name__)
 
 SEQ_BLOCK = 1000  # seqs reserved per disk write; a restart skips the unused rest of a block
 
@@ -177,3 +183,57 @@ def _float(value: object) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
     return float(value)
+
+
+class HealthLedger:
+    """Each GPU's health tracker, kept across agent restarts (``<state dir>/health.json``).
+
+    Written atomically when a condition changes, and otherwise at most every
+    ``counters_every_s`` (the last energy and ECC readings, which tell a reset while the agent
+    was down); a corrupt or unreadable file is logged and ignored at start.
+    """
+
+    def __init__(self, path: Path, *, counters_every_s: float = 60.0) -> None:
+        self._path = path
+        self._every = counters_every_s
+        self._written_conditions: object = None
+        self._written_at: float | None = None
+
+    def load(self) -> dict[str, GpuHealthTracker]:
+        try:
+            raw = self._path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            log.warning("cannot read the GPUs' health state %s (%s); judging health afresh", self._path, exc)
+            return {}
+        try:
+            trackers = restore_trackers(json.loads(raw))
+        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            log.warning("the GPUs' health state %s is corrupt (%s); ignoring it", self._path, exc)
+            return {}
+        self._written_conditions = _conditions(trackers_snapshot(trackers))
+        if trackers:
+            log.info("restored the health of %d GPU(s) from %s", len(trackers), self._path)
+        return trackers
+
+    def save(self, trackers: dict[str, GpuHealthTracker], *, now: float, force: bool = False) -> None:
+        """On disk when a condition changed, when the counters are due, or when ``force``."""
+        snapshot = trackers_snapshot(trackers)
+        conditions = _conditions(snapshot)
+        due = self._written_at is None or now - self._written_at >= self._every
+        if not force and not due and conditions == self._written_conditions:
+            return
+        try:
+            write_private_file(self._path, json.dumps(snapshot, separators=(",", ":")).encode())
+        except OSError as exc:
+            log.warning("cannot write the GPUs' health state %s: %s", self._path, exc)
+            return
+        self._written_conditions = conditions
+        self._written_at = now
+
+
+def _conditions(snapshot: dict[str, object]) -> object:
+    gpus = snapshot["gpus"]
+    assert isinstance(gpus, dict)
+    return {uuid: state["conditions"] for uuid, state in gpus.items()}

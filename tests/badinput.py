@@ -40,7 +40,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from sqlalchemy import select, text
 
-from agents.protocol import PROTOCOL_VERSION, LogUpload, RegisterRequest, ReportRequest
+from agents.protocol import PROTOCOL_VERSION, LogUpload, RegisterRequest, ReportBatch, ReportRequest
 from controlplane.api import app as api_app
 from controlplane.api import bodies, deps
 from controlplane.api.schemas import (
@@ -118,6 +118,7 @@ def _report(w: World) -> dict[str, Any]:
     return {
         "protocol_version": PROTOCOL_VERSION,
         "agent_version": "0.1.0",
+        "metrics_url": "http://10.0.0.1:9400/metrics",
         "seq": 1,
         "sent_at": 1_700_000_000.5,
         "gpus": [
@@ -157,10 +158,12 @@ EXAMPLES: dict[type[BaseModel], Callable[[World], dict[str, Any]]] = {
     RegisterRequest: lambda w: {
         "protocol_version": PROTOCOL_VERSION,
         "agent_version": "0.1.0",
+        "metrics_url": "http://10.0.0.2:9400/metrics",
         "bootstrap_token": w.token,
         "inventory": inventory(2).model_dump(exclude_none=True),
     },
     ReportRequest: _report,
+    ReportBatch: lambda w: {"protocol_version": PROTOCOL_VERSION, "reports": [_report(w)]},
     LogUpload: lambda w: {
         "protocol_version": PROTOCOL_VERSION,
         "chunks": [{"workload_id": w.workload_id, "rank": 0, "offset": 0, "data_b64": "c3RlcCAxCg=="}],

@@ -48,6 +48,8 @@ WORKLOAD_BODY_BYTES = 1 * MIB
 REGISTER_BODY_BYTES = 256 * KIB
 # A report: up to 64 GPUs of telemetry, 256 assignments and 1024 XID events.
 REPORT_BODY_BYTES = 2 * MIB
+# A batch of spooled reports (protocol 3); the agent fills one up to this size.
+REPORT_BATCH_BODY_BYTES = 8 * MIB
 # A log upload: the agent sends at most 2 MiB of log bytes a request (agents.logship), base64.
 LOG_BODY_BYTES = 4 * MIB
 

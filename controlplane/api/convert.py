@@ -151,6 +151,7 @@ def node_out(n: NodeLive) -> NodeOut:
         lease_alive=n.lease_alive,
         protocol_version=node.protocol_version,
         agent_version=node.agent_version,
+        metrics_url=node.metrics_url,
         reports_accepted=n.reports_accepted,
         reports_duplicate=n.reports_duplicate,
         last_seq=n.last_seq,

@@ -29,6 +29,7 @@ from protocol_v1 import REPO, v1_tree
 from testenv import PEPPER, REDIS_URL, pg_database
 
 from agents.client import agent_version
+from agents.protocol import PROTOCOL_VERSION
 
 # What a version-1 agent logs when it could not read an answer, or gave up on a report.
 AGENT_TROUBLE = ("unexpected response body", "not delivered", "Traceback")
@@ -186,7 +187,7 @@ def test_version_1_agents_run_workloads_on_this_control_plane(
             nodes = http.get("/v1/operator/nodes", headers=ops).json()
             return {n["hostname"]: (n["protocol_version"], n["agent_version"]) for n in nodes}
 
-        expected = {"tray01": (1, None), "tray02": (2, agent_version())}
+        expected = {"tray01": (1, None), "tray02": (PROTOCOL_VERSION, agent_version())}
         wait_for(lambda: versions() == expected, timeout=60, site=site, what=f"both agents registered as {expected}")
         # tray02's agent is rolled back in place: the version-1 agent reads the credential it left.
         assert site.stop("agent-2") == 0
@@ -254,7 +255,7 @@ def test_this_agent_runs_a_workload_on_a_version_1_control_plane(
 
         for agent in ("agent", "agent-restarted"):
             log = site.log(agent)
-            assert "refused protocol version 2" in log and "speaking 1" in log, log[-3000:]
+            assert f"refused protocol version {PROTOCOL_VERSION}" in log and "speaking 1" in log, log[-3000:]
             assert "unexpected response body" not in log and "Traceback" not in log, log[-5000:]
         # The version-1 API saw protocol-2 fields exactly twice: the first registration and the
         # restarted agent's first report, each refused (422) before it changed anything.

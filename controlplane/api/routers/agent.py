@@ -16,12 +16,15 @@ from agents.protocol import (
     LogUploadResponse,
     RegisterRequest,
     RegisterResponse,
+    ReportBatch,
+    ReportBatchResponse,
     ReportRequest,
     ReportResponse,
 )
 from controlplane.api.bodies import (
     LOG_BODY_BYTES,
     REGISTER_BODY_BYTES,
+    REPORT_BATCH_BODY_BYTES,
     REPORT_BODY_BYTES,
     GuardedRoute,
     body_limit,
@@ -79,6 +82,28 @@ def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime:
         lease_ttl_s=runtime.settings.lease_ttl_s,
     )
     answer = ReportResponse(accepted=result.accepted, duplicate=result.duplicate, generation=result.generation)
+    return for_agent(answer, version=body.protocol_version)
+
+
+@router.post(
+    "/nodes/{node_id}/reports/batch",
+    response_model=ReportBatchResponse,
+    openapi_extra=body_limit(REPORT_BATCH_BODY_BYTES),
+)
+def report_batch(node_id: NodeId, body: ReportBatch, agent: AgentPrincipal, runtime: RuntimeDep) -> Response:
+    """Protocol 3: several reports, oldest first, each folded as if it had been sent alone."""
+    registration.authorize_node(agent.node_id, node_id)
+    registration.check_batch_protocol(body.protocol_version, [r.protocol_version for r in body.reports])
+    result = ingest.ingest_batch(
+        live=runtime.live,
+        uow=runtime.uow,
+        read=runtime.read,
+        node_id=node_id,
+        batch=body,
+        now=time.time(),
+        lease_ttl_s=runtime.settings.lease_ttl_s,
+    )
+    answer = ReportBatchResponse(results=result.results, generation=result.generation)
     return for_agent(answer, version=body.protocol_version)
 
 

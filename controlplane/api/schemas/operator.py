@@ -77,6 +77,8 @@ class NodeOut(BaseModel):
     # The agent's protocol version and software version, as it last said.
     protocol_version: int | None = None
     agent_version: str | None = None
+    # Where the node's agent serves /metrics (agents of protocol 3 on); null if it never said.
+    metrics_url: str | None = None
     # Reports folded in, and refused as already seen (agent retries, spool replays); the last seq.
     reports_accepted: int = 0
     reports_duplicate: int = 0

@@ -16,6 +16,13 @@ report again, which changes nothing (the fold is idempotent), and records it.
 
 Round trips per report: one for a report with nothing new for SQL or a duplicate, two for one
 that reaches SQL.
+
+A batch (``ingest_batch``, protocol 3: a spool replay) is its reports taken one after the other
+through ``ingest_report``, in the batch's order, each with its own dedup, checks and durability:
+a report the rules refuse (409, 422) is refused alone, as it would have been sent alone, and the
+next one is taken. Any other failure (Redis or the database away) ends the batch with that error
+and acknowledges nothing: the reports folded before it are durable, and the agent's retry of the
+batch finds them duplicates.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from agents.protocol import SEQ_JUMP_ALLOWANCE, SEQ_JUMP_PER_S, ReportRequest
+from agents.protocol import SEQ_JUMP_ALLOWANCE, SEQ_JUMP_PER_S, BatchedResult, ReportBatch, ReportRequest
 from controlplane.domain.errors import Conflict, InvalidRequest
 from controlplane.live.nodes import MAX_ENERGY_TOTAL_MJ, Begun, LiveState
 from controlplane.services.agents import desired, gpu_health, reports
@@ -101,6 +108,43 @@ def ingest_report(
     )
     _dropped(node_id, report, dropped or 0)
     return Ingested(accepted=True, duplicate=False, generation=folded.generation, folded=True)
+
+
+@dataclass(frozen=True)
+class BatchIngested:
+    results: list[BatchedResult]
+    generation: int
+
+
+def ingest_batch(
+    *,
+    live: LiveState,
+    uow: UnitOfWork,
+    read: sessionmaker[Session],
+    node_id: str,
+    batch: ReportBatch,
+    now: float,
+    lease_ttl_s: float,
+) -> BatchIngested:
+    """Fold a batch's reports in order, exactly as if each had been sent alone."""
+    results: list[BatchedResult] = []
+    generation: int | None = None
+    for report in batch.reports:
+        try:
+            one = ingest_report(
+                live=live, uow=uow, read=read, node_id=node_id, report=report, now=now, lease_ttl_s=lease_ttl_s
+            )
+        except (Conflict, InvalidRequest) as exc:
+            results.append(
+                BatchedResult(seq=report.seq, accepted=False, refused_status=exc.status, refused_detail=exc.detail)
+            )
+            continue
+        results.append(BatchedResult(seq=report.seq, accepted=one.accepted, duplicate=one.duplicate))
+        generation = one.generation
+    if generation is None:  # every report refused
+        with read() as session:
+            generation = desired.current_generation(session, node_id)
+    return BatchIngested(results=results, generation=generation)
 
 
 def _dropped(node_id: str, report: ReportRequest, count: int) -> None:

@@ -42,6 +42,20 @@ def check_protocol(version: int) -> None:
         )
 
 
+BATCH_SINCE = 3  # the protocol version that added the report batch
+
+
+def check_batch_protocol(version: int, report_versions: list[int]) -> None:
+    """A batch speaks protocol 3 or later, within this control plane's range, as do its reports."""
+    check_protocol(version)
+    if version < BATCH_SINCE:
+        raise UnsupportedProtocol(
+            f"report batches need protocol version {BATCH_SINCE} or later; this request speaks {version}"
+        )
+    for each in report_versions:
+        check_protocol(each)
+
+
 def register(
     session: Session,
     *,
@@ -106,6 +120,7 @@ def register(
         generation=1,
         protocol_version=request.protocol_version,
         agent_version=request.agent_version,
+        metrics_url=request.metrics_url,
     )
     session.add(node)
     session.flush()

@@ -37,7 +37,7 @@ from controlplane.store.types import utcnow
 
 def report_fingerprint(report: ReportRequest) -> str | None:
     """What in a report can change SQL state: assignments, the applied generation, GPU health,
-    the agent's protocol and software versions.
+    the agent's protocol and software versions, its metrics URL.
 
     None when the report carries something that must always reach SQL (events, an inventory).
     """
@@ -45,7 +45,7 @@ def report_fingerprint(report: ReportRequest) -> str | None:
         return None
     statuses = sorted(s.model_dump_json() for s in report.assignments)
     health = sorted((g.uuid, g.health.value, g.health_action.value, g.health_reasons) for g in report.gpus)
-    versions = [report.protocol_version, report.agent_version]
+    versions = [report.protocol_version, report.agent_version, report.metrics_url]
     blob = json.dumps([report.applied_generation, statuses, health, versions], separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -81,6 +81,9 @@ def apply_report(session: Session, *, node_id: str, report: ReportRequest, now: 
         # An agent upgraded (or rolled back) in place; a version-1 agent does not say its version.
         node.protocol_version = report.protocol_version
         node.agent_version = report.agent_version
+    if report.metrics_url is not None and node.metrics_url != report.metrics_url:
+        # A report without it (an older agent, a spooled report kept in version 1) leaves it be.
+        node.metrics_url = report.metrics_url
     if node.status != NodeStatus.READY.value:
         node.status = NodeStatus.READY.value
         node.status_reason = "reporting again"

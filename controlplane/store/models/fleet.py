@@ -83,6 +83,8 @@ class Node(Base):
     # What the node's agent speaks and runs, as it last said (a rolling upgrade shows here).
     protocol_version: Mapped[int | None] = mapped_column(Integer)
     agent_version: Mapped[str | None] = mapped_column(String(64))
+    # Where its agent serves /metrics, as it last said (protocol 3; older agents say nothing).
+    metrics_url: Mapped[str | None] = mapped_column(String(255))
 
 
 class Gpu(Base):

@@ -33,6 +33,7 @@ from typing import Any, Final, TypeVar
 
 import pynvml
 
+from agents.gpu.gpm import GpmReader, GpuProfile
 from agents.protocol import EventKind, GpuInventory, GpuProcess, GpuTelemetry, MigDevice, XidEvent
 
 log = logging.getLogger(__name__)
@@ -514,6 +515,7 @@ class NvmlBackend:
         self._event_set: Any = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._gpm = GpmReader(clock=clock)
         try:
             self._driver_version = _system_read("driver version", pynvml.nvmlSystemGetDriverVersion)
             self._nvml_version = _system_read("NVML version", pynvml.nvmlSystemGetNVMLVersion)
@@ -580,6 +582,11 @@ class NvmlBackend:
                 out.append(self._telemetry(gpu, fast))
             return out
 
+    def profiles(self) -> dict[str, GpuProfile]:
+        """GPM profiling metrics for /metrics (``agents.gpu.gpm``), read after each sample()."""
+        with self._lock:
+            return self._gpm.read((gpu.uuid, gpu.handle) for gpu in self._present())
+
     def drain_events(self) -> list[XidEvent]:
         """XID and double-bit ECC events since the last call, oldest first."""
         with self._lock:
@@ -595,6 +602,7 @@ class NvmlBackend:
             self._thread.join()
         if self._event_set is not None:
             _system_read("free event set", lambda: pynvml.nvmlEventSetFree(self._event_set))
+        self._gpm.close()
         try:
             pynvml.nvmlShutdown()
         except pynvml.NVMLError as exc:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from agents.gpu import gb300
+from agents.gpu.base import GpuProfile
 from agents.protocol import GpuInventory, GpuProcess, GpuTelemetry, XidEvent
 
 # Namespace for simulated GPU UUIDs; fixed so a restarted agent keeps its identities.
@@ -61,6 +62,16 @@ THERMAL_TIME_CONSTANT_S = 45.0
 _MEM_COPY_SHARE = 0.6
 # Guess: a fully busy GPU of a tensor-parallel job keeps a quarter of its NVLink busy each way.
 NVLINK_SHARE_AT_FULL_LOAD = 0.25
+# Profiling (GPM / DCGM_FI_PROF_*), as shares of the load. Guesses for a training job: the SMs
+# are busy most of the time the engine is, half their warp slots filled, tensor pipes active
+# for most of it (less when a power cap slows the clock), DRAM as busy as the memory-copy
+# share; PCIe carries the data loader to the GPU and little back. No video: codecs idle (0 %,
+# as in the capture).
+SM_ACTIVE_SHARE = 0.9
+SM_OCCUPANCY_SHARE = 0.5
+TENSOR_SHARE_AT_FULL_CLOCK = 0.7
+PCIE_RX_BYTES_PER_S_AT_FULL_LOAD = 2.0e9
+PCIE_TX_BYTES_PER_S_AT_FULL_LOAD = 0.25e9
 # Undrained events beyond this are dropped oldest first (xid_counts still count them).
 MAX_QUEUED_EVENTS = 4096
 
@@ -87,6 +98,7 @@ class _SimGpu:
     memory_used_mib: float = 0.0
     energy_acc_mj: float = 0.0  # exact float integral; the counter reports its floor
     nvlink_rate_kib_s: float = 0.0  # held like power_mw
+    throttle: float = 1.0  # share of the max SM clock the power cap leaves (held like power_mw)
     nvlink_acc_kib: float = 0.0
     xid_last: int = 0
     xid_count: int = 0
@@ -163,6 +175,7 @@ class SimBackend:
                 )
             )
         self._by_uuid = {gpu.uuid: gpu for gpu in self._gpus}
+        self._profiles: dict[str, GpuProfile] = {}
 
     # -- GpuBackend ---------------------------------------------------------------------------
 
@@ -182,13 +195,20 @@ class SimBackend:
         with self._lock:
             now = self._clock()
             out = []
+            self._profiles = {}
             for gpu in self._gpus:
                 if not gpu.present:
                     continue
                 self._advance(gpu, now)
                 self._update_power(gpu)
                 out.append(self._telemetry(gpu))
+                self._profiles[gpu.uuid] = _profile_of(gpu)
             return out
+
+    def profiles(self) -> dict[str, GpuProfile]:
+        """``ProfileSource``: what GPM would show for the load held since the last ``sample()``."""
+        with self._lock:
+            return dict(self._profiles)
 
     def drain_events(self) -> list[XidEvent]:
         """XID and ECC events since the last call, oldest first (what NVML's event set delivers)."""
@@ -382,9 +402,11 @@ class SimBackend:
             gpu.sm_clock_mhz = gb300.SM_CLOCK_IDLE_MHZ
             gpu.clock_event_reasons = gb300.CLOCKS_EVENT_REASON_GPU_IDLE
             gpu.nvlink_rate_kib_s = 0.0
+            gpu.throttle = 1.0
             return
         # A capped GPU meets its limit by lowering clocks.
         throttle = min(1.0, gpu.power_limit_w / demand)
+        gpu.throttle = throttle
         gpu.sm_clock_mhz = float(round(max(gb300.SM_CLOCK_IDLE_MHZ, gb300.SM_CLOCK_MAX_MHZ * throttle)))
         capped = demand > gpu.power_limit_w
         gpu.clock_event_reasons = gb300.CLOCKS_EVENT_REASON_SW_POWER_CAP if capped else gb300.CLOCKS_EVENT_REASON_NONE
@@ -464,6 +486,24 @@ class SimBackend:
             fabric_healthy=links_up == gb300.NVLINK_LINKS,
             xid_counts=dict(gpu.xid_counts),
         )
+
+
+def _profile_of(gpu: _SimGpu) -> GpuProfile:
+    load = gpu.utilization
+    nvlink_bytes = gpu.nvlink_rate_kib_s * 1024.0
+    return GpuProfile(
+        gr_engine_active=load,
+        sm_active=load * SM_ACTIVE_SHARE,
+        sm_occupancy=load * SM_OCCUPANCY_SHARE,
+        pipe_tensor_active=load * TENSOR_SHARE_AT_FULL_CLOCK * gpu.throttle,
+        dram_active=load * _MEM_COPY_SHARE,
+        pcie_tx_bytes=load * PCIE_TX_BYTES_PER_S_AT_FULL_LOAD,
+        pcie_rx_bytes=load * PCIE_RX_BYTES_PER_S_AT_FULL_LOAD,
+        nvlink_tx_bytes=nvlink_bytes,
+        nvlink_rx_bytes=nvlink_bytes,  # symmetric, as the counters
+        enc_util_pct=0.0,
+        dec_util_pct=0.0,
+    )
 
 
 def _processes(gpu: _SimGpu) -> list[GpuProcess]:

@@ -264,8 +264,9 @@ def render_text(registry: CollectorRegistry) -> bytes:
 
 
 def build_exporter(
-    hostname: str, *, spool_stats: SpoolStatsProvider | None = None
+    hostname: str, *, spool_stats: SpoolStatsProvider | None = None, clock: Callable[[], float] = time.monotonic
 ) -> tuple[CollectorRegistry, AgentCollector]:
-    """A fresh registry holding only the agent's collector (nothing on the global registry)."""
-    collector = AgentCollector(hostname, spool_stats=spool_stats)
+    """A fresh registry holding only the agent's collector (nothing on the global registry).
+    ``clock`` times consecutive samples for the rates DCGM derives from counters."""
+    collector = AgentCollector(hostname, spool_stats=spool_stats, clock=clock)
     return _AgentRegistry(collector), collector

@@ -57,17 +57,17 @@ MIB: Final = 1024 * 1024
 MIN_INTERVAL_S: Final = 0.1  # nvml.h: samples closer than 100 ms are not meaningful
 REPROBE_S: Final = 300.0
 
-# (GpuProfile field, GPM metric id, scale)
-METRICS: Final[tuple[tuple[str, int, float], ...]] = (
-    ("gr_engine_active", 1, 0.01),  # NVML_GPM_METRIC_GRAPHICS_UTIL
-    ("sm_active", 2, 0.01),  # SM_UTIL
-    ("sm_occupancy", 3, 0.01),  # SM_OCCUPANCY
-    ("pipe_tensor_active", 5, 0.01),  # ANY_TENSOR_UTIL
-    ("dram_active", 10, 0.01),  # DRAM_BW_UTIL
-    ("pcie_tx_bytes", 20, float(MIB)),  # PCIE_TX_PER_SEC
-    ("pcie_rx_bytes", 21, float(MIB)),  # PCIE_RX_PER_SEC
-    ("nvlink_rx_bytes", 60, float(MIB)),  # NVLINK_TOTAL_RX_PER_SEC
-    ("nvlink_tx_bytes", 61, float(MIB)),  # NVLINK_TOTAL_TX_PER_SEC
+# (GpuProfile field, GPM metric id, True for a percentage: / 100 as DCGM does; else MiB/s x 2**20)
+METRICS: Final[tuple[tuple[str, int, bool], ...]] = (
+    ("gr_engine_active", 1, True),  # NVML_GPM_METRIC_GRAPHICS_UTIL
+    ("sm_active", 2, True),  # SM_UTIL
+    ("sm_occupancy", 3, True),  # SM_OCCUPANCY
+    ("pipe_tensor_active", 5, True),  # ANY_TENSOR_UTIL
+    ("dram_active", 10, True),  # DRAM_BW_UTIL
+    ("pcie_tx_bytes", 20, False),  # PCIE_TX_PER_SEC
+    ("pcie_rx_bytes", 21, False),  # PCIE_RX_PER_SEC
+    ("nvlink_rx_bytes", 60, False),  # NVLINK_TOTAL_RX_PER_SEC
+    ("nvlink_tx_bytes", 61, False),  # NVLINK_TOTAL_TX_PER_SEC
 )
 _GPM_FUNCTIONS: Final = ("nvmlGpmQueryDeviceSupport", "nvmlGpmSampleAlloc", "nvmlGpmSampleGet", "nvmlGpmMetricsGet")
 # Errors that say "not here" rather than "not now".
@@ -165,7 +165,7 @@ class GpmReader:
             self._warn(gpu, "GPM metrics", int(exc.value))
             return {}
         out: dict[str, float | None] = {}
-        for i, (name, _, scale) in enumerate(METRICS):
+        for i, (name, _, percent) in enumerate(METRICS):
             entry = request.metrics[i]
             value = float(entry.value)
             if int(entry.nvmlReturn) != pynvml.NVML_SUCCESS:
@@ -174,7 +174,7 @@ class GpmReader:
             elif not math.isfinite(value) or value < 0:
                 out[name] = None
             else:
-                out[name] = value * scale
+                out[name] = value / 100.0 if percent else value * MIB
         return out
 
     def _metrics_request(self) -> Any:

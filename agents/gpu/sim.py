@@ -12,6 +12,10 @@ The model is small but keeps the properties the control plane relies on:
 - Temperature lags power with a first-order response, as a liquid-cooled GPU does.
 - It fills every field the NVML backend fills on a GB300 (inventory and telemetry), with the
   values of the real capture (``gb300.py``), so nothing upstream learns to expect ``None``.
+- Profiling readings (``profiles()``: what GPM gives, DCGM_FI_PROF_* on /metrics) follow the
+  load held since the last sample: engine activity is the load, SM, tensor and DRAM activity
+  and PCIe traffic fixed shares of it (guesses, below), NVLink bytes the held NVLink rate, so
+  they agree with the NVLink counters.
 
 Faults are injectable so the health policy can be exercised end to end: XIDs (queued as
 ``XidEvent`` for ``drain_events()``), single- and double-bit ECC errors (a DBE leaves a row
@@ -123,7 +127,8 @@ class _SimGpu:
 
 
 class SimBackend:
-    """``GpuBackend`` + ``LoadDriver`` + ``PowerLimitControl`` for a simulated GB300 tray."""
+    """``GpuBackend`` + ``LoadDriver`` + ``PowerLimitControl`` + ``ProfileSource`` for a
+    simulated GB300 tray."""
 
     name: str = "sim"
 

@@ -208,8 +208,8 @@ class GpmReader:
             self._warn(gpu, what, code)
 
     def _unsupported(self, gpu: _GpmGpu, now: float, why: str) -> None:
-        if gpu.supported is not False or gpu.reprobe_at == 0.0:
-            log.info("GPU %s: no GPM profiling metrics (%s); asked again in %.0f s", gpu.uuid, why, REPROBE_S)
+        level = logging.INFO if gpu.reprobe_at == 0.0 else logging.DEBUG  # once per GPU, then quiet
+        log.log(level, "GPU %s: no GPM profiling metrics (%s); asked again every %.0f s", gpu.uuid, why, REPROBE_S)
         gpu.supported = False
         gpu.reprobe_at = now + REPROBE_S
         gpu.baseline_at = None

@@ -9,10 +9,14 @@ over real HTTP.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from fakes.nvml.build import build_fake_nvml
 from fakes.nvml.control import GPU_IS_LOST, NOT_SUPPORTED, FakeNvml
 from fakes.nvml.fixtures import ManualClock, fake_nvml, fake_nvml_cache, fake_nvml_path, make_backend  # noqa: F401
 from fakes.nvml.gpm import (
@@ -32,6 +36,7 @@ from agents.gpu.sim import SimBackend
 from agents.protocol import GpuTelemetry
 
 MIB = 1024 * 1024
+TESTS = Path(__file__).resolve().parents[1]
 DCGM_LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION"]
 PROF_TYPES = {
     "DCGM_FI_PROF_GR_ENGINE_ACTIVE": "gauge",
@@ -276,3 +281,51 @@ def test_profiles_passed_by_the_caller_and_absent_fields() -> None:
     text = collector.render().decode()
     prof = [line.split("{")[0] for line in text.splitlines() if line.startswith("DCGM_FI_PROF_")]
     assert prof == ["DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"]  # the other fields are None: no series
+
+
+OLD_DRIVER_SCRIPT = """
+import sys, time
+from pathlib import Path
+from fakes.nvml.control import load_fake_nvml
+load_fake_nvml(Path(sys.argv[1]))
+from agents.exporter import build_exporter
+from agents.gpu.nvml import NvmlBackend
+backend = NvmlBackend(watch_events=False)
+registry, collector = build_exporter("old-driver")
+collector.set_inventory(backend.inventory(), backend.memory_reserved_mib())
+collector.attach_backend(backend)
+for _ in range(3):
+    collector.set_gpus(backend.sample())
+    time.sleep(0.15)
+print(collector.render().decode())
+backend.close()
+"""
+
+
+def test_a_driver_without_gpm_or_codec_functions_gives_no_such_series(fake_nvml_cache: Path) -> None:  # noqa: F811
+    """A driver before GPM (R5xx on Ampere) has none of its symbols: pynvml raises
+    FunctionNotFound on the first call, and the agent exports everything else."""
+    omit = [
+        "nvmlGpmQueryDeviceSupport",
+        "nvmlGpmSampleAlloc",
+        "nvmlGpmSampleFree",
+        "nvmlGpmSampleGet",
+        "nvmlGpmMigSampleGet",
+        "nvmlGpmMetricsGet",
+        "nvmlDeviceGetEncoderUtilization",
+        "nvmlDeviceGetDecoderUtilization",
+    ]
+    library = build_fake_nvml(fake_nvml_cache, omit=omit)
+    done = subprocess.run(
+        [sys.executable, "-c", OLD_DRIVER_SCRIPT, str(library)],
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    text = done.stdout
+    assert "\nDCGM_FI_DEV_GPU_TEMP{" in text and "\nDCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL{" in text
+    assert "DCGM_FI_PROF_" not in text and "DCGM_FI_DEV_ENC_UTIL" not in text and "DCGM_FI_DEV_DEC_UTIL" not in text

@@ -24,7 +24,7 @@ from agents.exporter.dcgm import DCGM_FAMILIES, NvlinkBandwidth
 from agents.exporter.series import GpuFamily, GpuView
 from agents.exporter.switchyard import SWITCHYARD_FAMILIES, AgentFamily, AgentState, SpoolStats
 from agents.exporter.text import escape_help, escape_label, format_value, label_text
-from agents.gpu.base import GpuProfile, ProfileSource
+from agents.gpu.base import GpuBackend, GpuProfile, ProfileSource
 from agents.protocol import GpuInventory, GpuTelemetry
 
 log = logging.getLogger(__name__)
@@ -67,14 +67,13 @@ class AgentCollector(Collector):
 
     # -- updates from the daemon --------------------------------------------------------------
 
-    def attach_backend(self, backend: object) -> None:
+    def attach_backend(self, backend: GpuBackend) -> None:
         """What the exporter takes from the GPU backend itself rather than from samples: the
         driver version (dcgm-exporter's ``DCGM_FI_DRIVER_VERSION`` label) and, for a
         ``ProfileSource``, the profiling readings fetched at each ``set_gpus``."""
-        version = getattr(backend, "driver_version", None)
-        driver_version = version() if callable(version) else None
+        driver_version = backend.driver_version()
         with self._lock:
-            self._driver_version = driver_version if isinstance(driver_version, str) else None
+            self._driver_version = driver_version or None
             self._profile_source = backend if isinstance(backend, ProfileSource) else None
             self._labels.clear()
             self._gpu_text = None

@@ -30,7 +30,7 @@ from fakes.nvml.gpm import (
 )
 
 from agents.exporter import AgentCollector, MetricsServer, build_exporter
-from agents.gpu.base import GpuProfile, ProfileSource
+from agents.gpu.base import GpuBackend, GpuProfile, ProfileSource
 from agents.gpu.nvml import NvmlBackend
 from agents.gpu.sim import SimBackend
 from agents.protocol import GpuTelemetry
@@ -94,12 +94,10 @@ def nvml(fake_gpm: FakeGpm, clock: ManualClock) -> Iterator[tuple[NvmlBackend, F
 
 
 def exported(
-    backend: object, clock: Callable[[], float], hostname: str = "tray-07"
+    backend: GpuBackend, clock: Callable[[], float], hostname: str = "tray-07"
 ) -> tuple[MetricsServer, AgentCollector]:
     registry, collector = build_exporter(hostname, clock=clock)
-    inventory = getattr(backend, "inventory")  # noqa: B009 - both backends have it
-    reserved = getattr(backend, "memory_reserved_mib")  # noqa: B009
-    collector.set_inventory(inventory(), reserved())
+    collector.set_inventory(backend.inventory(), backend.memory_reserved_mib())
     collector.attach_backend(backend)
     return MetricsServer(registry, host="127.0.0.1", port=0).start(), collector
 

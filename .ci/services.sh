@@ -40,9 +40,11 @@ if ! psql "$pg_url" -qtAc 'select 1' >/dev/null 2>&1; then
   as_root su postgres -c "createdb $db" 2>/dev/null || true
 fi
 psql "$pg_url" -qtAc 'select 1' >/dev/null || { echo "cannot connect to $pg_url" >&2; exit 1; }
-# promtool validates the agent's /metrics in the exporter tests.
-if ! command -v promtool >/dev/null; then
+# promtool validates the agent's /metrics in the exporter tests; the prometheus server scrapes
+# real agents in tests/e2e/test_prometheus_dashboard.py. Both come with Debian's prometheus.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   as_root apt-get update -qq && as_root apt-get install -y -qq prometheus >/dev/null
 fi
 command -v promtool >/dev/null || { echo "promtool is not installed" >&2; exit 1; }
-echo "services: PostgreSQL, Redis and promtool are ready"
+command -v prometheus >/dev/null || { echo "prometheus is not installed" >&2; exit 1; }
+echo "services: PostgreSQL, Redis, prometheus and promtool are ready"

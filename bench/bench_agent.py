@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.exporter import GPU_FAMILIES, AgentCollector, SpoolStats, build_exporter  # noqa: E402
+from agents.exporter import GPU_FAMILIES, AgentCollector, GpuView, SpoolStats, build_exporter  # noqa: E402
 from agents.gpu.sim import SimBackend  # noqa: E402
 from agents.health import GpuHealthTracker, Reading  # noqa: E402
 from agents.protocol import PROTOCOL_VERSION, GpuInventory, GpuTelemetry, ReportRequest  # noqa: E402
@@ -62,7 +62,7 @@ class BaselineCollector(Collector):
                 inv = self._inventory[gpu.uuid]
                 values = [str(gpu.index), gpu.uuid, inv.pci_bus_id or "", f"nvidia{gpu.index}", inv.name, HOSTNAME]
                 base = values if family.dcgm else values[:4] + values[5:]
-                for extra, value in family.rows(gpu, 947.0):
+                for extra, value in family.rows(GpuView(gpu, 947.0)):
                     if metric is None:
                         names = base_names + [k for k, _ in extra]
                         cls = CounterMetricFamily if family.type == "counter" else GaugeMetricFamily

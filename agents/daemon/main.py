@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(cfg: AgentConfig, backend: GpuBackend, stop: threading.Event) -> int:
     registry, collector = build_exporter(cfg.hostname)
     collector.set_inventory(backend.inventory(), backend.memory_reserved_mib())
+    collector.attach_backend(backend)  # driver version label, profiling metrics (GPM)
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         spool = Spool(cfg.state_dir / "spool", max_bytes=cfg.spool_max_bytes)

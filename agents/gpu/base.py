@@ -8,6 +8,7 @@ it cannot read rather than a made-up zero.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from agents.protocol import GpuInventory, GpuTelemetry, XidEvent
@@ -86,3 +87,37 @@ class LibraryVersions(Protocol):
     def nvml_version(self) -> str | None: ...
 
     def cuda_driver_version(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    """One GPU's profiling readings over the last sampling interval, for ``/metrics`` only.
+
+    They never go on the wire (the protocol carries what the control plane decides on); the
+    exporter shows them under DCGM's names with DCGM's semantics. ``None``: not readable here
+    (no GPM before Hopper, a metric the driver refused). Ratios are 0..1 as DCGM's
+    ``DCGM_FI_PROF_*`` fields (GPM's percentages / 100); bandwidths are bytes per second (GPM's
+    MiB/s x 2**20, as DCGM converts them); codec utilisation is a percentage as NVML gives it.
+    """
+
+    gr_engine_active: float | None = None  # DCGM_FI_PROF_GR_ENGINE_ACTIVE <- GPM GRAPHICS_UTIL
+    sm_active: float | None = None  # DCGM_FI_PROF_SM_ACTIVE <- GPM SM_UTIL
+    sm_occupancy: float | None = None  # DCGM_FI_PROF_SM_OCCUPANCY <- GPM SM_OCCUPANCY
+    pipe_tensor_active: float | None = None  # DCGM_FI_PROF_PIPE_TENSOR_ACTIVE <- GPM ANY_TENSOR_UTIL
+    dram_active: float | None = None  # DCGM_FI_PROF_DRAM_ACTIVE <- GPM DRAM_BW_UTIL
+    pcie_tx_bytes: float | None = None  # DCGM_FI_PROF_PCIE_TX_BYTES <- GPM PCIE_TX_PER_SEC
+    pcie_rx_bytes: float | None = None  # DCGM_FI_PROF_PCIE_RX_BYTES <- GPM PCIE_RX_PER_SEC
+    nvlink_tx_bytes: float | None = None  # DCGM_FI_PROF_NVLINK_TX_BYTES <- GPM NVLINK_TOTAL_TX_PER_SEC
+    nvlink_rx_bytes: float | None = None  # DCGM_FI_PROF_NVLINK_RX_BYTES <- GPM NVLINK_TOTAL_RX_PER_SEC
+    enc_util_pct: float | None = None  # DCGM_FI_DEV_ENC_UTIL <- nvmlDeviceGetEncoderUtilization
+    dec_util_pct: float | None = None  # DCGM_FI_DEV_DEC_UTIL <- nvmlDeviceGetDecoderUtilization
+
+
+@runtime_checkable
+class ProfileSource(Protocol):
+    """Backends that give profiling readings (NVML's GPM, the simulator)."""
+
+    def profiles(self) -> dict[str, GpuProfile]:
+        """By GPU UUID, over the interval since the previous call; the exporter calls it right
+        after each ``sample()``. A GPU with nothing to give is absent."""
+        ...

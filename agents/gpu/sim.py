@@ -12,6 +12,10 @@ The model is small but keeps the properties the control plane relies on:
 - Temperature lags power with a first-order response, as a liquid-cooled GPU does.
 - It fills every field the NVML backend fills on a GB300 (inventory and telemetry), with the
   values of the real capture (``gb300.py``), so nothing upstream learns to expect ``None``.
+- Profiling readings (``profiles()``: what GPM gives, DCGM_FI_PROF_* on /metrics) follow the
+  load held since the last sample: engine activity is the load, SM, tensor and DRAM activity
+  and PCIe traffic fixed shares of it (guesses, below), NVLink bytes the held NVLink rate, so
+  they agree with the NVLink counters.
 
 Faults are injectable so the health policy can be exercised end to end: XIDs (queued as
 ``XidEvent`` for ``drain_events()``), single- and double-bit ECC errors (a DBE leaves a row
@@ -39,6 +43,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from agents.gpu import gb300
+from agents.gpu.base import GpuProfile
 from agents.protocol import GpuInventory, GpuProcess, GpuTelemetry, XidEvent
 from agents.xid import XID_DOUBLE_BIT_ECC, XID_FELL_OFF_THE_BUS, XID_RECOVERY_ACTION, XID_ROW_REMAP_FAILURE
 
@@ -62,6 +67,16 @@ THERMAL_TIME_CONSTANT_S = 45.0
 _MEM_COPY_SHARE = 0.6
 # Guess: a fully busy GPU of a tensor-parallel job keeps a quarter of its NVLink busy each way.
 NVLINK_SHARE_AT_FULL_LOAD = 0.25
+# Profiling (GPM / DCGM_FI_PROF_*), as shares of the load. Guesses for a training job: the SMs
+# are busy most of the time the engine is, half their warp slots filled, tensor pipes active
+# for most of it (less when a power cap slows the clock), DRAM as busy as the memory-copy
+# share; PCIe carries the data loader to the GPU and little back. No video: codecs idle (0 %,
+# as in the capture).
+SM_ACTIVE_SHARE = 0.9
+SM_OCCUPANCY_SHARE = 0.5
+TENSOR_SHARE_AT_FULL_CLOCK = 0.7
+PCIE_RX_BYTES_PER_S_AT_FULL_LOAD = 2.0e9
+PCIE_TX_BYTES_PER_S_AT_FULL_LOAD = 0.25e9
 # Undrained events beyond this are dropped oldest first (xid_counts still count them).
 MAX_QUEUED_EVENTS = 4096
 
@@ -83,6 +98,7 @@ class _SimGpu:
     memory_used_mib: float = 0.0
     energy_acc_mj: float = 0.0  # exact float integral; the counter reports its floor
     nvlink_rate_kib_s: float = 0.0  # held like power_mw
+    throttle: float = 1.0  # share of the max SM clock the power cap leaves (held like power_mw)
     nvlink_acc_kib: float = 0.0
     xid_last: int = 0
     xid_count: int = 0
@@ -107,7 +123,8 @@ class _SimGpu:
 
 
 class SimBackend:
-    """``GpuBackend`` + ``LoadDriver`` + ``PowerLimitControl`` for a simulated GB300 tray."""
+    """``GpuBackend`` + ``LoadDriver`` + ``PowerLimitControl`` + ``ProfileSource`` for a
+    simulated GB300 tray."""
 
     name: str = "sim"
 
@@ -159,6 +176,7 @@ class SimBackend:
                 )
             )
         self._by_uuid = {gpu.uuid: gpu for gpu in self._gpus}
+        self._profiles: dict[str, GpuProfile] = {}
 
     # -- GpuBackend ---------------------------------------------------------------------------
 
@@ -178,13 +196,20 @@ class SimBackend:
         with self._lock:
             now = self._clock()
             out = []
+            self._profiles = {}
             for gpu in self._gpus:
                 if not gpu.present:
                     continue
                 self._advance(gpu, now)
                 self._update_power(gpu)
                 out.append(self._telemetry(gpu))
+                self._profiles[gpu.uuid] = _profile_of(gpu)
             return out
+
+    def profiles(self) -> dict[str, GpuProfile]:
+        """``ProfileSource``: what GPM would show for the load held since the last ``sample()``."""
+        with self._lock:
+            return dict(self._profiles)
 
     def drain_events(self) -> list[XidEvent]:
         """XID and ECC events since the last call, oldest first (what NVML's event set delivers)."""
@@ -378,9 +403,11 @@ class SimBackend:
             gpu.sm_clock_mhz = gb300.SM_CLOCK_IDLE_MHZ
             gpu.clock_event_reasons = gb300.CLOCKS_EVENT_REASON_GPU_IDLE
             gpu.nvlink_rate_kib_s = 0.0
+            gpu.throttle = 1.0
             return
         # A capped GPU meets its limit by lowering clocks.
         throttle = min(1.0, gpu.power_limit_w / demand)
+        gpu.throttle = throttle
         gpu.sm_clock_mhz = float(round(max(gb300.SM_CLOCK_IDLE_MHZ, gb300.SM_CLOCK_MAX_MHZ * throttle)))
         capped = demand > gpu.power_limit_w
         gpu.clock_event_reasons = gb300.CLOCKS_EVENT_REASON_SW_POWER_CAP if capped else gb300.CLOCKS_EVENT_REASON_NONE
@@ -460,6 +487,24 @@ class SimBackend:
             fabric_healthy=links_up == gb300.NVLINK_LINKS,
             xid_counts=dict(gpu.xid_counts),
         )
+
+
+def _profile_of(gpu: _SimGpu) -> GpuProfile:
+    load = gpu.utilization
+    nvlink_bytes = gpu.nvlink_rate_kib_s * 1024.0
+    return GpuProfile(
+        gr_engine_active=load,
+        sm_active=load * SM_ACTIVE_SHARE,
+        sm_occupancy=load * SM_OCCUPANCY_SHARE,
+        pipe_tensor_active=load * TENSOR_SHARE_AT_FULL_CLOCK * gpu.throttle,
+        dram_active=load * _MEM_COPY_SHARE,
+        pcie_tx_bytes=load * PCIE_TX_BYTES_PER_S_AT_FULL_LOAD,
+        pcie_rx_bytes=load * PCIE_RX_BYTES_PER_S_AT_FULL_LOAD,
+        nvlink_tx_bytes=nvlink_bytes,
+        nvlink_rx_bytes=nvlink_bytes,  # symmetric, as the counters
+        enc_util_pct=0.0,
+        dec_util_pct=0.0,
+    )
 
 
 def _processes(gpu: _SimGpu) -> list[GpuProcess]:

@@ -20,7 +20,7 @@ from fakes.nvml.build import build_fake_nvml
 from harness import Site, free_port, registered_nodes, wait_for
 from testenv import REDIS_URL
 
-DCGM_LABELS = ("gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname")
+DCGM_LABELS = ("gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION")
 
 
 def test_nvml_agent_registers_reports_and_exports(tmp_path: Path, redis_prefix: str) -> None:

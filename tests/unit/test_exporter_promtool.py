@@ -188,9 +188,8 @@ def test_switchyard_values(tray: tuple[MetricsServer, AgentCollector, SimBackend
     assert value("DCGM_FI_DEV_ROW_REMAP_PENDING", 2) == "1"
     assert value("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", 0) == "4"  # SW power cap at full load
     assert value("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", 2) == "1"  # idle
-    tx, rx = samples[0].nvlink_tx_kib, samples[0].nvlink_rx_kib
-    assert tx is not None and rx is not None
-    assert value("DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", 0) == str(tx + rx) != "0"
+    # DCGM's first reading of NVLink bandwidth is 0: a rate needs two (tests/unit/test_dcgm_parity.py).
+    assert value("DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", 0) == "0"
     assert value("DCGM_FI_DEV_POWER_MGMT_LIMIT", 0) == "1400"
     assert value("switchyard_gpu_health", 2) == "2"
     assert value("switchyard_gpu_health", 0) == "0"

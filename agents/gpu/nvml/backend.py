@@ -21,6 +21,7 @@ from typing import Any
 
 import pynvml
 
+from agents.gpu.gpm import GpmReader, GpuProfile
 from agents.protocol import EventKind, GpuInventory, GpuTelemetry, XidEvent
 from agents.xid import XID_DOUBLE_BIT_ECC
 
@@ -73,6 +74,7 @@ class NvmlBackend:
         self._event_set: Any = None
         self._watcher: EventWatcher | None = None
         self._closed = False
+        self._gpm = GpmReader(clock=clock)
         try:
             self._driver_version = system_read("driver version", pynvml.nvmlSystemGetDriverVersion)
             self._nvml_version = system_read("NVML version", pynvml.nvmlSystemGetNVMLVersion)
@@ -145,6 +147,11 @@ class NvmlBackend:
                 out.append(self._telemetry(gpu, fast))
             return out
 
+    def profiles(self) -> dict[str, GpuProfile]:
+        """GPM profiling metrics for /metrics (``agents.gpu.gpm``), read after each sample()."""
+        with self._lock:
+            return self._gpm.read((gpu.uuid, gpu.handle) for gpu in self._present())
+
     def drain_events(self) -> list[XidEvent]:
         """XID and double-bit ECC events since the last call, oldest first."""
         with self._lock:
@@ -159,6 +166,7 @@ class NvmlBackend:
             self._watcher.stop()
         if self._event_set is not None:
             system_read("free event set", lambda: pynvml.nvmlEventSetFree(self._event_set))
+        self._gpm.close()
         try:
             pynvml.nvmlShutdown()
         except pynvml.NVMLError as exc:

@@ -1055,6 +1055,238 @@ API nvmlReturn_t nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t d, void *info) {
 }
 #endif
 
+/* ---- GPM (Hopper/Blackwell profiling) ---- */
+/*
+ * nvmlGpmQueryDeviceSupport, nvmlGpmSampleAlloc/Free, nvmlGpmSampleGet (and the MIG variant)
+ * and nvmlGpmMetricsGet, with nvml.h's structs. A sample is an opaque buffer the caller
+ * allocates; nvmlGpmSampleGet fills it with the GPU's counters at that moment and
+ * nvmlGpmMetricsGet computes each requested metric over the interval between two samples, its
+ * own nvmlReturn per entry. What the counters do:
+ *
+ * - NVLink read/write bandwidth (metrics 60/61, MiB/s) is the change of the fake's NVLink
+ *   data counters (nvlink_rx_kib / nvlink_tx_kib, the ones fields 138-141 read) over the
+ *   interval, so the two views of the same traffic agree.
+ * - GRAPHICS_UTIL and SM_UTIL follow util_gpu, DRAM_BW_UTIL follows util_mem (percent).
+ * - Every other metric id below NVML_GPM_METRIC_MAX reads 0 (an idle GPU) unless a test sets
+ *   it (fake_nvml_gpm_set: the level during the interval, taken from the later sample), or
+ *   makes its entry fail (fake_nvml_gpm_fail).
+ * - Time: CLOCK_MONOTONIC, as a driver's sample timestamps; a test pins it instead with
+ *   fake_nvml_gpm_set_clock so the derived rates are exact.
+ *
+ * Also here, although not GPM, because DCGM_FI_DEV_ENC_UTIL / DEC_UTIL come from them:
+ * nvmlDeviceGetEncoderUtilization / nvmlDeviceGetDecoderUtilization (0 % in the capture).
+ *
+ * GPM state lives in this section and is cleared by fake_nvml_gpm_reset (the fixtures that use
+ * GPM call it), not by fake_nvml_reset.
+ */
+
+#define NVML_GPM_METRIC_MAX 477
+#define NVML_GPM_METRICS_GET_VERSION 1
+#define NVML_GPM_SUPPORT_VERSION 1
+#define GPM_GRAPHICS_UTIL 1
+#define GPM_SM_UTIL 2
+#define GPM_DRAM_BW_UTIL 10
+#define GPM_NVLINK_TOTAL_RX_PER_SEC 60
+#define GPM_NVLINK_TOTAL_TX_PER_SEC 61
+#define GPM_SAMPLE_MAGIC 0x47504d53u
+
+typedef struct nvmlGpmSample_st *nvmlGpmSample_t;
+typedef struct {
+    unsigned int metricId;
+    nvmlReturn_t nvmlReturn;
+    double value;
+    struct { char *shortName; char *longName; char *unit; } metricInfo;
+} nvmlGpmMetric_t;
+typedef struct {
+    unsigned int version;
+    unsigned int numMetrics;
+    nvmlGpmSample_t sample1;
+    nvmlGpmSample_t sample2;
+    nvmlGpmMetric_t metrics[NVML_GPM_METRIC_MAX];
+} nvmlGpmMetricsGet_t;
+typedef struct { unsigned int version; unsigned int isSupportedDevice; } nvmlGpmSupport_t;
+
+struct gpm_config {
+    int unsupported;                       /* nvmlGpmQueryDeviceSupport says no; samples fail */
+    unsigned char set[NVML_GPM_METRIC_MAX]; /* 1: value[] holds what the test set */
+    double value[NVML_GPM_METRIC_MAX];
+    nvmlReturn_t ret[NVML_GPM_METRIC_MAX];  /* per-entry failure */
+};
+
+struct nvmlGpmSample_st {
+    unsigned int magic;
+    int filled;
+    int slot;
+    double t;
+    long long nvlink_tx_kib, nvlink_rx_kib, util_gpu, util_mem;
+    struct gpm_config config;
+};
+
+static struct gpm_config gpm[MAX_GPUS];
+static double gpm_clock = -1.0; /* < 0: CLOCK_MONOTONIC */
+static long gpm_live_samples;
+static pthread_mutex_t gpm_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static double gpm_now(void) {
+    if (gpm_clock >= 0) return gpm_clock;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int valid_sample(nvmlGpmSample_t s) { return s && s->magic == GPM_SAMPLE_MAGIC; }
+
+#ifndef FAKE_NVML_OMIT_nvmlGpmQueryDeviceSupport
+API nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t d, nvmlGpmSupport_t *support) {
+    CHECK(d);
+    NONNULL(support);
+    if (support->version != NVML_GPM_SUPPORT_VERSION) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    support->isSupportedDevice = gpm[d->slot].unsupported ? 0 : 1;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlGpmSampleAlloc
+API nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *sample) {
+    CHECK_SYSTEM();
+    NONNULL(sample);
+    struct nvmlGpmSample_st *s = calloc(1, sizeof *s);
+    if (!s) return 20; /* NVML_ERROR_MEMORY */
+    s->magic = GPM_SAMPLE_MAGIC;
+    pthread_mutex_lock(&gpm_lock);
+    gpm_live_samples++;
+    pthread_mutex_unlock(&gpm_lock);
+    *sample = s;
+    return NVML_SUCCESS;
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlGpmSampleFree
+API nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t sample) {
+    CHECK_SYSTEM();
+    if (!valid_sample(sample)) return NVML_ERROR_INVALID_ARGUMENT;
+    sample->magic = 0;
+    free(sample);
+    pthread_mutex_lock(&gpm_lock);
+    gpm_live_samples--;
+    pthread_mutex_unlock(&gpm_lock);
+    return NVML_SUCCESS;
+}
+#endif
+
+static nvmlReturn_t gpm_fill(nvmlDevice_t d, nvmlGpmSample_t s) {
+    if (!valid_sample(s)) return NVML_ERROR_INVALID_ARGUMENT;
+    const struct gpm_config *c = &gpm[d->slot];
+    if (c->unsupported) return NVML_ERROR_NOT_SUPPORTED;
+    const struct values *v = &gpus[d->slot].v;
+    s->slot = d->slot;
+    s->t = gpm_now();
+    s->nvlink_tx_kib = v->nvlink_tx_kib;
+    s->nvlink_rx_kib = v->nvlink_rx_kib;
+    s->util_gpu = v->util_gpu;
+    s->util_mem = v->util_mem;
+    s->config = *c;
+    s->filled = 1;
+    return NVML_SUCCESS;
+}
+
+#ifndef FAKE_NVML_OMIT_nvmlGpmSampleGet
+API nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t d, nvmlGpmSample_t sample) {
+    CHECK(d);
+    return gpm_fill(d, sample);
+}
+#endif
+
+#ifndef FAKE_NVML_OMIT_nvmlGpmMigSampleGet
+API nvmlReturn_t nvmlGpmMigSampleGet(nvmlDevice_t d, unsigned int gpuInstanceId, nvmlGpmSample_t sample) {
+    CHECK(d);
+    if (!gpus[d->slot].v.mig_current) return NVML_ERROR_NOT_SUPPORTED;
+    (void)gpuInstanceId; /* one model per GPU: an instance reads its parent's counters */
+    return gpm_fill(d, sample);
+}
+#endif
+
+static double gpm_rate_mib_s(long long kib1, long long kib2, double dt) {
+    return kib2 > kib1 ? (double)(kib2 - kib1) / 1024.0 / dt : 0.0; /* a reset reads as idle */
+}
+
+#ifndef FAKE_NVML_OMIT_nvmlGpmMetricsGet
+API nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *mg) {
+    CHECK_SYSTEM();
+    NONNULL(mg);
+    if (mg->version != NVML_GPM_METRICS_GET_VERSION) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (mg->numMetrics > NVML_GPM_METRIC_MAX) return NVML_ERROR_INVALID_ARGUMENT;
+    const struct nvmlGpmSample_st *s1 = mg->sample1, *s2 = mg->sample2;
+    if (!valid_sample(mg->sample1) || !valid_sample(mg->sample2) || !s1->filled || !s2->filled)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (s1->slot != s2->slot) return NVML_ERROR_INVALID_ARGUMENT;
+    double dt = s2->t - s1->t;
+    if (dt <= 0) return NVML_ERROR_INVALID_ARGUMENT;
+    for (unsigned int i = 0; i < mg->numMetrics; i++) {
+        nvmlGpmMetric_t *m = &mg->metrics[i];
+        unsigned int id = m->metricId;
+        m->value = 0.0;
+        m->metricInfo.shortName = m->metricInfo.longName = m->metricInfo.unit = NULL;
+        if (id == 0 || id >= NVML_GPM_METRIC_MAX) { m->nvmlReturn = NVML_ERROR_INVALID_ARGUMENT; continue; }
+        const struct gpm_config *c = &s2->config;
+        if (c->ret[id]) { m->nvmlReturn = c->ret[id]; continue; }
+        m->nvmlReturn = NVML_SUCCESS;
+        if (c->set[id]) m->value = c->value[id];
+        else if (id == GPM_GRAPHICS_UTIL || id == GPM_SM_UTIL) m->value = (double)s2->util_gpu;
+        else if (id == GPM_DRAM_BW_UTIL) m->value = (double)s2->util_mem;
+        else if (id == GPM_NVLINK_TOTAL_TX_PER_SEC) m->value = gpm_rate_mib_s(s1->nvlink_tx_kib, s2->nvlink_tx_kib, dt);
+        else if (id == GPM_NVLINK_TOTAL_RX_PER_SEC) m->value = gpm_rate_mib_s(s1->nvlink_rx_kib, s2->nvlink_rx_kib, dt);
+    }
+    return NVML_SUCCESS;
+}
+#endif
+
+/* nvmlDeviceGetEncoderUtilization / DecoderUtilization: in the clients' section below. */
+
+/* GPM control (tests only; not part of NVML). 0 on success, -2 for a bad slot or metric id. */
+
+API void fake_nvml_gpm_reset(void) {
+    memset(gpm, 0, sizeof gpm);
+    gpm_clock = -1.0;
+}
+
+API int fake_nvml_gpm_set_supported(int gpu, int supported) {
+    if (gpu < 0 || gpu >= MAX_GPUS) return -2;
+    gpm[gpu].unsupported = !supported;
+    return 0;
+}
+
+API int fake_nvml_gpm_set(int gpu, unsigned int metric, double value) {
+    if (gpu < 0 || gpu >= MAX_GPUS || metric == 0 || metric >= NVML_GPM_METRIC_MAX) return -2;
+    gpm[gpu].set[metric] = 1;
+    gpm[gpu].value[metric] = value;
+    return 0;
+}
+
+API int fake_nvml_gpm_fail(int gpu, unsigned int metric, int ret) {
+    if (gpu < 0 || gpu >= MAX_GPUS || metric == 0 || metric >= NVML_GPM_METRIC_MAX) return -2;
+    gpm[gpu].ret[metric] = ret;
+    return 0;
+}
+
+/* seconds < 0: back to CLOCK_MONOTONIC. */
+API void fake_nvml_gpm_set_clock(double seconds) { gpm_clock = seconds; }
+
+API int fake_nvml_set_codec_util(int gpu, unsigned int encoder, unsigned int decoder) {
+    if (gpu < 0 || gpu >= MAX_GPUS || encoder > 100 || decoder > 100) return -2;
+    gpus[gpu].v.util_enc = encoder; /* what nvmlDeviceGetEncoderUtilization answers */
+    gpus[gpu].v.util_dec = decoder;
+    return 0;
+}
+
+/* Samples allocated and not yet freed (a reader that leaks them shows here). */
+API long fake_nvml_gpm_live_samples(void) {
+    pthread_mutex_lock(&gpm_lock);
+    long n = gpm_live_samples;
+    pthread_mutex_unlock(&gpm_lock);
+    return n;
+}
+
 /* ---- events ------------------------------------------------------------------------------- */
 
 static int valid_set(nvmlEventSet_t s) { return s >= &sets[0] && s < &sets[MAX_SETS] && s->used; }

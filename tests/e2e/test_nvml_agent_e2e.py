@@ -10,15 +10,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fakes.nvml.build import build_fake_nvml
-from harness import Site, free_port, registered_nodes, wait_for
-from testenv import REDIS_URL
+from harness import Site, free_port, process_env, registered_nodes, wait_for
+from testenv import PEPPER, REDIS_URL
 
 DCGM_LABELS = ("gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION")
 
@@ -33,7 +32,7 @@ def test_nvml_agent_registers_reports_and_exports(tmp_path: Path, redis_prefix: 
     fake = build_fake_nvml(tmp_path / "fake-nvml")
     db_url = f"sqlite:///{tmp_path / 'cp.db'}"
     upgrade(db_url)
-    settings = Settings(data_dir=tmp_path, database_url=db_url)
+    settings = Settings(data_dir=tmp_path, database_url=db_url, pepper=PEPPER)
     engine = make_engine(db_url)
     with transaction(make_session_factory(engine)) as session:
         from factories import demo_spec
@@ -44,17 +43,7 @@ def test_nvml_agent_registers_reports_and_exports(tmp_path: Path, redis_prefix: 
         _, token = admin.issue_bootstrap_token(session, pepper=pepper, site_name="demo-rack", rack=None, ttl_s=600)
     engine.dispose()
     port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
-        "HOME": str(tmp_path),
-        "PYTHONUNBUFFERED": "1",
-        "SWITCHYARD_DATA_DIR": str(tmp_path),
-        "SWITCHYARD_DATABASE_URL": db_url,
-        "SWITCHYARD_REDIS_URL": REDIS_URL,
-        "SWITCHYARD_REDIS_PREFIX": redis_prefix,
-        "SWITCHYARD_API_PORT": str(port),
-        "SWITCHYARD_REPORT_INTERVAL_S": "1",
-    }
+    env = process_env(tmp_path, db_url=db_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, pepper=PEPPER, port=port)
     site = Site(workdir=tmp_path, env=env, url=f"http://127.0.0.1:{port}")
     ops = {"Authorization": f"Bearer {ops_key}"}
     try:

@@ -16,7 +16,6 @@ import functools
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ import httpx
 import pytest
 from dashboard_12239 import PANELS, VARIABLES
 from fakes.nvml.build import build_fake_nvml
-from harness import Site, free_port, registered_nodes, wait_for
-from testenv import REDIS_URL
+from harness import Site, free_port, process_env, registered_nodes, wait_for
+from testenv import PEPPER, REDIS_URL
 
 
 def test_every_dashboard_12239_query_returns_data(tmp_path: Path, redis_prefix: str) -> None:
@@ -42,7 +41,7 @@ def test_every_dashboard_12239_query_returns_data(tmp_path: Path, redis_prefix: 
     fake = build_fake_nvml(tmp_path / "fake-nvml")
     db_url = f"sqlite:///{tmp_path / 'cp.db'}"
     upgrade(db_url)
-    settings = Settings(data_dir=tmp_path, database_url=db_url)
+    settings = Settings(data_dir=tmp_path, database_url=db_url, pepper=PEPPER)
     engine = make_engine(db_url)
     with transaction(make_session_factory(engine)) as session:
         from factories import demo_spec
@@ -56,17 +55,7 @@ def test_every_dashboard_12239_query_returns_data(tmp_path: Path, redis_prefix: 
         ]
     engine.dispose()
     port = free_port()
-    env = {
-        "PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent),
-        "HOME": str(tmp_path),
-        "PYTHONUNBUFFERED": "1",
-        "SWITCHYARD_DATA_DIR": str(tmp_path),
-        "SWITCHYARD_DATABASE_URL": db_url,
-        "SWITCHYARD_REDIS_URL": REDIS_URL,
-        "SWITCHYARD_REDIS_PREFIX": redis_prefix,
-        "SWITCHYARD_API_PORT": str(port),
-        "SWITCHYARD_REPORT_INTERVAL_S": "1",
-    }
+    env = process_env(tmp_path, db_url=db_url, redis_url=REDIS_URL, redis_prefix=redis_prefix, pepper=PEPPER, port=port)
     site = Site(workdir=tmp_path, env=env, url=f"http://127.0.0.1:{port}")
     ops = {"Authorization": f"Bearer {ops_key}"}
     nvml_port, sim_port, prom_port = free_port(), free_port(), free_port()

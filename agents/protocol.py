@@ -195,7 +195,10 @@ def field_since(info: FieldInfo) -> int:
 def for_version(message: BaseModel, version: int) -> dict[str, Any]:
     """``message`` as JSON-ready data holding only the fields protocol ``version`` knew, nested
     messages included: what a peer speaking ``version`` may receive."""
-    pruned = _prune(message, message.model_dump(mode="json"), version)
+    dumped = message.model_dump(mode="json")
+    if version >= PROTOCOL_VERSION:
+        return dumped  # the newest version knew every field: nothing to prune (every report's path)
+    pruned = _prune(message, dumped, version)
     assert isinstance(pruned, dict)
     return pruned
 

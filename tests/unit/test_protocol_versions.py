@@ -66,3 +66,18 @@ def test_the_agent_steps_down_on_a_refused_version_or_refused_fields_only() -> N
     assert not RejectedError(422, "body.seq: Field required", errors=missing).refuses_version
     assert not RejectedError(400, "the request body is not valid JSON").refuses_version
     assert not RejectedError(401, "the bootstrap token was already used").refuses_version
+
+
+def test_no_wire_field_is_newer_than_the_newest_version() -> None:
+    """What lets ``for_version`` send the newest version's messages unpruned (every report's path)."""
+    import agents.protocol as protocol
+
+    wire = [m for m in vars(protocol).values() if isinstance(m, type) and issubclass(m, BaseModel)]
+    assert len(wire) > 10
+    newer = [
+        f"{model.__name__}.{name}"
+        for model in wire
+        for name, info in model.model_fields.items()
+        if protocol.field_since(info) > PROTOCOL_VERSION
+    ]
+    assert not newer, newer

@@ -33,10 +33,11 @@ def test_expired_lease_marks_node_unreachable_then_requeues(client: TestClient, 
     runtime.live.renew_lease(node_id=spare.node_id, now=now + 1000, lease_ttl_s=settings.lease_ttl_s)
     wl_id = client.post("/v1/workloads", json=workload_body(4), headers=acme.headers).json()["id"]
     # Make the lost node the only place the workload fits.
+    from controlplane.services.audit import SYSTEM
     from controlplane.services.fleet import cordon, gpus
 
     with runtime.uow() as s:
-        cordon.cordon(s, node_id=spare.node_id, reason="test")
+        cordon.cordon(s, SYSTEM, node_id=spare.node_id, reason="test")
     run_pass(runtime, PlacementEpoch(0, 1))
 
     # Within the lease nothing happens.

@@ -100,15 +100,7 @@ def cordon(
 ) -> NodeOut:
     reason = (body or CordonRequest()).reason
     with runtime.uow() as session:
-        cordons.cordon(session, node_id=node_id, reason=reason)
-        audit.record(
-            session,
-            acting(op, origin),
-            action=actions.NODE_CORDONED,
-            target_kind="node",
-            target_id=node_id,
-            detail={"reason": reason},
-        )
+        cordons.cordon(session, acting(op, origin), node_id=node_id, reason=reason)
     return get_node(node_id, op, runtime)
 
 
@@ -118,23 +110,14 @@ def drain(
 ) -> NodeOut:
     reason = body.reason if body else "drained by an operator"
     with runtime.uow() as session:
-        cordons.cordon(session, node_id=node_id, reason=reason, drain=True)
-        audit.record(
-            session,
-            acting(op, origin),
-            action=actions.NODE_DRAINED,
-            target_kind="node",
-            target_id=node_id,
-            detail={"reason": reason},
-        )
+        cordons.cordon(session, acting(op, origin), node_id=node_id, reason=reason, drain=True)
     return get_node(node_id, op, runtime)
 
 
 @router.post("/nodes/{node_id}/uncordon", response_model=NodeOut)
 def uncordon(node_id: Id, op: OperatorPrincipal, origin: OriginDep, runtime: RuntimeDep) -> NodeOut:
     with runtime.uow() as session:
-        cordons.uncordon(session, node_id=node_id)
-        audit.record(session, acting(op, origin), action=actions.NODE_UNCORDONED, target_kind="node", target_id=node_id)
+        cordons.uncordon(session, acting(op, origin), node_id=node_id)
     return get_node(node_id, op, runtime)
 
 

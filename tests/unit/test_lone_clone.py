@@ -17,7 +17,7 @@ import benchmods
 from controlplane import scenarios
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXT_SUFFIXES = {".py", ".md", ".toml", ".sh", ".cfg", ".ini", ".json", ".yaml", ".yml", ".txt", ".mako", ""}
+TEXT_SUFFIXES = {".c", ".h", ".py", ".md", ".toml", ".sh", ".cfg", ".ini", ".json", ".yaml", ".yml", ".txt", ".mako", ""}
 
 
 def _tracked_files() -> list[Path]:
@@ -26,10 +26,12 @@ def _tracked_files() -> list[Path]:
 
 
 def test_no_file_refers_to_material_outside_the_repository() -> None:
-    needles = ("../shared", "shared/scenarios", "shared/reference", '"shared" / "scenarios"', "/work/")
+    # Spelt in pieces, so that this file holds no reference it forbids.
+    shared, work = "sha" + "red", "/wo" + "rk/"
+    needles = (f"../{shared}", f"{shared}/scenarios", f"{shared}/reference", f'"{shared}" / "scenarios"', work)
     offenders = []
     for path in _tracked_files():
-        if path.suffix not in TEXT_SUFFIXES or not path.is_file() or path.name == Path(__file__).name:
+        if path.suffix not in TEXT_SUFFIXES or not path.is_file():
             continue
         text = path.read_text(errors="replace")
         for n, line in enumerate(text.splitlines(), start=1):

@@ -6,8 +6,8 @@
  * NVMLError_FunctionNotFound), struct layouts and return-code handling the way a driver does.
  *
  * The model is a GB300 compute tray (4 GPUs by default), values from
- * /work/shared/reference/hardware/nvidia-smi-q-gb300.xml. Nothing here reads the wall clock
- * except field-value timestamps (microseconds since the epoch, as the driver stamps them) and
+ * docs/reference/nvidia-smi-q-gb300.xml (the real capture, shipped in the repository).
+ * Nothing here reads the wall clock except field-value timestamps (microseconds since the epoch, as the driver stamps them) and
  * nvmlEventSetWait_v2's timeout: every value changes only when a test sets it through the
  * fake_nvml_* control functions (tests/fakes/nvml/control.py wraps them), or, for a client run
  * as a command, through FAKE_NVML_SETUP at its first nvmlInit.

@@ -17,7 +17,22 @@ import benchmods
 from controlplane import scenarios
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXT_SUFFIXES = {".c", ".h", ".py", ".md", ".toml", ".sh", ".cfg", ".ini", ".json", ".yaml", ".yml", ".txt", ".mako", ""}
+TEXT_SUFFIXES = {
+    ".c",
+    ".h",
+    ".py",
+    ".md",
+    ".toml",
+    ".sh",
+    ".cfg",
+    ".ini",
+    ".json",
+    ".yaml",
+    ".yml",
+    ".txt",
+    ".mako",
+    "",
+}
 
 
 def _tracked_files() -> list[Path]:

@@ -28,6 +28,7 @@ class PendingCode(StrEnum):
     RACK_POWER = "rack_power"
     SITE_POWER = "site_power"
     PREEMPTION = "preemption"  # waiting for GPUs being freed by preemption
+    PLANNED = "planned"  # blocked, with a planned start: GPUs of its shape are held for it
     FILTERED = "filtered"  # refused by an admission plugin (its text says which and why)
 
 

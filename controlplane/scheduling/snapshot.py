@@ -52,6 +52,17 @@ class RunningWorkload:
     gpu_model: str
     # Already under a preemption notice: its GPUs free soon; never preempted a second time.
     preempting: bool = False
+    # Under notice for this preemptor: the GPUs it frees are claimed by it, no one else's.
+    claimed_for: str = ""
+    # When it must have ended: started_at + its max duration (enforced); None: no bound known.
+    ends_by: float | None = None
+    # Times this work was preempted before (across its requeues) and when its notices fell.
+    preemptions: int = 0
+    noticed_at: tuple[float, ...] = ()
+    # Declared checkpoint interval: a preemption loses the work since the last checkpoint
+    # (all of it since started_at when None).
+    checkpoint_interval_s: float | None = None
+    price_usd_per_gpu_hour: Decimal = Decimal(0)
 
     @property
     def gpu_count(self) -> int:
@@ -77,6 +88,20 @@ class TenantPolicy:
     spend_used_usd: Decimal = Decimal(0)
     # What an over-quota workload gets: refused at submission, or held pending with the reason.
     over_quota: OverQuotaPolicy = OverQuotaPolicy.HOLD
+    # Fair share among tenants of one class: capacity in proportion to this weight (> 0).
+    share_weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PlanningRules:
+    """The site's rules for planned starts, claims and preemption churn."""
+
+    # Blocked requests given a planned start per pass (in queue order).
+    max_plans: int = 32
+    # A workload that (re)started less than this ago is not a victim (no thrash).
+    min_run_s: float = 600.0
+    # At most this many preemption notices per workload per hour.
+    notices_per_hour: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +113,7 @@ class FleetSnapshot:
     mining: MiningBlock | None = None
     now: float = 0.0
     stop_grace_s: float = 30.0
+    rules: PlanningRules = field(default_factory=PlanningRules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +127,18 @@ class WorkloadRequest:
     tenant_id: str = ""
     max_duration_s: float | None = None
     price_usd_per_gpu_hour: Decimal = Decimal(0)
+    # The planned start an earlier pass gave it (kept across passes), or None.
+    plan: PlannedStart | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStart:
+    """When a blocked request is expected to start, and the NVLink domains held for it."""
+
+    start_at: float
+    domains: tuple[str, ...] = ()
+    # The first planned start it was given (the planned-start error is measured against it).
+    first_start_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +163,8 @@ class Unplaced:
     workload_id: str
     reason: str
     code: PendingCode
+    # Its planned start (shown to the tenant as expected_start_at), or None: no plan.
+    plan: PlannedStart | None = None
 
     @classmethod
     def because(cls, workload_id: str, why: PendingReason) -> Unplaced:

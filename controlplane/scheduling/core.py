@@ -20,13 +20,14 @@ to fit by preemption never can again in this pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode, PendingReason
-from controlplane.scheduling import fit, preemption
+from controlplane.scheduling import fit, planning, preemption
 from controlplane.scheduling.filters import describe, plural
 from controlplane.scheduling.framework import DEFAULT_PROFILE, Profile
-from controlplane.scheduling.index import HELD, Fleet, ModelPool, build_pools
+from controlplane.scheduling.index import HELD, HELD_PLAN, Fleet, ModelPool, build_pools
 from controlplane.scheduling.power_budget import PowerBudget
 from controlplane.scheduling.queue import queue_order
 from controlplane.scheduling.quota import QuotaLedger
@@ -34,6 +35,7 @@ from controlplane.scheduling.snapshot import (
     Decision,
     FleetSnapshot,
     Placement,
+    PlannedStart,
     Preempt,
     RankPlacement,
     ShedMining,
@@ -44,6 +46,16 @@ from controlplane.scheduling.snapshot import (
 __all__ = ["SchedulingPass", "place", "queue_order", "schedule"]
 
 _ANYWHERE = NvlinkPolicy.NONE  # a single GPU has no NVLink shape
+# Blocked by GPUs of its shape being busy: what a planned start answers (not power, not quota).
+_PLANNABLE = frozenset(
+    {
+        PendingCode.GPUS,
+        PendingCode.SHAPE,
+        PendingCode.NVLINK_DOMAIN,
+        PendingCode.WHOLE_DOMAINS,
+        PendingCode.NVLINK_DRAINING,
+    }
+)
 
 
 class SchedulingPass:
@@ -61,6 +73,13 @@ class SchedulingPass:
         self.fit_failed: dict[tuple[str, int, NvlinkPolicy], tuple[int, PendingReason]] = {}
         self.preempt_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.decisions: list[Decision] = []
+        # Planned starts made this pass: their held GPUs, the domains they hold, their timelines.
+        self.holds: list[planning.Hold] = []
+        self.held_doms: dict[str, set[int]] = {}
+        self.timelines: dict[str, planning.Timeline] = {}
+        self.new_releases: dict[str, list[tuple[int, planning.Release]]] = {}
+        self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
+        self.claimants: frozenset[str] = frozenset()
         # Plugins with nothing to do this pass (no quotas, no power model) are left out of it, and
         # their methods are bound once: a campus pass decides ten thousand requests.
         self.filters = tuple(p for p in profile.filters if p.active(self))
@@ -90,7 +109,9 @@ class SchedulingPass:
         return fit.RackRoom(node_rack, left) if left else None
 
     def run(self, queue: Sequence[WorkloadRequest]) -> list[Decision]:
-        for req in queue_order(queue, self.snapshot):
+        if self.profile.sticky_claims and self.snapshot.running:
+            self.claimants = frozenset(r.workload_id for r in queue)
+        for req in self.profile.queue_sort.order(queue, self.snapshot):
             self.decide(req)
         return self.decisions
 
@@ -122,7 +143,13 @@ class SchedulingPass:
             else:
                 reason = self.fit_reason(pool, req, mode)
                 self.fit_failed[key] = (pool.version, reason)
-            return self.preempt_or_wait(pool, req, mode, reason)
+            if self.holds and self.backfill(pool, req, mode):
+                return None
+            if self.preempt_or_wait(pool, req, mode, reason):
+                return None
+            if self.profile.planning and reason.code in _PLANNABLE and self.plan_start(pool, req, mode):
+                return None
+            return self.unplaced(req, reason)
         shed = 0.0
         for permit in self._permit_calls:
             verdict = permit(self, req, c)
@@ -131,9 +158,18 @@ class SchedulingPass:
             shed += verdict.shed_w
         self.commit(pool, req, plan, shed)
 
-    def commit(self, pool: ModelPool, req: WorkloadRequest, plan: fit.Plan, shed: float) -> None:
+    def commit(
+        self,
+        pool: ModelPool,
+        req: WorkloadRequest,
+        plan: fit.Plan,
+        shed: float,
+        taken: list[tuple[int, tuple[str, ...]]] | None = None,
+    ) -> None:
+        """Place ``req`` on ``plan`` (free GPUs), or on ``taken`` (held GPUs it backfills)."""
         within = self.ledger.within_reservation(req)
-        taken = pool.take(plan)
+        if taken is None:
+            taken = pool.take(plan)
         node_ids, node_rack = self.fleet.node_ids, self.fleet.node_rack
         per_rack: dict[int, int] = {}
         loose = 0
@@ -143,6 +179,8 @@ class SchedulingPass:
                 loose += x
             else:
                 per_rack[r] = per_rack.get(r, 0) + x
+        if self.profile.planning and req.max_duration_s is not None:
+            self.note_release(pool, req, plan)
         if self.power is not None:
             if shed > 0:
                 before = self.power.mining_w
@@ -212,30 +250,39 @@ class SchedulingPass:
 
     # -- preemption ------------------------------------------------------------------------------
 
-    def preempt_or_wait(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, reason: PendingReason) -> None:
+    def preempt_or_wait(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, reason: PendingReason) -> bool:
+        """Preempt for ``req``, or wait on GPUs already being freed: True when decided so."""
         if not self.snapshot.running:
-            return self.unplaced(req, reason)
+            return False
         c = req.gpu_count
         within = self.ledger.within_reservation(req)
         rights = preemption.victim_classes(req.priority, within_reservation=within)
         key = (req.gpu_model, c, mode, rights)
-        if key in self.preempt_failed:
-            return self.unplaced(req, reason)
         if self.preempt is None:
-            self.preempt = preemption.build(self.snapshot, self.fleet)
+            self.preempt = preemption.build(
+                self.snapshot, self.fleet, claimants=self.claimants, churn_limits=self.profile.churn_limits
+            )
         mp = self.preempt.get(req.gpu_model)
+        claims = mp is not None and req.workload_id in mp.claims
+        if key in self.preempt_failed and not claims:
+            return False
         choice = None
         if mp is not None:
-            if mode is NvlinkPolicy.REQUIRED:
-                if c <= pool.dmax:
-                    choice = preemption.choose_in_domain(pool, mp, c, rights)
+            contractual = within and req.priority is PriorityClass.RESERVED
+            with mp.claimed_by(req.workload_id), mp.revealed(contractual):
+                if mode is NvlinkPolicy.REQUIRED:
+                    if c <= pool.dmax:
+                        choice = preemption.choose_in_domain(pool, mp, c, rights)
+                    else:
+                        choice = preemption.choose_across_domains(pool, mp, c, rights)
                 else:
-                    choice = preemption.choose_across_domains(pool, mp, c, rights)
-            else:
-                choice = preemption.choose_anywhere(pool, mp, c, rights)
+                    choice = preemption.choose_anywhere(pool, mp, c, rights)
+                if choice is not None:
+                    preemption.claim(mp, choice)
         if choice is None or mp is None:
-            self.preempt_failed.add(key)
-            return self.unplaced(req, reason)
+            if not claims:
+                self.preempt_failed.add(key)
+            return False
         # Hold what the preemptor will use: its free GPUs, the GPUs being freed, its victims.
         if choice.parts:
             for d, f, _ in choice.parts:
@@ -249,16 +296,17 @@ class SchedulingPass:
                 held = fit.spread(pool, min(choice.free_used, c), None)
             if held:
                 pool.take(held, HELD)
-        preemption.claim(mp, choice)
         if within:
             self.ledger.hold_reserved(req.tenant_id, c)
         doms = [d for d, _, _ in choice.parts] if choice.parts else [choice.domain] if choice.domain >= 0 else []
         scope = f" in {len(doms)} NVLink domains" if len(doms) > 1 else " in one NVLink domain" if doms else ""
         freed = 0
+        grace_max = 0.0
         for v in choice.victims:
             useful = sum(v.useful_by_dom.get(d, 0) for d in doms) if doms else v.useful
             freed += useful
             grace = preemption.stop_grace_s(v.run.priority, self.snapshot.stop_grace_s)
+            grace_max = max(grace_max, grace)
             why = (
                 f"preempted: {v.run.priority.value} work ({_grace(grace)}) makes room for "
                 f"{req.priority.value}{' (within its reservation)' if within else ''} workload {req.workload_id}, "
@@ -272,10 +320,176 @@ class SchedulingPass:
             parts.append(f"{choice.soon_used} being freed by work already under preemption notice")
         if choice.victims:
             parts.append(f"{min(freed, c)} being freed by preempting {_describe_victims(choice, self.snapshot)}")
-        self.unplaced(
-            req,
-            PendingReason(PendingCode.PREEMPTION, f"waiting for {_gpus(c, req.gpu_model)}{scope}: " + ", ".join(parts)),
+        waiting = PendingReason(
+            PendingCode.PREEMPTION, f"waiting for {_gpus(c, req.gpu_model)}{scope}: " + ", ".join(parts)
         )
+        if not self.profile.planning:
+            self.unplaced(req, waiting)
+            return True
+        # The claim is a planned start: at the grace's end (what is already under notice frees
+        # within one grace too), on the domains chosen.
+        wait = grace_max if choice.victims else (self.snapshot.stop_grace_s if choice.soon_used else 0.0)
+        names = tuple(self.fleet.dom_names[d] for d in doms)
+        plan = self._planned(req, self.snapshot.now + wait, names)
+        self.decisions.append(Unplaced(req.workload_id, waiting.text, waiting.code, plan))
+        return True
+
+    # -- planned starts and backfill -------------------------------------------------------------
+
+    def _planned(self, req: WorkloadRequest, start_at: float, domains: tuple[str, ...]) -> PlannedStart:
+        prev = req.plan
+        first = start_at if prev is None else prev.first_start_at if prev.first_start_at is not None else prev.start_at
+        return PlannedStart(start_at, domains, first)
+
+    def timeline(self, model: str) -> planning.Timeline:
+        tl = self.timelines.get(model)
+        if tl is None:
+            tl = self.timelines[model] = planning.build_timeline(
+                self.snapshot,
+                self.fleet,
+                model,
+                sticky_claims=self.profile.sticky_claims,
+                churn_limits=self.profile.churn_limits,
+                claimants=self.claimants,
+            )
+            for d, release in self.new_releases.pop(model, ()):
+                tl.add(d, release)
+        return tl
+
+    def note_release(self, pool: ModelPool, req: WorkloadRequest, plan: fit.Plan) -> None:
+        """Work placed this pass frees its GPUs by its max duration: later plans count on that."""
+        assert req.max_duration_s is not None
+        at = self.snapshot.now + req.max_duration_s
+        per: dict[int, int] = {}
+        node_dom, draining = self.fleet.node_dom, self.fleet.draining
+        for n, x in plan:
+            d = node_dom[n]
+            d = d if d >= 0 and not draining[n] else planning.ANYWHERE
+            per[d] = per.get(d, 0) + x
+        tl = self.timelines.get(req.gpu_model)
+        for d, x in per.items():
+            release = planning.Release(at, x, req.priority)
+            if tl is not None:
+                tl.add(d, release)
+            else:
+                self.new_releases.setdefault(req.gpu_model, []).append((d, release))
+
+    def plan_start(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool:
+        """Give a blocked request its planned start and hold the free GPUs it will use."""
+        rules = self.snapshot.rules
+        if len(self.holds) >= rules.max_plans:
+            return False
+        c, now = req.gpu_count, self.snapshot.now
+        within = self.ledger.within_reservation(req)
+        rights = preemption.victim_classes(req.priority, within_reservation=within)
+        key = (req.gpu_model, c, mode, rights)
+        if key in self.plan_failed and req.workload_id not in self.claimants_of(req.gpu_model):
+            return False
+        tl = self.timeline(req.gpu_model)
+        excluded = self.held_doms.setdefault(req.gpu_model, set())
+        dom_index = {name: d for d, name in enumerate(self.fleet.dom_names)}
+        prefer = [dom_index[n] for n in (req.plan.domains if req.plan else ()) if n in dom_index]
+        found: tuple[float, list[int]] | None
+        if mode is NvlinkPolicy.REQUIRED and c > 1:
+            if c <= pool.dmax:
+                found = planning.plan_one_domain(
+                    pool, tl, c, rights=rights, claimant=req.workload_id, now=now, excluded=excluded, prefer=prefer
+                )
+            else:
+                found = planning.plan_whole_domains(
+                    pool, tl, c, rights=rights, claimant=req.workload_id, now=now, excluded=excluded
+                )
+        else:
+            at = planning.plan_anywhere(pool, tl, c, rights=rights, claimant=req.workload_id, now=now)
+            found = None if at is None else (at, [])
+        if found is None:
+            self.plan_failed.add(key)
+            return False
+        start, doms = found
+        if start <= now:
+            return False  # the GPUs are there: what holds it is not in the timeline (power, a bound search)
+        gpus: dict[int, list[str]] = {}
+        if doms:
+            left = c
+            for d in doms:  # whole domains first, the remainder's domain last
+                want = min(left, pool.dom_size[d])
+                take = min(pool.dom_free[d], want)
+                left -= want
+                if take:
+                    part = fit.take_nodes(pool, d, take, None, {})
+                    if part:
+                        for n, ids in pool.take(part, HELD_PLAN):
+                            gpus.setdefault(n, []).extend(ids)
+            excluded.update(doms)
+        else:
+            take = min(pool.free_total, c)
+            part = fit.spread(pool, take, None) if take else None
+            if part:
+                for n, ids in pool.take(part, HELD_PLAN):
+                    gpus.setdefault(n, []).extend(ids)
+        self.holds.append(planning.Hold(req.workload_id, req.priority, req.gpu_model, start, doms, gpus))
+        names = tuple(self.fleet.dom_names[d] for d in doms)
+        held = sum(len(ids) for ids in gpus.values())
+        scope = f" in {len(doms)} NVLink domains" if len(doms) > 1 else " in one NVLink domain" if doms else ""
+        why = PendingReason(
+            PendingCode.PLANNED,
+            f"planned start {_at(start)} ({_in(start - now)}): {_gpus(c, req.gpu_model)}{scope}, {held} held now, "
+            f"the rest freed by then by running work's max durations",
+        )
+        self.decisions.append(Unplaced(req.workload_id, why.text, why.code, self._planned(req, start, names)))
+        return True
+
+    def claimants_of(self, model: str) -> set[str]:
+        tl = self.timelines.get(model)
+        if tl is None:
+            return set()
+        return {r.claimed_for for rs in tl.by_dom.values() for r in rs if r.claimed_for}
+
+    def backfill(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool:
+        """Start ``req`` on GPUs held for a planned start it cannot delay: it ends (by its max
+        duration) before that start, or the planned request may displace it with time to spare."""
+        now, rules = self.snapshot.now, self.snapshot.rules
+        end = now + req.max_duration_s if req.max_duration_s is not None else planning.NEVER
+        c = req.gpu_count
+        for hold in sorted(self.holds, key=lambda h: -h.start_at):
+            if hold.model != req.gpu_model:
+                continue
+            if end > hold.start_at:
+                displaceable = req.priority in preemption.victim_classes(hold.priority, within_reservation=False)
+                if not displaceable or (self.profile.churn_limits and hold.start_at - now < rules.min_run_s):
+                    continue
+            plan = planning.fit_held(hold, pool, c, mode)
+            if plan is None:
+                continue
+            if self.room is not None and any(self.room.cap(n, {}) < x for n, x in plan):
+                continue
+            shed = 0.0
+            for permit in self._permit_calls:
+                verdict = permit(self, req, c)
+                if verdict.reason is not None:
+                    return False
+                shed += verdict.shed_w
+            taken: list[tuple[int, tuple[str, ...]]] = []
+            for n, x in plan:
+                ids = hold.gpus[n]
+                taken.append((n, tuple(ids[:x])))
+                hold.gpus[n] = ids[x:]
+            self.commit(pool, req, plan, shed, taken)
+            return True
+        return False
+
+
+def _at(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _in(seconds: float) -> str:
+    s = max(int(seconds), 0)
+    if s < 60:
+        return f"in {s} s"
+    if s < 3600:
+        return f"in {s // 60} min"
+    return f"in {s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def _grace(grace: float) -> str:

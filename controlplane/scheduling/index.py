@@ -27,6 +27,7 @@ POOL_NO_DOMAIN = 1
 POOL_NVLINK_DRAINING = 2
 
 HELD = "held for a preemptor"
+HELD_PLAN = "held for a planned start"
 
 
 class Fleet:

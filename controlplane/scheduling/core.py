@@ -75,11 +75,11 @@ class SchedulingPass:
         self.decisions: list[Decision] = []
         # Planned starts made this pass: their held GPUs, the domains they hold, their timelines.
         self.holds: list[planning.Hold] = []
-        self.held_doms: dict[str, set[int]] = {}
         self.timelines: dict[str, planning.Timeline] = {}
         self.new_releases: dict[str, list[tuple[int, planning.Release]]] = {}
         self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.claimants: frozenset[str] = frozenset()
+        self.dom_index: dict[str, int] | None = None
         # Plugins with nothing to do this pass (no quotas, no power model) are left out of it, and
         # their methods are bound once: a campus pass decides ten thousand requests.
         self.filters = tuple(p for p in profile.filters if p.active(self))
@@ -132,6 +132,12 @@ class SchedulingPass:
             if held is not None:
                 return self.unplaced(req, held)
         mode = req.nvlink if c > 1 else _ANYWHERE
+        if req.plan is not None and req.plan.domains and self.profile.planning:
+            started = self.start_planned(pool, req, mode)
+            if started is not None:
+                return None
+            if self.plan_start(pool, req, mode, kept_only=True):
+                return None
         key = (req.gpu_model, c, mode)
         failed = self.fit_failed.get(key)
         plan = None
@@ -338,8 +344,11 @@ class SchedulingPass:
 
     def _planned(self, req: WorkloadRequest, start_at: float, domains: tuple[str, ...]) -> PlannedStart:
         prev = req.plan
-        first = start_at if prev is None else prev.first_start_at if prev.first_start_at is not None else prev.start_at
-        return PlannedStart(start_at, domains, first)
+        if prev is None:
+            return PlannedStart(start_at, domains, start_at, self.snapshot.now)
+        first = prev.first_start_at if prev.first_start_at is not None else prev.start_at
+        made = prev.planned_at if prev.planned_at is not None else self.snapshot.now
+        return PlannedStart(start_at, domains, first, made)
 
     def timeline(self, model: str) -> planning.Timeline:
         tl = self.timelines.get(model)
@@ -374,34 +383,33 @@ class SchedulingPass:
             else:
                 self.new_releases.setdefault(req.gpu_model, []).append((d, release))
 
-    def plan_start(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool:
-        """Give a blocked request its planned start and hold the free GPUs it will use."""
+    def plan_start(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, *, kept_only: bool = False) -> bool:
+        """Give a blocked request its planned start and hold the free GPUs it will use
+        (``kept_only``: only if its earlier plan still holds; a broken one is planned afresh
+        after the ordinary search)."""
         rules = self.snapshot.rules
-        if len(self.holds) >= rules.max_plans:
+        if len(self.holds) >= rules.max_plans and req.plan is None:
             return False
         c, now = req.gpu_count, self.snapshot.now
         within = self.ledger.within_reservation(req)
         rights = preemption.victim_classes(req.priority, within_reservation=within)
         key = (req.gpu_model, c, mode, rights)
-        if key in self.plan_failed and req.workload_id not in self.claimants_of(req.gpu_model):
+        if key in self.plan_failed and req.plan is None and not kept_only:
             return False
         tl = self.timeline(req.gpu_model)
-        excluded = self.held_doms.setdefault(req.gpu_model, set())
-        dom_index = {name: d for d, name in enumerate(self.fleet.dom_names)}
-        prefer = [dom_index[n] for n in (req.plan.domains if req.plan else ()) if n in dom_index]
-        found: tuple[float, list[int]] | None
-        if mode is NvlinkPolicy.REQUIRED and c > 1:
-            if c <= pool.dmax:
-                found = planning.plan_one_domain(
-                    pool, tl, c, rights=rights, claimant=req.workload_id, now=now, excluded=excluded, prefer=prefer
-                )
-            else:
-                found = planning.plan_whole_domains(
-                    pool, tl, c, rights=rights, claimant=req.workload_id, now=now, excluded=excluded
-                )
-        else:
-            at = planning.plan_anywhere(pool, tl, c, rights=rights, claimant=req.workload_id, now=now)
-            found = None if at is None else (at, [])
+
+        found = None
+        kept = self.kept_domains(req)
+        if kept is not None:
+            # Kept across passes: the domains planned before, while they still start it no later.
+            assert req.plan is not None
+            found = self.find_plan(pool, req, rights, set(range(len(self.fleet.dom_names))) - kept)
+            if found is not None and found[0] > req.plan.start_at:
+                found = None
+        if found is None and kept_only:
+            return False
+        if found is None:
+            found = self.find_plan(pool, req, rights, set())
         if found is None:
             self.plan_failed.add(key)
             return False
@@ -409,24 +417,23 @@ class SchedulingPass:
         if start <= now:
             return False  # the GPUs are there: what holds it is not in the timeline (power, a bound search)
         gpus: dict[int, list[str]] = {}
+        until = start + req.max_duration_s if req.max_duration_s is not None else None
+        tl = self.timeline(req.gpu_model)
         if doms:
             left = c
             for d in doms:  # whole domains first, the remainder's domain last
                 want = min(left, pool.dom_size[d])
                 take = min(pool.dom_free[d], want)
                 left -= want
+                got = 0
                 if take:
                     part = fit.take_nodes(pool, d, take, None, {})
                     if part:
                         for n, ids in pool.take(part, HELD_PLAN):
                             gpus.setdefault(n, []).extend(ids)
-            excluded.update(doms)
-        else:
-            take = min(pool.free_total, c)
-            part = fit.spread(pool, take, None) if take else None
-            if part:
-                for n, ids in pool.take(part, HELD_PLAN):
-                    gpus.setdefault(n, []).extend(ids)
+                            got += len(ids)
+                tl.promise(d, want - got, want, until=until, priority=req.priority)
+            self.protect_held(req.gpu_model, doms)
         self.holds.append(planning.Hold(req.workload_id, req.priority, req.gpu_model, start, doms, gpus))
         names = tuple(self.fleet.dom_names[d] for d in doms)
         held = sum(len(ids) for ids in gpus.values())
@@ -439,11 +446,80 @@ class SchedulingPass:
         self.decisions.append(Unplaced(req.workload_id, why.text, why.code, self._planned(req, start, names)))
         return True
 
-    def claimants_of(self, model: str) -> set[str]:
-        tl = self.timelines.get(model)
-        if tl is None:
-            return set()
-        return {r.claimed_for for rs in tl.by_dom.values() for r in rs if r.claimed_for}
+    def kept_domains(self, req: WorkloadRequest) -> set[int] | None:
+        """The domains of the request's earlier plan, if it has one and they all still exist."""
+        if req.plan is None or not req.plan.domains:
+            return None
+        if self.dom_index is None:
+            self.dom_index = {name: d for d, name in enumerate(self.fleet.dom_names)}
+        kept = {self.dom_index[n] for n in req.plan.domains if n in self.dom_index}
+        return kept if len(kept) == len(req.plan.domains) else None
+
+    def find_plan(
+        self, pool: ModelPool, req: WorkloadRequest, rights: frozenset[PriorityClass], skip: set[int]
+    ) -> tuple[float, list[int]] | None:
+        """Every plan is pinned to domains (one, or whole ones and one more), whatever the NVLink
+        policy: what a plan counts on is then what only it may take."""
+        tl = self.timeline(req.gpu_model)
+        c, now = req.gpu_count, self.snapshot.now
+        if c <= pool.dmax:
+            return planning.plan_one_domain(
+                pool, tl, c, rights=rights, claimant=req.workload_id, now=now, excluded=skip
+            )
+        return planning.plan_whole_domains(pool, tl, c, rights=rights, claimant=req.workload_id, now=now, excluded=skip)
+
+    def start_planned(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool | None:
+        """A request with a kept plan starts in its planned domains only, as soon as they have
+        its GPUs: True (placed), False (held by a permit: decided), None (not there yet)."""
+        kept = self.kept_domains(req)
+        if kept is None:
+            return None
+        assert req.plan is not None
+        c = req.gpu_count
+        doms = [self.dom_index[n] for n in req.plan.domains] if self.dom_index else []
+        if sum(pool.dom_free[d] for d in doms) < c:
+            return None
+        plan: fit.Plan = []
+        used: dict[int, int] = {}
+        left = c
+        if len(doms) == 1 and c <= pool.node_size and mode is NvlinkPolicy.REQUIRED:
+            node = [(pool.k[n], n) for n in pool.dom_nodes[doms[0]] if pool.k[n] >= c]
+            if node:
+                plan = [(min(node)[1], c)]
+                left = 0
+        for d in doms if left else ():
+            want = min(left, pool.dom_size[d]) if len(doms) > 1 else left
+            part = fit.take_nodes(pool, d, want, self.room, used)
+            if part is None:
+                return None
+            plan += part
+            left -= want
+        if left:
+            return None
+        shed = 0.0
+        for permit in self._permit_calls:
+            verdict = permit(self, req, c)
+            if verdict.reason is not None:
+                self.unplaced(req, verdict.reason)
+                return False
+            shed += verdict.shed_w
+        self.commit(pool, req, plan, shed)
+        return True
+
+    def protect_held(self, model: str, doms: list[int]) -> None:
+        """Running work in held domains is the plan's to preempt at its start, not later requests'."""
+        if self.preempt is None:
+            self.preempt = preemption.build(
+                self.snapshot, self.fleet, claimants=self.claimants, churn_limits=self.profile.churn_limits
+            )
+        mp = self.preempt.get(model)
+        if mp is None:
+            return
+        for d in doms:
+            for v in mp.by_dom.get(d, ()):
+                if not v.taken:
+                    v.taken = True
+                    mp.count(v, -1)
 
     def backfill(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool:
         """Start ``req`` on GPUs held for a planned start it cannot delay: it ends (by its max

@@ -14,10 +14,11 @@ When GPUs of a domain free (the ``Timeline``):
 - GPUs under preemption notice: after the grace, for their claimant only when claims stick.
 
 A plan is a set of domains and a start: one domain for a gang that fits in one (the one that
-frees soonest; the domains of the request's earlier plan when they are no later, so a plan
-stays put across passes), whole domains then one more for the remainder for a larger NVLink
-gang, anywhere for work with no NVLink shape. Domains held by an earlier plan of the pass are
-not planned again in it.
+frees soonest; the core keeps the domains of the request's earlier plan while they start it no
+later, so a plan stays put across passes), whole domains then one more for the remainder for a larger NVLink
+gang, anywhere for work with no NVLink shape. A plan promises itself the GPUs it still lacks
+from its domains' earliest releases and gives its GPUs back at its start + max duration
+(``Timeline.promise``): later plans of the pass count only the rest.
 """
 
 from __future__ import annotations
@@ -52,9 +53,20 @@ class Timeline:
 
     by_dom: dict[int, list[Release]] = field(default_factory=dict)
     usable: dict[int, int] = field(default_factory=dict)
+    # GPUs of a domain's releases already promised to earlier plans of the pass (the earliest
+    # ones, conservatively): a later plan counts only what frees after them.
+    debt: dict[int, int] = field(default_factory=dict)
 
     def add(self, dom: int, release: Release) -> None:
         self.by_dom.setdefault(dom, []).append(release)
+
+    def promise(self, dom: int, owed: int, gpus: int, *, until: float | None, priority: PriorityClass) -> None:
+        """An earlier plan takes ``owed`` GPUs of ``dom``'s releases (it holds the rest of its
+        ``gpus`` now) and gives all ``gpus`` back at ``until`` (start + max duration; None: never)."""
+        if owed > 0:
+            self.debt[dom] = self.debt.get(dom, 0) + owed
+        if until is not None and gpus > 0:
+            self.add(dom, Release(until, gpus, priority))
 
     def times(
         self, dom: int, *, rights: frozenset[PriorityClass], claimant: str, now: float
@@ -81,7 +93,7 @@ class Timeline:
         """The earliest time ``need`` more GPUs of ``dom`` are free for this request (NEVER if not)."""
         if need <= 0:
             return now
-        return _when(self.times(dom, rights=rights, claimant=claimant, now=now), need, now)
+        return _when(self.times(dom, rights=rights, claimant=claimant, now=now), need + self.debt.get(dom, 0), now)
 
 
 def _when(times: list[tuple[float, int]], need: int, now: float) -> float:
@@ -159,26 +171,23 @@ def plan_one_domain(
     claimant: str,
     now: float,
     excluded: set[int],
-    prefer: Iterable[int] = (),
 ) -> tuple[float, list[int]] | None:
-    """The domain where ``c`` GPUs free soonest: (start, [domain]), or None. Ties go to a domain
-    of ``prefer`` (the request's earlier plan), then to the one whose free GPUs cover most of the
-    gang (least held idle)."""
+    """The domain where ``c`` GPUs free soonest: (start, [domain]), or None. Ties go to the one
+    whose free GPUs cover most of the gang (least held idle)."""
     dom_free = pool.dom_free
     usable = timeline.usable
-    kept = set(prefer)
     cands = {d for d in timeline.by_dom if d >= 0} | {d for d, f in enumerate(dom_free) if f}
-    best: tuple[float, int, int, int] | None = None
+    best: tuple[float, int, int] | None = None
     for d in cands:
         if d in excluded or usable.get(d, 0) < c:
             continue
         at = timeline.ready_at(d, c - dom_free[d], rights=rights, claimant=claimant, now=now)
         if at >= NEVER:
             continue
-        key = (at, 0 if d in kept else 1, -min(dom_free[d], c), d)
+        key = (at, -min(dom_free[d], c), d)
         if best is None or key < best:
             best = key
-    return None if best is None else (best[0], [best[3]])
+    return None if best is None else (best[0], [best[2]])
 
 
 def plan_whole_domains(
@@ -227,26 +236,6 @@ def plan_whole_domains(
         start = max(start, rest[0])
         chosen += rest[1]
     return start, chosen
-
-
-def plan_anywhere(
-    pool: ModelPool,
-    timeline: Timeline,
-    c: int,
-    *,
-    rights: frozenset[PriorityClass],
-    claimant: str,
-    now: float,
-) -> float | None:
-    """Work with no NVLink shape: when ``c`` GPUs are free anywhere."""
-    need = c - pool.free_total
-    if need <= 0:
-        return now
-    times: list[tuple[float, int]] = []
-    for d in timeline.by_dom:
-        times += timeline.times(d, rights=rights, claimant=claimant, now=now)
-    at = _when(times, need, now)
-    return at if at < NEVER else None
 
 
 def fit_held(hold: Hold, pool: ModelPool, c: int, nvlink: NvlinkPolicy) -> list[tuple[int, int]] | None:

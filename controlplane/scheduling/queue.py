@@ -47,9 +47,9 @@ def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) 
     """Priority class first, as ``queue_order``; inside a class, planned starts, then fair shares.
 
     - Reserved work within its tenant's reservation goes first in its class, as before.
-    - Requests holding a planned start from an earlier pass come next, by planned start: the GPUs
-      held for them are theirs before any request of their class that arrived since, so a plan is
-      met unless higher-class work arrives.
+    - Requests holding a planned start from an earlier pass come next, in the order they were
+      planned: the GPUs held for them are theirs before any request of their class planned or
+      arrived since, so a plan is met unless higher-class work arrives.
     - The rest by weighted fair share (the order of virtual finish times in weighted fair
       queueing): a request's key is its tenant's GPUs of that class already running, plus its
       GPUs and those of the tenant's older requests of the class, over the tenant's share weight.
@@ -84,7 +84,8 @@ def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) 
         if w.workload_id in within:
             return (rank, 0, w.submitted_at, 0.0, w.workload_id)
         if w.plan is not None:
-            return (rank, 1, w.plan.start_at, w.submitted_at, w.workload_id)
+            made = w.plan.planned_at if w.plan.planned_at is not None else w.plan.start_at
+            return (rank, 1, made, w.submitted_at, w.workload_id)
         return (rank, 2, finish[w.workload_id], w.submitted_at, w.workload_id)
 
     return sorted(items, key=order_key)

@@ -139,6 +139,9 @@ class PlannedStart:
     domains: tuple[str, ...] = ()
     # The first planned start it was given (the planned-start error is measured against it).
     first_start_at: float | None = None
+    # When it was first planned: planned requests of a class are decided in this order, so a
+    # plan made later never takes what an earlier one counts on.
+    planned_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

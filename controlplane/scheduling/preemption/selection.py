@@ -44,9 +44,9 @@ def select_victims(
 ) -> list[Victim] | None:
     """The best victim set freeing at least ``need`` useful GPUs; cands: (useful GPUs, victim)."""
     options: list[list[Victim]] = []
-    singles = [(v.cost, -PRIORITY_RANK[v.run.priority], -v.run.started_at, v) for u, v in cands if u >= need]
+    singles = [v for u, v in cands if u >= need]
     if singles:
-        options.append([min(singles, key=lambda t: t[:3])[3]])
+        options.append(min(([v] for v in singles), key=key))
     # Reprieve the most valuable first: higher class, then more GPUs, then older.
     by_class = _reprieve(cands, need, lambda t: (PRIORITY_RANK[t[1].run.priority], -t[1].cost, t[1].run.started_at))
     if by_class is not None:

@@ -80,6 +80,10 @@ class SchedulingPass:
         self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.claimants: frozenset[str] = frozenset()
         self.dom_index: dict[str, int] | None = None
+        self.queue: Sequence[WorkloadRequest] = ()
+        # The windows of earlier passes' plans, seeded into each model's map before anything is
+        # decided: (domain, GPUs, start, end) per workload, until its turn replaces them.
+        self.seeded: dict[str, list[tuple[int, int, float, float | None]]] = {}
         # Plugins with nothing to do this pass (no quotas, no power model) are left out of it, and
         # their methods are bound once: a campus pass decides ten thousand requests.
         self.filters = tuple(p for p in profile.filters if p.active(self))
@@ -111,6 +115,7 @@ class SchedulingPass:
     def run(self, queue: Sequence[WorkloadRequest]) -> list[Decision]:
         if self.profile.sticky_claims and self.snapshot.running:
             self.claimants = frozenset(r.workload_id for r in queue)
+        self.queue = queue
         for req in self.profile.queue_sort.order(queue, self.snapshot):
             self.decide(req)
         return self.decisions
@@ -133,8 +138,13 @@ class SchedulingPass:
                 return self.unplaced(req, held)
         mode = req.nvlink if c > 1 else _ANYWHERE
         if req.plan is not None and req.plan.domains and self.profile.planning:
+            self.timeline(req.gpu_model)  # seeds every earlier plan's window
+            self.unseed(req)
             started = self.start_planned(pool, req, mode)
             if started is not None:
+                return None
+            kept = self.kept_domains(req)
+            if kept is not None and self.holds and self.backfill(pool, req, mode, only=kept):
                 return None
             if self.plan_start(pool, req, mode, kept_only=True):
                 return None
@@ -176,6 +186,8 @@ class SchedulingPass:
         within = self.ledger.within_reservation(req)
         if taken is None:
             taken = pool.take(plan)
+            if self.profile.planning:
+                self.note_placed(req, plan)
         node_ids, node_rack = self.fleet.node_ids, self.fleet.node_rack
         per_rack: dict[int, int] = {}
         loose = 0
@@ -185,8 +197,6 @@ class SchedulingPass:
                 loose += x
             else:
                 per_rack[r] = per_rack.get(r, 0) + x
-        if self.profile.planning and req.max_duration_s is not None:
-            self.note_release(pool, req, plan)
         if self.power is not None:
             if shed > 0:
                 before = self.power.mining_w
@@ -356,32 +366,67 @@ class SchedulingPass:
             tl = self.timelines[model] = planning.build_timeline(
                 self.snapshot,
                 self.fleet,
-                model,
+                self.pools[model],
                 sticky_claims=self.profile.sticky_claims,
                 churn_limits=self.profile.churn_limits,
                 claimants=self.claimants,
             )
             for d, release in self.new_releases.pop(model, ()):
                 tl.add(d, release)
+            self.seed(model, tl)
         return tl
 
-    def note_release(self, pool: ModelPool, req: WorkloadRequest, plan: fit.Plan) -> None:
-        """Work placed this pass frees its GPUs by its max duration: later plans count on that."""
-        assert req.max_duration_s is not None
-        at = self.snapshot.now + req.max_duration_s
+    def seed(self, model: str, tl: planning.Timeline) -> None:
+        """Every plan of an earlier pass occupies its window in the map from the start, so no
+        decision of this pass (an early start, a plan moved, a backfill) breaks a plan decided
+        later in it."""
+        pool = self.pools[model]
+        for req in self.queue:
+            if req.gpu_model != model or req.workload_id in self.seeded:
+                continue
+            kept = self.kept_domains(req)
+            if kept is None or req.plan is None:
+                continue
+            start = req.plan.start_at
+            end = start + req.max_duration_s if req.max_duration_s is not None else None
+            parts: list[tuple[int, int, float, float | None]] = []
+            left = req.gpu_count
+            for name in req.plan.domains:
+                assert self.dom_index is not None
+                d = self.dom_index[name]
+                want = min(left, pool.dom_size[d])
+                left -= want
+                parts.append((d, want, start, end))
+                tl.occupy(d, want, start, end)
+            self.seeded[req.workload_id] = parts
+
+    def unseed(self, req: WorkloadRequest) -> None:
+        """Its turn: the window seeded for it leaves the map (what it decides now replaces it)."""
+        tl = self.timelines.get(req.gpu_model)
+        parts = self.seeded.pop(req.workload_id, None)
+        if tl is None or not parts:
+            return
+        for d, want, start, end in parts:
+            tl.vacate(d, want, start, end)
+
+    def note_placed(self, req: WorkloadRequest, plan: fit.Plan) -> None:
+        """Work placed this pass holds its GPUs until its max duration: later plans see that.
+        Before the model's timeline exists its free GPUs already count it out, so only its
+        release is recorded; after, it occupies the map from now."""
+        now = self.snapshot.now
+        end = now + req.max_duration_s if req.max_duration_s is not None else None
         per: dict[int, int] = {}
         node_dom, draining = self.fleet.node_dom, self.fleet.draining
         for n, x in plan:
             d = node_dom[n]
-            d = d if d >= 0 and not draining[n] else planning.ANYWHERE
-            per[d] = per.get(d, 0) + x
+            if d >= 0 and not draining[n]:
+                per[d] = per.get(d, 0) + x
         tl = self.timelines.get(req.gpu_model)
         for d, x in per.items():
-            release = planning.Release(at, x, req.priority)
             if tl is not None:
-                tl.add(d, release)
-            else:
-                self.new_releases.setdefault(req.gpu_model, []).append((d, release))
+                tl.occupy(d, x, now, end)
+            elif end is not None:
+                self.new_releases.setdefault(req.gpu_model, []).append((d, planning.Release(end, x, req.priority)))
 
     def plan_start(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, *, kept_only: bool = False) -> bool:
         """Give a blocked request its planned start and hold the free GPUs it will use
@@ -432,7 +477,9 @@ class SchedulingPass:
                         for n, ids in pool.take(part, HELD_PLAN):
                             gpus.setdefault(n, []).extend(ids)
                             got += len(ids)
-                tl.promise(d, want - got, want, until=until, priority=req.priority)
+                # In the map from its start: before it, what it holds may take work that ends
+                # in time (backfill, and plans whose windows close before it).
+                tl.occupy(d, want, start, until)
             self.protect_held(req.gpu_model, doms)
         self.holds.append(planning.Hold(req.workload_id, req.priority, req.gpu_model, start, doms, gpus))
         names = tuple(self.fleet.dom_names[d] for d in doms)
@@ -462,11 +509,14 @@ class SchedulingPass:
         policy: what a plan counts on is then what only it may take."""
         tl = self.timeline(req.gpu_model)
         c, now = req.gpu_count, self.snapshot.now
+        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
         if c <= pool.dmax:
             return planning.plan_one_domain(
-                pool, tl, c, rights=rights, claimant=req.workload_id, now=now, excluded=skip
+                pool, tl, c, duration, rights=rights, claimant=req.workload_id, now=now, excluded=skip
             )
-        return planning.plan_whole_domains(pool, tl, c, rights=rights, claimant=req.workload_id, now=now, excluded=skip)
+        return planning.plan_whole_domains(
+            pool, tl, c, duration, rights=rights, claimant=req.workload_id, now=now, excluded=skip
+        )
 
     def start_planned(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool | None:
         """A request with a kept plan starts in its planned domains only, as soon as they have
@@ -478,7 +528,7 @@ class SchedulingPass:
         c = req.gpu_count
         doms = [self.dom_index[n] for n in req.plan.domains] if self.dom_index else []
         if sum(pool.dom_free[d] for d in doms) < c:
-            return None
+            return self.start_on_holds(pool, req, doms)
         plan: fit.Plan = []
         used: dict[int, int] = {}
         left = c
@@ -496,6 +546,19 @@ class SchedulingPass:
             left -= want
         if left:
             return None
+        # Early (before its planned start) only where the map has room: later plans' windows stay.
+        tl = self.timeline(req.gpu_model)
+        now = self.snapshot.now
+        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
+        within = self.ledger.within_reservation(req)
+        rights = preemption.victim_classes(req.priority, within_reservation=within)
+        per: dict[int, int] = {}
+        for n, x in plan:
+            per[pool.node_dom[n]] = per.get(pool.node_dom[n], 0) + x
+        if not all(
+            tl.fits(d, x, now, duration, rights=rights, claimant=req.workload_id, now=now) for d, x in per.items()
+        ):
+            return None
         shed = 0.0
         for permit in self._permit_calls:
             verdict = permit(self, req, c)
@@ -504,6 +567,65 @@ class SchedulingPass:
                 return False
             shed += verdict.shed_w
         self.commit(pool, req, plan, shed)
+        return True
+
+    def start_on_holds(self, pool: ModelPool, req: WorkloadRequest, doms: list[int]) -> bool | None:
+        """Start in its domains on free GPUs and on GPUs held for other plans (several plans'
+        holds at once, where ``backfill`` takes one's), if the map has room for every window."""
+        now, c = self.snapshot.now, req.gpu_count
+        if req.max_duration_s is None:
+            return None
+        end = now + req.max_duration_s
+        # Any plan's held GPUs: the map (checked below) says whether its window still holds.
+        lenders = [h for h in self.holds if h.model == req.gpu_model]
+        wanted: list[tuple[int, int]] = []
+        left = c
+        for d in doms:
+            want = min(left, pool.dom_size[d]) if len(doms) > 1 else left
+            have = pool.dom_free[d] + sum(
+                len(ids) for h in lenders for n, ids in h.gpus.items() if pool.node_dom[n] == d
+            )
+            if have < want:
+                return None
+            wanted.append((d, want))
+            left -= want
+        if left:
+            return None
+        tl = self.timeline(req.gpu_model)
+        within = self.ledger.within_reservation(req)
+        rights = preemption.victim_classes(req.priority, within_reservation=within)
+        if not all(
+            tl.fits(d, x, now, req.max_duration_s, rights=rights, claimant=req.workload_id, now=now) for d, x in wanted
+        ):
+            return None
+        shed = 0.0
+        for permit in self._permit_calls:
+            verdict = permit(self, req, c)
+            if verdict.reason is not None:
+                self.unplaced(req, verdict.reason)
+                return False
+            shed += verdict.shed_w
+        plan: fit.Plan = []
+        taken: list[tuple[int, tuple[str, ...]]] = []
+        for d, want in wanted:
+            free = min(pool.dom_free[d], want)
+            if free:
+                part = fit.take_nodes(pool, d, free, None, {})
+                assert part is not None
+                for n, got in pool.take(part):
+                    plan.append((n, len(got)))
+                    taken.append((n, got))
+            need = want - free
+            for h in lenders:
+                for n, held in h.gpus.items():
+                    if need and held and pool.node_dom[n] == d:
+                        x = min(len(held), need)
+                        plan.append((n, x))
+                        taken.append((n, tuple(held[:x])))
+                        h.gpus[n] = held[x:]
+                        need -= x
+            tl.occupy(d, want, now, end)
+        self.commit(pool, req, plan, shed, taken)
         return True
 
     def protect_held(self, model: str, doms: list[int]) -> None:
@@ -521,24 +643,46 @@ class SchedulingPass:
                     v.taken = True
                     mp.count(v, -1)
 
-    def backfill(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool:
+    def backfill(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, only: set[int] | None = None) -> bool:
         """Start ``req`` on GPUs held for a planned start it cannot delay: it ends (by its max
-        duration) before that start, or the planned request may displace it with time to spare."""
+        duration) before that start, or the planned request may displace it with time to spare;
+        and the resource-time map has room for it, so no other plan's window is broken.
+        ``only``: in these domains (a request with a plan of its own starts in its domains)."""
         now, rules = self.snapshot.now, self.snapshot.rules
         end = now + req.max_duration_s if req.max_duration_s is not None else planning.NEVER
         c = req.gpu_count
+        within = self.ledger.within_reservation(req)
+        rights = preemption.victim_classes(req.priority, within_reservation=within)
+        tl = self.timeline(req.gpu_model)
         for hold in sorted(self.holds, key=lambda h: -h.start_at):
-            if hold.model != req.gpu_model:
+            if hold.model != req.gpu_model or (only is not None and not only & set(hold.domains)):
                 continue
-            if end > hold.start_at:
-                displaceable = req.priority in preemption.victim_classes(hold.priority, within_reservation=False)
-                if not displaceable or (self.profile.churn_limits and hold.start_at - now < rules.min_run_s):
-                    continue
             plan = planning.fit_held(hold, pool, c, mode)
             if plan is None:
                 continue
             if self.room is not None and any(self.room.cap(n, {}) < x for n, x in plan):
                 continue
+            per: dict[int, int] = {}
+            for n, x in plan:
+                per[pool.node_dom[n]] = per.get(pool.node_dom[n], 0) + x
+
+            def room(until: float, per: dict[int, int] = per) -> bool:
+                return all(
+                    tl.fits(d, x, now, until - now, rights=rights, claimant=req.workload_id, now=now)
+                    for d, x in per.items()
+                )
+
+            until = end
+            if not room(until):
+                # Work the planned request may displace can use the gap up to its start.
+                displaceable = req.priority in preemption.victim_classes(hold.priority, within_reservation=False)
+                if not displaceable or end <= hold.start_at:
+                    continue
+                if self.profile.churn_limits and hold.start_at - now < rules.min_run_s:
+                    continue
+                until = hold.start_at
+                if not room(until):
+                    continue
             shed = 0.0
             for permit in self._permit_calls:
                 verdict = permit(self, req, c)
@@ -550,6 +694,8 @@ class SchedulingPass:
                 ids = hold.gpus[n]
                 taken.append((n, tuple(ids[:x])))
                 hold.gpus[n] = ids[x:]
+            for d, x in per.items():
+                tl.occupy(d, x, now, until)
             self.commit(pool, req, plan, shed, taken)
             return True
         return False

@@ -4,7 +4,7 @@ ends (by its max duration) before that start, or may be displaced by the planned
 time to spare. Slurm's backfill scheduler does this for CPU jobs; here the shapes are NVLink
 domains and the releases come from the snapshot.
 
-When GPUs of a domain free (the ``Timeline``):
+When GPUs of a domain are free, over time (the ``Timeline``, a resource-time map):
 
 - free now: the pool's free GPUs (after this pass's placements and holds);
 - running work of classes the request may preempt: now, or once its minimum run is over when
@@ -13,12 +13,12 @@ When GPUs of a domain free (the ``Timeline``):
   work with no bound never frees in a plan); work placed earlier in this pass likewise;
 - GPUs under preemption notice: after the grace, for their claimant only when claims stick.
 
-A plan is a set of domains and a start: one domain for a gang that fits in one (the one that
-frees soonest; the core keeps the domains of the request's earlier plan while they start it no
-later, so a plan stays put across passes), whole domains then one more for the remainder for a larger NVLink
-gang, anywhere for work with no NVLink shape. A plan promises itself the GPUs it still lacks
-from its domains' earliest releases and gives its GPUs back at its start + max duration
-(``Timeline.promise``): later plans of the pass count only the rest.
+A plan is a set of domains and a start: the earliest window of its max duration in which one
+domain (whole domains and one more for a larger gang) has its GPUs free; the core keeps the
+domains of the request's earlier plan while they start it no later, so a plan stays put across
+passes. A plan occupies its GPUs in the map (the ones it holds from now, the rest from its
+start, all until its start + max duration), and so does work placed in the pass: a later plan
+only finds windows around them.
 """
 
 from __future__ import annotations
@@ -48,75 +48,139 @@ class Release:
 
 @dataclass(slots=True)
 class Timeline:
-    """Per domain (``ANYWHERE``: nodes with no usable domain) the GPUs that free, and when;
-    ``usable``: per domain, the GPUs that could take work at all (healthy, schedulable)."""
+    """Per domain, how many GPUs are free over time (Slurm backfill's resource-time map):
+    ``base`` free when the timeline was built, ``releases`` of running work (their time depends
+    on the asking request's rights), and ``events`` (+/- GPUs at a time) of what this pass placed
+    or planned since. ``usable``: per domain, the GPUs that could take work at all."""
 
-    by_dom: dict[int, list[Release]] = field(default_factory=dict)
+    base: dict[int, int] = field(default_factory=dict)
+    releases: dict[int, list[Release]] = field(default_factory=dict)
+    events: dict[int, list[tuple[float, int]]] = field(default_factory=dict)
     usable: dict[int, int] = field(default_factory=dict)
-    # GPUs of a domain's releases already promised to earlier plans of the pass (the earliest
-    # ones, conservatively): a later plan counts only what frees after them.
-    debt: dict[int, int] = field(default_factory=dict)
 
     def add(self, dom: int, release: Release) -> None:
-        self.by_dom.setdefault(dom, []).append(release)
+        self.releases.setdefault(dom, []).append(release)
 
-    def promise(self, dom: int, owed: int, gpus: int, *, until: float | None, priority: PriorityClass) -> None:
-        """An earlier plan takes ``owed`` GPUs of ``dom``'s releases (it holds the rest of its
-        ``gpus`` now) and gives all ``gpus`` back at ``until`` (start + max duration; None: never)."""
-        if owed > 0:
-            self.debt[dom] = self.debt.get(dom, 0) + owed
-        if until is not None and gpus > 0:
-            self.add(dom, Release(until, gpus, priority))
+    def occupy(self, dom: int, count: int, start: float, end: float | None) -> None:
+        """``count`` GPUs of ``dom`` are taken from ``start`` to ``end`` (None: for good)."""
+        if count <= 0:
+            return
+        ev = self.events.setdefault(dom, [])
+        ev.append((start, -count))
+        if end is not None and end < NEVER:
+            ev.append((end, count))
 
-    def times(
+    def vacate(self, dom: int, count: int, start: float, end: float | None) -> None:
+        """Undo one ``occupy`` with the same arguments."""
+        if count <= 0:
+            return
+        ev = self.events[dom]
+        ev.remove((start, -count))
+        if end is not None and end < NEVER:
+            ev.remove((end, count))
+
+    def steps(
         self, dom: int, *, rights: frozenset[PriorityClass], claimant: str, now: float
     ) -> list[tuple[float, int]]:
-        out: list[tuple[float, int]] = []
-        for r in self.by_dom.get(dom, ()):
+        """[(time, GPUs free from then on)], from ``now``, for this request."""
+        deltas: list[tuple[float, int]] = list(self.events.get(dom, ()))
+        for r in self.releases.get(dom, ()):
             if r.claimed_for and r.claimed_for != claimant:
                 continue
             at = r.at
             if r.priority in rights:
                 at = min(at, max(now, r.preemptible_from))
-            out.append((at, r.count))
+            if at < NEVER:
+                deltas.append((at, r.count))
+        deltas.sort()
+        free = self.base.get(dom, 0)
+        out: list[tuple[float, int]] = []
+        for at, delta in deltas:
+            if at <= now:
+                free += delta
+                continue
+            if not out:
+                out.append((now, free))
+            free += delta
+            if out[-1][0] == at:
+                out[-1] = (at, free)
+            else:
+                out.append((at, free))
+        if not out:
+            out.append((now, free))
         return out
 
-    def ready_at(
+    def earliest(
         self,
         dom: int,
         need: int,
+        duration: float,
         *,
         rights: frozenset[PriorityClass],
         claimant: str,
         now: float,
     ) -> float:
-        """The earliest time ``need`` more GPUs of ``dom`` are free for this request (NEVER if not)."""
-        if need <= 0:
-            return now
-        return _when(self.times(dom, rights=rights, claimant=claimant, now=now), need + self.debt.get(dom, 0), now)
+        """The earliest start with ``need`` GPUs of ``dom`` free for ``duration`` (NEVER if none)."""
+        steps = self.steps(dom, rights=rights, claimant=claimant, now=now)
+        return _first_window(steps, need, duration)
+
+    def fits(
+        self,
+        dom: int,
+        need: int,
+        start: float,
+        duration: float,
+        *,
+        rights: frozenset[PriorityClass],
+        claimant: str,
+        now: float,
+    ) -> bool:
+        steps = self.steps(dom, rights=rights, claimant=claimant, now=now)
+        free_at = steps[0][1]
+        for at, free in steps:
+            if at <= start:
+                free_at = free
+            elif at < start + duration:
+                if free < need:
+                    return False
+            else:
+                break
+        return free_at >= need
 
 
-def _when(times: list[tuple[float, int]], need: int, now: float) -> float:
-    times.sort()
-    got = 0
-    for at, count in times:
-        got += count
-        if got >= need:
-            return max(at, now)
+def _first_window(steps: list[tuple[float, int]], need: int, duration: float) -> float:
+    for i, (start, free) in enumerate(steps):
+        if free < need:
+            continue
+        end = start + duration
+        ok = True
+        for at, later in steps[i + 1 :]:
+            if at >= end:
+                break
+            if later < need:
+                ok = False
+                break
+        if ok:
+            return start
     return NEVER
 
 
 def build_timeline(
     snapshot: FleetSnapshot,
     fleet: Fleet,
-    model: str,
+    pool: ModelPool,
     *,
     sticky_claims: bool,
     churn_limits: bool,
     claimants: Iterable[str],
 ) -> Timeline:
-    """The releases of one GPU model's running work, per domain (see the module docstring)."""
+    """The resource-time map of one GPU model (see the module docstring), from the pool's free
+    GPUs now and the snapshot's running work."""
+    model = pool.model
     out = Timeline()
+    for d, free in enumerate(pool.dom_free):
+        if free:
+            out.base[d] = free
     node_dom, draining, index = fleet.node_dom, fleet.draining, fleet.node_index
     for n, node in enumerate(snapshot.nodes):
         d = node_dom[n]
@@ -135,8 +199,8 @@ def build_timeline(
             if at_node is None or _usable(snapshot.nodes[at_node], gpu_id) is None:
                 continue
             d = node_dom[at_node]
-            d = d if d >= 0 and not draining[at_node] else ANYWHERE
-            per[d] = per.get(d, 0) + 1
+            if d >= 0 and not draining[at_node]:
+                per[d] = per.get(d, 0) + 1
         if run.preempting:
             claim = run.claimed_for if run.claimed_for in queued else ""
             for d, x in per.items():
@@ -166,76 +230,84 @@ def plan_one_domain(
     pool: ModelPool,
     timeline: Timeline,
     c: int,
+    duration: float,
     *,
     rights: frozenset[PriorityClass],
     claimant: str,
     now: float,
     excluded: set[int],
 ) -> tuple[float, list[int]] | None:
-    """The domain where ``c`` GPUs free soonest: (start, [domain]), or None. Ties go to the one
-    whose free GPUs cover most of the gang (least held idle)."""
-    dom_free = pool.dom_free
+    """The domain with the earliest window of ``c`` GPUs for ``duration``: (start, [domain]), or
+    None. Ties go to the one with the most of them free now (least held idle)."""
     usable = timeline.usable
-    cands = {d for d in timeline.by_dom if d >= 0} | {d for d, f in enumerate(dom_free) if f}
+    cands = set(timeline.releases) | set(timeline.base) | set(timeline.events)
     best: tuple[float, int, int] | None = None
     for d in cands:
-        if d in excluded or usable.get(d, 0) < c:
+        if d < 0 or d in excluded or usable.get(d, 0) < c:
             continue
-        at = timeline.ready_at(d, c - dom_free[d], rights=rights, claimant=claimant, now=now)
+        at = timeline.earliest(d, c, duration, rights=rights, claimant=claimant, now=now)
         if at >= NEVER:
             continue
-        key = (at, -min(dom_free[d], c), d)
+        key = (at, -min(pool.dom_free[d], c), d)
         if best is None or key < best:
             best = key
     return None if best is None else (best[0], [best[2]])
+
+
+# Start times tried for a gang of several whole domains (the earliest windows first).
+MAX_STARTS_TRIED = 64
 
 
 def plan_whole_domains(
     pool: ModelPool,
     timeline: Timeline,
     c: int,
+    duration: float,
     *,
     rights: frozenset[PriorityClass],
     claimant: str,
     now: float,
     excluded: set[int],
 ) -> tuple[float, list[int]] | None:
-    """A gang larger than any domain: whole domains freeing soonest, then one for the remainder."""
-    dom_free, dom_size, usable = pool.dom_free, pool.dom_size, timeline.usable
+    """A gang larger than any domain: the earliest start at which enough whole domains (and one
+    more for the remainder) are free for its duration."""
+    dom_size, usable = pool.dom_size, timeline.usable
     whole: list[tuple[float, int]] = []
     for d, size in enumerate(dom_size):
         if not size or d in excluded or size > c or usable.get(d, 0) < size:
             continue  # a domain with GPUs that cannot take work is never whole
-        at = timeline.ready_at(d, size - dom_free[d], rights=rights, claimant=claimant, now=now)
+        at = timeline.earliest(d, size, duration, rights=rights, claimant=claimant, now=now)
         if at < NEVER:
             whole.append((at, d))
     whole.sort()
-    chosen: list[int] = []
-    left = c
-    start = now
-    for at, d in whole:
-        if dom_size[d] > left:
-            continue
-        chosen.append(d)
-        left -= dom_size[d]
-        start = max(start, at)
-        if not left:
-            break
-    if left:
-        rest = plan_one_domain(
-            pool,
-            timeline,
-            left,
-            rights=rights,
-            claimant=claimant,
-            now=now,
-            excluded=excluded | set(chosen),
-        )
-        if rest is None:
-            return None
-        start = max(start, rest[0])
-        chosen += rest[1]
-    return start, chosen
+    if not whole:
+        return None
+    # Any time a domain's free count changes can open a window: the earliest ones, bounded.
+    times = {at for at, _ in whole}
+    for _, d in whole[:MAX_STARTS_TRIED]:
+        times.update(t for t, _ in timeline.steps(d, rights=rights, claimant=claimant, now=now))
+    starts = sorted(t for t in times if t >= whole[0][0])[:MAX_STARTS_TRIED]
+    for start in starts:
+        chosen: list[int] = []
+        left = c
+        for at, d in whole:
+            if at > start:
+                break
+            size = dom_size[d]
+            if size > left or not timeline.fits(d, size, start, duration, rights=rights, claimant=claimant, now=now):
+                continue
+            chosen.append(d)
+            left -= size
+            if not left:
+                return start, chosen
+        if left:
+            taken = set(chosen) | excluded
+            for d in set(timeline.base) | set(timeline.releases) | set(timeline.events):
+                if d < 0 or d in taken or usable.get(d, 0) < left:
+                    continue
+                if timeline.fits(d, left, start, duration, rights=rights, claimant=claimant, now=now):
+                    return start, [*chosen, d]
+    return None
 
 
 def fit_held(hold: Hold, pool: ModelPool, c: int, nvlink: NvlinkPolicy) -> list[tuple[int, int]] | None:

@@ -193,13 +193,10 @@ def test_the_planned_start_is_shown_with_its_reason_and_kept_across_passes() -> 
 
 
 def test_backfill_never_delays_a_planned_start() -> None:
-    """Property over random overloaded days: gangs given a plan start by their first planned start.
-
-    Not yet every one: 3 of 856 plans over these 12 days start late (by 4, 10 and 56 min), when an
-    earlier-ordered plan broke and was planned afresh in a domain a later plan counted on (the
-    cascade is open work, noted on issue 10). The test holds the rest: 99% met, none late by
-    more than a few of the planned waits."""
-    total = late = 0
+    """Property over random overloaded days (one class, no preemption): every request given a
+    plan starts by its first planned start, whatever backfilled, started early or was planned
+    after it."""
+    total = 0
     for seed in range(12):
         rng = random.Random(100 + seed)
         sim = Sim(domains=3, nodes=2, profile=DEFAULT_PROFILE)
@@ -215,11 +212,8 @@ def test_backfill_never_delays_a_planned_start() -> None:
             if j.first_plan is not None:
                 total += 1
                 # By its planned start, or at the first pass after it (passes run every 60 s here).
-                if j.start >= j.first_plan + 60:
-                    late += 1
-                    assert j.start - j.first_plan <= 3600, (seed, j.wid, j.start, j.first_plan)
+                assert j.start < j.first_plan + 60, (seed, j.wid, j.start, j.first_plan)
     assert total >= 500  # the property was exercised
-    assert late <= total // 100, (late, total)
 
 
 def test_held_gpus_take_only_work_that_ends_before_the_start_or_may_be_displaced() -> None:

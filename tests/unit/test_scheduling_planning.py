@@ -342,3 +342,42 @@ def test_victims_lose_the_least_work() -> None:
     twice = replace(ckpt, preemptions=2)
     snap2 = FleetSnapshot(nodes, running=(twice, young), now=now)
     assert [d.victim_id for d in schedule(snap2, ask) if isinstance(d, Preempt)] == ["young"]
+
+
+def test_shedding_for_a_curtailment_loses_the_least_revenue() -> None:
+    from decimal import Decimal
+
+    from controlplane.power.model import PowerModel
+    from controlplane.scheduling.shedding import plan_shed
+    from controlplane.scheduling.snapshot import MiningBlock
+
+    power = PowerModel(
+        site_cap_w=1e7, pue=1.25, gpu_idle_w=180, gpu_limit_w=1400, node_overhead_w=0, switch_trays_w_per_rack=0
+    )
+    per_gpu = (1400 - 180) * 1.25
+
+    def run(wid: str, gpus: int, price: str, priority: PriorityClass = SPOT) -> RunningWorkload:
+        return RunningWorkload(
+            wid,
+            "t",
+            priority,
+            tuple(("n", f"{wid}-g{i}") for i in range(gpus)),
+            0.0,
+            GB,
+            price_usd_per_gpu_hour=Decimal(price),
+            checkpoint_interval_s=3600,
+        )
+
+    running = (run("spot8", 8, "1.20"), run("od8", 8, "3.20", OD), run("res8", 8, "2.40", RES), run("spot4", 4, "1.10"))
+    snap = FleetSnapshot((), running=running, power=power, mining=MiningBlock(20_000.0, 5_000.0), now=3600.0)
+    # Mining first (about $50/MWh is far below any GPU's revenue per watt), only what is needed.
+    small = plan_shed(snap, 10_000.0, mining_usd_per_mwh=Decimal(50))
+    assert [p.workload_id for p in small.pieces] == [""] and small.watts == 10_000.0 and small.enough
+    # Beyond mining's 15 kW: spot work before on_demand, reserved never; no more than needed.
+    big = plan_shed(snap, 15_000.0 + 5 * per_gpu, mining_usd_per_mwh=Decimal(50))
+    assert [p.workload_id for p in big.pieces] == ["", "spot8"] and big.enough
+    assert big.usd_per_hour == Decimal("0.750000") + Decimal("9.60")
+    everything = plan_shed(snap, 1e9, mining_usd_per_mwh=Decimal(50))
+    assert {p.workload_id for p in everything.pieces} == {"", "spot8", "spot4", "od8"} and not everything.enough
+    with_res = plan_shed(snap, 1e9, mining_usd_per_mwh=Decimal(50), include_reserved=True)
+    assert "res8" in {p.workload_id for p in with_res.pieces}

@@ -460,7 +460,10 @@ class SchedulingPass:
             return False
         start, doms = found
         if start <= now:
-            return False  # the GPUs are there: what holds it is not in the timeline (power, a bound search)
+            # The GPUs are there: what holds it is not in the map (its shape inside a domain, power).
+            if req.plan is None:
+                self.plan_failed.add(key)
+            return False
         gpus: dict[int, list[str]] = {}
         until = start + req.max_duration_s if req.max_duration_s is not None else None
         tl = self.timeline(req.gpu_model)

@@ -57,9 +57,22 @@ class Timeline:
     releases: dict[int, list[Release]] = field(default_factory=dict)
     events: dict[int, list[tuple[float, int]]] = field(default_factory=dict)
     usable: dict[int, int] = field(default_factory=dict)
+    # Domains with releases claimed by one preemptor (their steps differ per asking request).
+    claimed: set[int] = field(default_factory=set)
+    # Steps per (domain, rights, claimant), valid while the domain's version is unchanged.
+    cache: dict[tuple[int, frozenset[PriorityClass], str], tuple[int, list[tuple[float, int]]]] = field(
+        default_factory=dict
+    )
+    version: dict[int, int] = field(default_factory=dict)
+
+    def _changed(self, dom: int) -> None:
+        self.version[dom] = self.version.get(dom, 0) + 1
 
     def add(self, dom: int, release: Release) -> None:
         self.releases.setdefault(dom, []).append(release)
+        if release.claimed_for:
+            self.claimed.add(dom)
+        self._changed(dom)
 
     def occupy(self, dom: int, count: int, start: float, end: float | None) -> None:
         """``count`` GPUs of ``dom`` are taken from ``start`` to ``end`` (None: for good)."""
@@ -69,6 +82,7 @@ class Timeline:
         ev.append((start, -count))
         if end is not None and end < NEVER:
             ev.append((end, count))
+        self._changed(dom)
 
     def vacate(self, dom: int, count: int, start: float, end: float | None) -> None:
         """Undo one ``occupy`` with the same arguments."""
@@ -78,11 +92,24 @@ class Timeline:
         ev.remove((start, -count))
         if end is not None and end < NEVER:
             ev.remove((end, count))
+        self._changed(dom)
 
     def steps(
         self, dom: int, *, rights: frozenset[PriorityClass], claimant: str, now: float
     ) -> list[tuple[float, int]]:
         """[(time, GPUs free from then on)], from ``now``, for this request."""
+        key = (dom, rights, claimant if dom in self.claimed else "")
+        version = self.version.get(dom, 0)
+        hit = self.cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        out = self._steps(dom, rights=rights, claimant=claimant, now=now)
+        self.cache[key] = (version, out)
+        return out
+
+    def _steps(
+        self, dom: int, *, rights: frozenset[PriorityClass], claimant: str, now: float
+    ) -> list[tuple[float, int]]:
         deltas: list[tuple[float, int]] = list(self.events.get(dom, ()))
         for r in self.releases.get(dom, ()):
             if r.claimed_for and r.claimed_for != claimant:
@@ -224,6 +251,9 @@ class Hold:
     start_at: float
     domains: list[int]
     gpus: dict[int, list[str]]  # node -> held GPU ids
+    # Smallest gang (per NVLink-required or not) that found no room in it: held GPUs only fall,
+    # so any gang as large fails too.
+    failed: dict[bool, int] = field(default_factory=dict)
 
 
 def plan_one_domain(
@@ -313,6 +343,16 @@ def plan_whole_domains(
 def fit_held(hold: Hold, pool: ModelPool, c: int, nvlink: NvlinkPolicy) -> list[tuple[int, int]] | None:
     """Where ``c`` GPUs of ``hold`` go, as [(node, count)]: one domain for an NVLink gang (the
     tightest node that covers it, else the fullest nodes first), anywhere otherwise."""
+    shaped = nvlink is NvlinkPolicy.REQUIRED and c > 1
+    if c >= hold.failed.get(shaped, 1 << 30):
+        return None
+    plan = _fit_held(hold, pool, c, nvlink)
+    if plan is None:
+        hold.failed[shaped] = c
+    return plan
+
+
+def _fit_held(hold: Hold, pool: ModelPool, c: int, nvlink: NvlinkPolicy) -> list[tuple[int, int]] | None:
     node_dom = pool.node_dom
     if nvlink is NvlinkPolicy.REQUIRED and c > 1:
         by_dom: dict[int, list[int]] = {}

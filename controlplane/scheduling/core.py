@@ -6,11 +6,20 @@ shape, rack power, site power), best-fit scores (``scores``, searched through th
 ``fit``), reserve within the pass (the index and the power budget are updated, so later requests
 see earlier ones), and preemption only when filtering leaves nothing (``preemption``).
 
+With the default profile (``framework``) the queue is sorted by class, then reservations, then
+planned starts in the order they were made, then weighted fair share between tenants; a request
+the search cannot place may backfill GPUs held for a planned start (``planning``: only where the
+resource-time map has room, so no plan is delayed), then preempt (claims stick to their
+preemptor; churn limits protect work restarted recently or noticed too often), then get a
+planned start of its own with the free GPUs of its domains held for it. A request with a plan
+from an earlier pass starts only in its planned domains; its plan is kept while those domains
+still start it no later.
+
 Per request, in queue order, the decisions are one of:
 - [ShedMining?, Placement]: placed; mining shed first when the site cap needs it;
 - [Preempt..., Unplaced]: waits for the GPUs its victims (or earlier notices) are freeing; the
   next pass, after they release, places it;
-- [Unplaced]: pending, with the reason.
+- [Unplaced]: pending, with the reason (and its planned start, ``Unplaced.plan``, if it has one).
 
 Failed shapes are memoised per pass: free GPUs only fall during a pass, so a (model, size, NVLink)
 shape that did not fit still does not fit until the pool changes, and one that could not be made
@@ -75,8 +84,10 @@ class SchedulingPass:
         self.decisions: list[Decision] = []
         # Planned starts made this pass: their held GPUs, the domains they hold, their timelines.
         self.holds: list[planning.Hold] = []
+        self.new_plans = 0
         self.timelines: dict[str, planning.Timeline] = {}
-        self.new_releases: dict[str, list[tuple[int, planning.Release]]] = {}
+        # Placed this pass before the model's map existed (their releases join it when built).
+        self.placed_early: list[tuple[WorkloadRequest, fit.Plan]] = []
         self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.claimants: frozenset[str] = frozenset()
         self.dom_index: dict[str, int] | None = None
@@ -371,8 +382,12 @@ class SchedulingPass:
                 churn_limits=self.profile.churn_limits,
                 claimants=self.claimants,
             )
-            for d, release in self.new_releases.pop(model, ()):
-                tl.add(d, release)
+            early = [(r, p) for r, p in self.placed_early if r.gpu_model == model]
+            self.placed_early = [(r, p) for r, p in self.placed_early if r.gpu_model != model]
+            for r, p in early:
+                if r.max_duration_s is not None:
+                    for d, x in self._per_domain(p).items():
+                        tl.add(d, planning.Release(self.snapshot.now + r.max_duration_s, x, r.priority))
             self.seed(model, tl)
         return tl
 
@@ -409,31 +424,34 @@ class SchedulingPass:
         for d, want, start, end in parts:
             tl.vacate(d, want, start, end)
 
-    def note_placed(self, req: WorkloadRequest, plan: fit.Plan) -> None:
-        """Work placed this pass holds its GPUs until its max duration: later plans see that.
-        Before the model's timeline exists its free GPUs already count it out, so only its
-        release is recorded; after, it occupies the map from now."""
-        now = self.snapshot.now
-        end = now + req.max_duration_s if req.max_duration_s is not None else None
+    def _per_domain(self, plan: fit.Plan) -> dict[int, int]:
         per: dict[int, int] = {}
         node_dom, draining = self.fleet.node_dom, self.fleet.draining
         for n, x in plan:
             d = node_dom[n]
             if d >= 0 and not draining[n]:
                 per[d] = per.get(d, 0) + x
+        return per
+
+    def note_placed(self, req: WorkloadRequest, plan: fit.Plan) -> None:
+        """Work placed this pass holds its GPUs until its max duration: later plans see that.
+        Before the model's map exists its free GPUs already count it out, so only its release
+        joins the map when it is built; after, it occupies the map from now."""
         tl = self.timelines.get(req.gpu_model)
-        for d, x in per.items():
-            if tl is not None:
-                tl.occupy(d, x, now, end)
-            elif end is not None:
-                self.new_releases.setdefault(req.gpu_model, []).append((d, planning.Release(end, x, req.priority)))
+        if tl is None:
+            self.placed_early.append((req, plan))
+            return
+        now = self.snapshot.now
+        end = now + req.max_duration_s if req.max_duration_s is not None else None
+        for d, x in self._per_domain(plan).items():
+            tl.occupy(d, x, now, end)
 
     def plan_start(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, *, kept_only: bool = False) -> bool:
         """Give a blocked request its planned start and hold the free GPUs it will use
         (``kept_only``: only if its earlier plan still holds; a broken one is planned afresh
         after the ordinary search)."""
         rules = self.snapshot.rules
-        if len(self.holds) >= rules.max_plans and req.plan is None:
+        if self.new_plans >= rules.max_plans and not kept_only:
             return False
         c, now = req.gpu_count, self.snapshot.now
         within = self.ledger.within_reservation(req)
@@ -448,13 +466,13 @@ class SchedulingPass:
         if kept is not None:
             # Kept across passes: the domains planned before, while they still start it no later.
             assert req.plan is not None
-            found = self.find_plan(pool, req, rights, set(range(len(self.fleet.dom_names))) - kept)
+            found = self.find_plan(pool, req, rights, only=kept)
             if found is not None and found[0] > req.plan.start_at:
                 found = None
         if found is None and kept_only:
             return False
         if found is None:
-            found = self.find_plan(pool, req, rights, set())
+            found = self.find_plan(pool, req, rights)
         if found is None:
             self.plan_failed.add(key)
             return False
@@ -485,6 +503,8 @@ class SchedulingPass:
                 tl.occupy(d, want, start, until)
             self.protect_held(req.gpu_model, doms)
         self.holds.append(planning.Hold(req.workload_id, req.priority, req.gpu_model, start, doms, gpus))
+        if not kept_only:
+            self.new_plans += 1
         names = tuple(self.fleet.dom_names[d] for d in doms)
         held = sum(len(ids) for ids in gpus.values())
         scope = f" in {len(doms)} NVLink domains" if len(doms) > 1 else " in one NVLink domain" if doms else ""
@@ -506,7 +526,7 @@ class SchedulingPass:
         return kept if len(kept) == len(req.plan.domains) else None
 
     def find_plan(
-        self, pool: ModelPool, req: WorkloadRequest, rights: frozenset[PriorityClass], skip: set[int]
+        self, pool: ModelPool, req: WorkloadRequest, rights: frozenset[PriorityClass], only: set[int] | None = None
     ) -> tuple[float, list[int]] | None:
         """Every plan is pinned to domains (one, or whole ones and one more), whatever the NVLink
         policy: what a plan counts on is then what only it may take."""
@@ -515,10 +535,10 @@ class SchedulingPass:
         duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
         if c <= pool.dmax:
             return planning.plan_one_domain(
-                pool, tl, c, duration, rights=rights, claimant=req.workload_id, now=now, excluded=skip
+                pool, tl, c, duration, rights=rights, claimant=req.workload_id, now=now, excluded=set(), only=only
             )
         return planning.plan_whole_domains(
-            pool, tl, c, duration, rights=rights, claimant=req.workload_id, now=now, excluded=skip
+            pool, tl, c, duration, rights=rights, claimant=req.workload_id, now=now, excluded=set(), only=only
         )
 
     def start_planned(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool | None:

@@ -209,12 +209,7 @@ def build_timeline(
         if free:
             out.base[d] = free
     node_dom, draining, index = fleet.node_dom, fleet.draining, fleet.node_index
-    for n, node in enumerate(snapshot.nodes):
-        d = node_dom[n]
-        if d >= 0 and not draining[n] and not node.unschedulable:
-            k = sum(1 for g in node.gpus if g.model == model and g.healthy)
-            if k:
-                out.usable[d] = out.usable.get(d, 0) + k
+    out.usable = {d: k for d, k in enumerate(pool.dom_usable) if k}
     queued = set(claimants) if sticky_claims else set()
     now, grace, min_run = snapshot.now, snapshot.stop_grace_s, snapshot.rules.min_run_s
     for run in snapshot.running:
@@ -266,11 +261,13 @@ def plan_one_domain(
     claimant: str,
     now: float,
     excluded: set[int],
+    only: Iterable[int] | None = None,
 ) -> tuple[float, list[int]] | None:
     """The domain with the earliest window of ``c`` GPUs for ``duration``: (start, [domain]), or
-    None. Ties go to the one with the most of them free now (least held idle)."""
+    None. Ties go to the one with the most of them free now (least held idle). ``only``: among
+    these domains."""
     usable = timeline.usable
-    cands = set(timeline.releases) | set(timeline.base) | set(timeline.events)
+    cands = set(timeline.releases) | set(timeline.base) | set(timeline.events) if only is None else set(only)
     best: tuple[float, int, int] | None = None
     for d in cands:
         if d < 0 or d in excluded or usable.get(d, 0) < c:
@@ -298,12 +295,14 @@ def plan_whole_domains(
     claimant: str,
     now: float,
     excluded: set[int],
+    only: Iterable[int] | None = None,
 ) -> tuple[float, list[int]] | None:
     """A gang larger than any domain: the earliest start at which enough whole domains (and one
-    more for the remainder) are free for its duration."""
+    more for the remainder) are free for its duration. ``only``: among these domains."""
     dom_size, usable = pool.dom_size, timeline.usable
     whole: list[tuple[float, int]] = []
-    for d, size in enumerate(dom_size):
+    for d in range(len(dom_size)) if only is None else sorted(only):
+        size = dom_size[d]
         if not size or d in excluded or size > c or usable.get(d, 0) < size:
             continue  # a domain with GPUs that cannot take work is never whole
         at = timeline.earliest(d, size, duration, rights=rights, claimant=claimant, now=now)
@@ -332,7 +331,8 @@ def plan_whole_domains(
                 return start, chosen
         if left:
             taken = set(chosen) | excluded
-            for d in set(timeline.base) | set(timeline.releases) | set(timeline.events):
+            rest = set(timeline.base) | set(timeline.releases) | set(timeline.events) if only is None else set(only)
+            for d in rest:
                 if d < 0 or d in taken or usable.get(d, 0) < left:
                     continue
                 if timeline.fits(d, left, start, duration, rights=rights, claimant=claimant, now=now):

@@ -286,9 +286,7 @@ class SchedulingPass:
         rights = preemption.victim_classes(req.priority, within_reservation=within)
         key = (req.gpu_model, c, mode, rights)
         if self.preempt is None:
-            self.preempt = preemption.build(
-                self.snapshot, self.fleet, claimants=self.claimants, churn_limits=self.profile.churn_limits
-            )
+            self.preempt = self._build_preemption()
         mp = self.preempt.get(req.gpu_model)
         claims = mp is not None and req.workload_id in mp.claims
         if key in self.preempt_failed and not claims:
@@ -355,9 +353,13 @@ class SchedulingPass:
             return True
         # The claim is a planned start: at the grace's end (what is already under notice frees
         # within one grace too), on the domains chosen.
+        now = self.snapshot.now
         wait = grace_max if choice.victims else (self.snapshot.stop_grace_s if choice.soon_used else 0.0)
+        start = now + wait
+        if not choice.victims and req.plan is not None:
+            start = max(now, min(start, req.plan.start_at))  # the notices went out before: their end stands
         names = tuple(self.fleet.dom_names[d] for d in doms)
-        plan = self._planned(req, self.snapshot.now + wait, names)
+        plan = self._planned(req, start, names)
         self.decisions.append(Unplaced(req.workload_id, waiting.text, waiting.code, plan))
         return True
 
@@ -651,12 +653,19 @@ class SchedulingPass:
         self.commit(pool, req, plan, shed, taken)
         return True
 
+    def _build_preemption(self) -> dict[str, preemption.ModelPreemption]:
+        return preemption.build(
+            self.snapshot,
+            self.fleet,
+            claimants=self.claimants,
+            churn_limits=self.profile.churn_limits,
+            pools=self.pools,
+        )
+
     def protect_held(self, model: str, doms: list[int]) -> None:
         """Running work in held domains is the plan's to preempt at its start, not later requests'."""
         if self.preempt is None:
-            self.preempt = preemption.build(
-                self.snapshot, self.fleet, claimants=self.claimants, churn_limits=self.profile.churn_limits
-            )
+            self.preempt = self._build_preemption()
         mp = self.preempt.get(model)
         if mp is None:
             return

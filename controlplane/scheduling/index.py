@@ -33,13 +33,23 @@ HELD_PLAN = "held for a planned start"
 class Fleet:
     """Model-independent facts: node, domain and rack numbering."""
 
-    __slots__ = ("node_ids", "node_dom", "node_rack", "dom_names", "rack_names", "node_index", "draining")
+    __slots__ = (
+        "node_ids",
+        "node_dom",
+        "node_rack",
+        "dom_names",
+        "rack_names",
+        "node_index",
+        "draining",
+        "unschedulable",
+    )
 
     def __init__(self, snapshot: FleetSnapshot) -> None:
         self.node_ids: list[str] = []
         self.node_dom: list[int] = []
         self.node_rack: list[int] = []
         self.draining: list[bool] = []
+        self.unschedulable: list[bool] = []
         self.dom_names: list[str] = []
         self.rack_names: list[str] = []
         dom_index: dict[str, int] = {}
@@ -47,6 +57,7 @@ class Fleet:
         for node in snapshot.nodes:
             self.node_ids.append(node.node_id)
             self.draining.append(node.nvlink_draining)
+            self.unschedulable.append(bool(node.unschedulable))
             if node.domain is None:
                 self.node_dom.append(-1)
             else:
@@ -93,6 +104,7 @@ class ModelPool:
         "doms_with_free",
         "version",
         "dom_usable",
+        "unhealthy",
     )
 
     def __init__(self, model: str, fleet: Fleet) -> None:
@@ -122,6 +134,7 @@ class ModelPool:
         # Per usable domain (not draining), its GPUs that could take work at all: free or busy,
         # healthy, on schedulable nodes (what a planned start may count on).
         self.dom_usable = [0] * n_doms
+        self.unhealthy: set[str] = set()  # GPU ids of the model that are not healthy
 
     def finish(self) -> None:
         """Size the buckets and fill them, once every node has been added."""
@@ -224,7 +237,9 @@ def build_pools(snapshot: FleetSnapshot, fleet: Fleet) -> dict[str, ModelPool]:
             if d >= 0:
                 pool.dom_size[d] += 1
             why = exclusion(node, gpu)
-            if p == POOL_DOMAIN and gpu.healthy and not node.unschedulable:
+            if not gpu.healthy:
+                pool.unhealthy.add(gpu.gpu_id)
+            elif p == POOL_DOMAIN and not node.unschedulable:
                 pool.dom_usable[d] += 1
             if why:
                 pool.excluded[why] += 1

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.scheduling.index import POOL_DOMAIN, Fleet, ModelPool
-from controlplane.scheduling.preemption.candidates import _usable
+from controlplane.scheduling.preemption.candidates import usable_by_dom
 from controlplane.scheduling.snapshot import FleetSnapshot
 
 NEVER = math.inf
@@ -208,7 +208,6 @@ def build_timeline(
     for d, free in enumerate(pool.dom_free):
         if free:
             out.base[d] = free
-    node_dom, draining, index = fleet.node_dom, fleet.draining, fleet.node_index
     out.usable = {d: k for d, k in enumerate(pool.dom_usable) if k}
     queued = set(claimants) if sticky_claims else set()
     now, grace, min_run = snapshot.now, snapshot.stop_grace_s, snapshot.rules.min_run_s
@@ -216,13 +215,7 @@ def build_timeline(
         if run.gpu_model != model:
             continue
         per: dict[int, int] = {}
-        for node_id, gpu_id in run.gpus:
-            at_node = index.get(node_id)
-            if at_node is None or _usable(snapshot.nodes[at_node], gpu_id) is None:
-                continue
-            d = node_dom[at_node]
-            if d >= 0 and not draining[at_node]:
-                per[d] = per.get(d, 0) + 1
+        usable_by_dom(run, fleet, pool, per)
         if run.preempting:
             claim = run.claimed_for if run.claimed_for in queued else ""
             for d, x in per.items():

@@ -12,12 +12,12 @@ the work they would lose (``churn_key``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from controlplane.domain.enums import PRIORITY_RANK, PriorityClass
-from controlplane.scheduling.index import Fleet
+from controlplane.scheduling.index import Fleet, ModelPool
 from controlplane.scheduling.preemption.policy import _CLASS_WEIGHT
 from controlplane.scheduling.snapshot import FleetSnapshot, GpuSlot, NodeView, RunningWorkload
 
@@ -133,6 +133,28 @@ class Choice:
     parts: list[tuple[int, int, int]] = field(default_factory=list)  # (domain, free used, soon used)
 
 
+def usable_by_dom(run: RunningWorkload, fleet: Fleet, pool: ModelPool, by_dom: dict[int, int]) -> int:
+    """Count ``run``'s GPUs that can take work once freed (healthy, on a schedulable node) into
+    ``by_dom`` per usable NVLink domain; returns how many there are in all."""
+    index, unschedulable, node_dom, draining, unhealthy = (
+        fleet.node_index,
+        fleet.unschedulable,
+        fleet.node_dom,
+        fleet.draining,
+        pool.unhealthy,
+    )
+    useful = 0
+    for node_id, gpu_id in run.gpus:
+        n = index.get(node_id)
+        if n is None or unschedulable[n] or gpu_id in unhealthy:
+            continue
+        useful += 1
+        d = node_dom[n]
+        if d >= 0 and not draining[n]:
+            by_dom[d] = by_dom.get(d, 0) + 1
+    return useful
+
+
 def _usable(node: NodeView, gpu_id: str) -> GpuSlot | None:
     if node.unschedulable:
         return None
@@ -176,15 +198,20 @@ def _size_key(victims: list[Victim]) -> tuple[float, ...]:
 def churn_key(victims: list[Victim]) -> tuple[float, ...]:
     """The lowest highest class, then preempted least, then the least work lost, then fewest GPUs,
     then the youngest."""
-    top = max((_CLASS_WEIGHT[v.run.priority] for v in victims), default=0)
-    oldest = min((v.run.started_at for v in victims), default=0.0)
-    return (
-        top,
-        sum(v.run.preemptions for v in victims),
-        sum(v.lost for v in victims),
-        sum(v.cost for v in victims),
-        -oldest,
-    )
+    top = preempted = gpus = 0
+    lost = 0.0
+    oldest = 0.0 if not victims else victims[0].run.started_at
+    for v in victims:
+        run = v.run
+        w = _CLASS_WEIGHT[run.priority]
+        if w > top:
+            top = w
+        preempted += run.preemptions
+        lost += v.lost
+        gpus += len(run.gpus)
+        if run.started_at < oldest:
+            oldest = run.started_at
+    return (top, preempted, lost, gpus, -oldest)
 
 
 def build(
@@ -193,6 +220,7 @@ def build(
     *,
     claimants: Collection[str] = (),
     churn_limits: bool = False,
+    pools: Mapping[str, ModelPool] | None = None,
 ) -> dict[str, ModelPreemption]:
     """Candidates per model. ``claimants``: preemptors in the queue whose claims stick (empty:
     every GPU being freed is anyone's). ``churn_limits``: see the module docstring."""
@@ -206,14 +234,18 @@ def build(
             mp = out[run.gpu_model] = ModelPreemption(key=churn_key if churn_limits else _size_key)
         by_dom: dict[int, int] = {}
         useful = 0
-        for node_id, gpu_id in run.gpus:
-            n = fleet.node_index.get(node_id)
-            if n is None or _usable(snapshot.nodes[n], gpu_id) is None:
-                continue
-            useful += 1
-            d = fleet.node_dom[n]
-            if d >= 0 and not fleet.draining[n]:
-                by_dom[d] = by_dom.get(d, 0) + 1
+        pool = pools.get(run.gpu_model) if pools is not None else None
+        if pool is not None:
+            useful = usable_by_dom(run, fleet, pool, by_dom)
+        else:
+            for node_id, gpu_id in run.gpus:
+                n = fleet.node_index.get(node_id)
+                if n is None or _usable(snapshot.nodes[n], gpu_id) is None:
+                    continue
+                useful += 1
+                d = fleet.node_dom[n]
+                if d >= 0 and not fleet.draining[n]:
+                    by_dom[d] = by_dom.get(d, 0) + 1
         if run.preempting:
             if run.claimed_for and run.claimed_for in claimants:
                 mine = mp.claims.setdefault(run.claimed_for, {})

@@ -230,6 +230,7 @@ def cmd_set_policy(args: argparse.Namespace) -> int:
             "spend_cap_usd",
             "over_quota",
             "price_usd_per_gpu_hour",
+            "share_weight",
         )
         if getattr(args, name) is not None
     }
@@ -248,6 +249,18 @@ def cmd_set_policy(args: argparse.Namespace) -> int:
             detail={"changes": changes},
         )
         print(f"tenant {tenant.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_show_tenant(args: argparse.Namespace) -> int:
+    import json
+
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        print(json.dumps(admin.tenant_policy_view(admin.get_tenant(session, args.tenant)), sort_keys=True))
         return 0
 
     return _with_uow(run)
@@ -489,7 +502,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spend-cap-usd", type=_money, help="dollars, exact (e.g. 12500.00)")
     p.add_argument("--over-quota", choices=["reject", "hold"])
     p.add_argument("--price-usd-per-gpu-hour", type=_money, help="dollars per GPU-hour, exact (e.g. 3.20)")
+    p.add_argument(
+        "--share-weight",
+        type=float,
+        help="fair share among the tenants of its class, in proportion to this weight (0.01 to 1000; default 1)",
+    )
     p.set_defaults(func=cmd_set_policy)
+
+    p = admin.add_parser("show-tenant", help="a tenant's reservation, quotas, price and share weight (JSON)")
+    p.add_argument("tenant", help="tenant name or id")
+    p.set_defaults(func=cmd_show_tenant)
 
     p = admin.add_parser("create-key", help="issue an API key (shown once)")
     who = p.add_mutually_exclusive_group(required=True)

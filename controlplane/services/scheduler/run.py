@@ -38,7 +38,12 @@ def run_pass(runtime: Handles, epoch: PlacementEpoch, *, profile: Profile = DEFA
             return CommitResult(placed=0, still_pending=0)
         for site in sites:
             # Even with nothing pending, each site's pass gives freed power back to mining.
-            snapshot = snapshots.build_snapshot(session, site=site, stop_grace_s=runtime.settings.stop_grace_s)
+            snapshot = snapshots.build_snapshot(
+                session,
+                site=site,
+                stop_grace_s=runtime.settings.stop_grace_s,
+                rules=runtime.settings.planning_rules,
+            )
             decisions = schedule(snapshot, queue, profile)
             result = commit(session, decisions=decisions, epoch=epoch.value, site=site, snapshot=snapshot)
             placed += result.placed

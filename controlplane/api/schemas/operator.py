@@ -108,7 +108,7 @@ class TenantPolicyIn(Request):
     over_quota: OverQuotaPolicy | None = None
     price_usd_per_gpu_hour: Decimal | None = Field(None, ge=0, le=1000, max_digits=18, decimal_places=6)
     # Fair share among the tenants of one class, in proportion to this weight; null puts back 1.
-    share_weight: float | None = Field(None, ge=MIN_SHARE_WEIGHT, le=MAX_SHARE_WEIGHT, allow_inf_nan=False)
+    share_weight: float | None = Field(None, ge=MIN_SHARE_WEIGHT, le=MAX_SHARE_WEIGHT, allow_inf_nan=False, strict=True)
 
 
 class TenantOut(BaseModel):

@@ -43,7 +43,7 @@ from controlplane.scheduling.snapshot import (
 from controlplane.services import admin
 from controlplane.services.scheduler import build
 from controlplane.services.scheduler.commit import commit
-from controlplane.services.scheduler.run import run_pass
+from controlplane.services.scheduler.run import keep_plans, run_pass
 from controlplane.store.db import make_engine
 from controlplane.store.migrate import downgrade, upgrade
 from controlplane.store.models import Preemption, Tenant, Workload
@@ -509,3 +509,33 @@ def test_the_schema_and_the_snapshot_agree_on_a_fresh_tenant(runtime: Runtime) -
         admin.update_tenant_policy(s, tenant_id="acme", changes={"share_weight": 4})
     with runtime.read() as s:
         assert build.tenant_policy(s.scalars(select(Tenant)).one(), Decimal(0)).share_weight == 4.0
+
+
+def test_a_later_site_of_the_pass_does_not_undo_an_earlier_sites_plan() -> None:
+    plan = planned("wl_a", T0, ("site-a-domain",))
+    elsewhere = Unplaced("wl_a", "no NVIDIA GB300 at this site", PendingCode.NO_SUCH_MODEL)
+    other = Unplaced("wl_b", "waiting for 8 GPUs", PendingCode.GPUS)
+    placed_b = Placement("wl_b", (RankPlacement("node_1", ("gpu_1",)),))
+    assert keep_plans([plan, other], set()) == [plan, other]
+    # The earlier site planned wl_a: the later site's Unplaced for it goes, its other decisions stay.
+    assert keep_plans([elsewhere, other, placed_b], {"wl_a"}) == [other, placed_b]
+    # A later site may still place planned work (the placement clears the plan).
+    placed_a = Placement("wl_a", (RankPlacement("node_2", ("gpu_2",)),))
+    assert keep_plans([placed_a], {"wl_a"}) == [placed_a]
+
+
+def test_leaving_pending_clears_the_plan_and_keeps_the_first(client: TestClient, runtime: Runtime) -> None:
+    make_site(runtime)
+    register_node(runtime, 1)
+    acme = make_tenant(runtime, "acme")
+    wl_id = submit(client, acme.headers, 4)
+    commit_decisions(runtime, [planned(wl_id, T0, ("d",))])
+    r = client.post(f"/v1/workloads/{wl_id}/cancel", headers=acme.headers)
+    assert r.status_code == 200 and r.json()["expected_start_at"] is None, r.text
+    wl = row(runtime, wl_id)
+    assert (wl.state, wl.expected_start_at, wl.planned_domains, wl.first_expected_start_at) == (
+        "cancelled",
+        None,
+        None,
+        T0,
+    )

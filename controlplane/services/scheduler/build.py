@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -177,7 +178,7 @@ def running_workloads(
                     else None
                 ),
                 preemptions=past.count,
-                noticed_at=past.noticed_at,
+                noticed_at=tuple(sorted(past.noticed_at)),
                 checkpoint_interval_s=(
                     float(wl.checkpoint_interval_s) if wl.checkpoint_interval_s is not None else None
                 ),
@@ -187,38 +188,34 @@ def running_workloads(
     return tuple(sorted(out, key=lambda r: r.workload_id))
 
 
-class _History:
-    """One workload's preemptions: how many, its notices since the window opened, and the
-    preemptor its GPUs are claimed for while an unreleased notice frees them."""
+@dataclass(slots=True)
+class PreemptionHistory:
+    """One workload's preemptions: how many, the times of its notices since the window opened,
+    and the preemptor its GPUs are claimed for while an unreleased notice frees them."""
 
-    __slots__ = ("claimed_at", "claimed_for", "count", "noticed_at")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.noticed_at: tuple[float, ...] = ()
-        self.claimed_for = ""
-        self.claimed_at: datetime | None = None
+    count: int = 0
+    noticed_at: list[float] = field(default_factory=list)
+    claimed_for: str = ""
+    claimed_at: datetime | None = None
 
 
-_NO_HISTORY = _History()
+_NO_HISTORY = PreemptionHistory()
 
 
-def preemption_history(session: Session, workload_ids: list[str], *, since: datetime) -> dict[str, _History]:
+def preemption_history(session: Session, workload_ids: list[str], *, since: datetime) -> dict[str, PreemptionHistory]:
     """The preemption records of these workloads, folded per workload (one statement)."""
-    out: dict[str, _History] = {}
+    out: dict[str, PreemptionHistory] = {}
     for chosen in among(session, Preemption.victim_id, workload_ids):
         query = select(
             Preemption.victim_id, Preemption.for_workload_id, Preemption.noticed_at, Preemption.released_at
         ).where(chosen)
         for victim_id, for_id, noticed_at, released_at in session.execute(query):
-            h = out.setdefault(victim_id, _History())
+            h = out.setdefault(victim_id, PreemptionHistory())
             h.count += 1
             if noticed_at >= since:
-                h.noticed_at = (*h.noticed_at, noticed_at.timestamp())
+                h.noticed_at.append(noticed_at.timestamp())
             if released_at is None and (h.claimed_at is None or noticed_at >= h.claimed_at):
                 h.claimed_for, h.claimed_at = for_id, noticed_at
-    for h in out.values():
-        h.noticed_at = tuple(sorted(h.noticed_at))
     return out
 
 

@@ -236,6 +236,7 @@ def quota_out(q: QuotaView) -> QuotaOut:
         gpus_in_use=q.gpus_in_use,
         gpu_hours_this_month=q.gpu_hours_this_month,
         spend_this_month_usd=q.spend_this_month_usd,
+        share_weight=q.share_weight,
     )
 
 

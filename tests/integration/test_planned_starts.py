@@ -292,6 +292,7 @@ def test_share_weight_is_set_shown_and_bounded_over_the_api(client: TestClient, 
     assert r.status_code == 200 and r.json()["share_weight"] == 2.5, r.text
     [listed] = client.get("/v1/operator/tenants", headers=ops).json()
     assert listed["share_weight"] == 2.5
+    assert client.get("/v1/quota", headers=acme.headers).json()["share_weight"] == 2.5  # the tenant sees it
     with runtime.read() as s:
         snap = build.build_snapshot(s)
     assert snap.tenants[acme.tenant_id].share_weight == 2.5

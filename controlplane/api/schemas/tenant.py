@@ -148,3 +148,5 @@ class QuotaOut(BaseModel):
     gpus_in_use: int
     gpu_hours_this_month: float
     spend_this_month_usd: Decimal
+    # The tenant's fair share among the tenants of its class, in proportion to this weight.
+    share_weight: float = 1.0

@@ -230,6 +230,7 @@ def cmd_set_policy(args: argparse.Namespace) -> int:
             "spend_cap_usd",
             "over_quota",
             "price_usd_per_gpu_hour",
+            "share_weight",
         )
         if getattr(args, name) is not None
     }
@@ -248,6 +249,18 @@ def cmd_set_policy(args: argparse.Namespace) -> int:
             detail={"changes": changes},
         )
         print(f"tenant {tenant.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+        return 0
+
+    return _with_uow(run)
+
+
+def cmd_show_tenant(args: argparse.Namespace) -> int:
+    import json
+
+    from controlplane.services import admin
+
+    def run(session: Any, settings: Any) -> int:
+        print(json.dumps(admin.tenant_policy_view(admin.get_tenant(session, args.tenant)), sort_keys=True))
         return 0
 
     return _with_uow(run)
@@ -409,6 +422,97 @@ def cmd_bootstrap_token(args: argparse.Namespace) -> int:
     return _with_uow(run)
 
 
+def _client(args: argparse.Namespace) -> Any:
+    from controlplane.client import Client, key_from, server_from
+
+    return Client(server_from(args.server), key_from(args.key))
+
+
+def cmd_workloads_submit(args: argparse.Namespace) -> int:
+    import json
+
+    env = {}
+    for item in args.env or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--env takes NAME=VALUE, not {item!r}")
+        env[name] = value
+    with _client(args) as client:
+        wl = client.submit(
+            gpus=args.gpus,
+            command=args.command,
+            gpu_model=args.gpu_model,
+            nvlink=args.nvlink,
+            priority=args.priority,
+            name=args.name,
+            env=env or None,
+            max_duration_s=args.max_duration_s,
+            checkpoint_interval_s=args.checkpoint_interval_s,
+            idempotency_key=args.idempotency_key,
+        )
+    print(json.dumps(wl, sort_keys=True) if args.json else f"submitted {wl['id']}: {wl['state']} ({wl['reason']})")
+    return 0
+
+
+# What `workloads show` prints, in order, and `list` in its columns: (label, field).
+_SHOWN = (
+    ("id", "id"),
+    ("name", "name"),
+    ("state", "state"),
+    ("reason", "reason"),
+    ("pending reason", "pending_reason"),
+    ("pending code", "pending_reason_code"),
+    ("expected start", "expected_start_at"),
+    ("gpus", "gpus"),
+    ("gpu model", "gpu_model"),
+    ("nvlink", "nvlink"),
+    ("priority", "priority"),
+    ("max duration s", "max_duration_s"),
+    ("checkpoint s", "checkpoint_interval_s"),
+    ("created", "created_at"),
+    ("scheduled", "scheduled_at"),
+    ("started", "started_at"),
+    ("finished", "finished_at"),
+)
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def cmd_workloads_show(args: argparse.Namespace) -> int:
+    import json
+
+    with _client(args) as client:
+        wl = client.workload(args.workload_id)
+    if args.json:
+        print(json.dumps(wl, sort_keys=True))
+        return 0
+    width = max(len(label) for label, _ in _SHOWN)
+    for label, name in _SHOWN:
+        print(f"{label:<{width}}  {_shown(wl.get(name))}")
+    return 0
+
+
+def cmd_workloads_list(args: argparse.Namespace) -> int:
+    import json
+
+    with _client(args) as client:
+        page = client.workloads(state=args.state, limit=args.limit, cursor=args.cursor)
+    if args.json:
+        print(json.dumps(page, sort_keys=True))
+        return 0
+    columns = ("id", "state", "gpus", "priority", "expected_start_at", "pending_reason_code", "name")
+    rows = [[_shown(w.get(c)) for c in columns] for w in page["items"]]
+    header = ["ID", "STATE", "GPUS", "PRIORITY", "EXPECTED START", "CODE", "NAME"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    if page.get("next_cursor"):
+        print(f"more: --cursor {page['next_cursor']}")
+    return 0
+
+
 def _money(text: str) -> Any:
     """An exact dollar amount from the command line (argparse shows the message and exits 2)."""
     from decimal import Decimal, InvalidOperation
@@ -489,7 +593,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spend-cap-usd", type=_money, help="dollars, exact (e.g. 12500.00)")
     p.add_argument("--over-quota", choices=["reject", "hold"])
     p.add_argument("--price-usd-per-gpu-hour", type=_money, help="dollars per GPU-hour, exact (e.g. 3.20)")
+    p.add_argument(
+        "--share-weight",
+        type=float,
+        help="fair share among the tenants of its class, in proportion to this weight (0.01 to 1000; default 1)",
+    )
     p.set_defaults(func=cmd_set_policy)
+
+    p = admin.add_parser("show-tenant", help="a tenant's reservation, quotas, price and share weight (JSON)")
+    p.add_argument("tenant", help="tenant name or id")
+    p.set_defaults(func=cmd_show_tenant)
 
     p = admin.add_parser("create-key", help="issue an API key (shown once)")
     who = p.add_mutually_exclusive_group(required=True)
@@ -543,6 +656,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor", type=int, help="the number printed after 'more:' by the previous page")
     p.set_defaults(func=cmd_audit)
 
+    workloads = sub.add_parser(
+        "workloads", help="a tenant's workloads over the API (key: SWITCHYARD_API_KEY; server: SWITCHYARD_SERVER)"
+    ).add_subparsers(dest="workloads_command", required=True)
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--server", help="the API's URL (default: $SWITCHYARD_SERVER, else http://127.0.0.1:8000)")
+    client.add_argument(
+        "--key", help="a tenant API key (default: $SWITCHYARD_API_KEY; the environment keeps it private)"
+    )
+    client.add_argument("--json", action="store_true", help="print the API's JSON")
+    p = workloads.add_parser(
+        "submit", parents=[client], help="submit a workload: ... submit --gpus 8 -- python3 train.py"
+    )
+    p.add_argument("--gpus", type=int, required=True)
+    p.add_argument("--gpu-model")
+    p.add_argument("--nvlink", choices=["required", "preferred", "none"])
+    p.add_argument("--priority", choices=["reserved", "on_demand", "spot"])
+    p.add_argument("--name")
+    p.add_argument("--env", action="append", metavar="NAME=VALUE")
+    p.add_argument("--max-duration-s", type=int)
+    p.add_argument(
+        "--checkpoint-interval-s",
+        type=int,
+        help="how often it checkpoints (60 s to 7 days, at most its max duration): a preemption loses the "
+        "work since the last checkpoint",
+    )
+    p.add_argument("--idempotency-key")
+    p.add_argument("command", nargs="+", help="the program and its arguments (after --)")
+    p.set_defaults(func=cmd_workloads_submit)
+    p = workloads.add_parser("list", parents=[client], help="your workloads, newest first, with expected starts")
+    p.add_argument("--state")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--cursor")
+    p.set_defaults(func=cmd_workloads_list)
+    p = workloads.add_parser("show", parents=[client], help="one workload: state, reason, expected start")
+    p.add_argument("workload_id")
+    p.set_defaults(func=cmd_workloads_show)
+
     p = admin.add_parser("bootstrap-token", help="print single-use agent bootstrap tokens")
     p.add_argument("--site", required=True)
     p.add_argument("--rack")
@@ -575,6 +725,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_error(exc: Exception) -> str | None:
     if isinstance(exc, CliError):
+        return str(exc)
+    from controlplane.client import ApiError, ClientConfigError
+
+    if isinstance(exc, ApiError | ClientConfigError):
         return str(exc)
     try:
         from pydantic import ValidationError

@@ -17,6 +17,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controlplane.domain.enums import UnreachablePolicy
+from controlplane.scheduling.snapshot import PlanningRules
+
+_RULES = PlanningRules()
 
 
 class ConfigError(RuntimeError):
@@ -54,6 +57,12 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=2.0, gt=0)
     scheduler_lease_s: float = Field(default=10.0, gt=0)
     sweep_interval_s: float = Field(default=5.0, gt=0)
+    # Planned starts and preemption churn (``scheduling.snapshot.PlanningRules``): blocked requests
+    # given a planned start per pass, the least run before a workload may be a victim again, and
+    # the most preemption notices one workload gets per hour.
+    plan_max_plans: int = Field(default=_RULES.max_plans, ge=0, le=10_000)
+    min_run_s: float = Field(default=_RULES.min_run_s, ge=0, le=7 * 24 * 3600, allow_inf_nan=False)
+    notices_per_hour: int = Field(default=_RULES.notices_per_hour, ge=0, le=1000)
 
     # How long an authenticated API key is trusted without a database lookup (0: never cached).
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
@@ -70,6 +79,12 @@ class Settings(BaseSettings):
         if not self.public_url:
             self.public_url = f"http://{self.api_host}:{self.api_port}"
         return self
+
+    @property
+    def planning_rules(self) -> PlanningRules:
+        return PlanningRules(
+            max_plans=self.plan_max_plans, min_run_s=self.min_run_s, notices_per_hour=self.notices_per_hour
+        )
 
     @property
     def is_sqlite(self) -> bool:

@@ -148,12 +148,13 @@ EXAMPLES: dict[type[BaseModel], Callable[[World], dict[str, Any]]] = {
         **workload_body(1, name="train-7", env={"FOO": "bar"}),
         "gpu_model": "NVIDIA GB300",
         "max_duration_s": 3600,
+        "checkpoint_interval_s": 600,
         "sim_utilization": 0.5,
     },
     CancelRequest: lambda w: {"reason": "changed my mind"},
     CordonRequest: lambda w: {"reason": "fan replacement"},
     TenantCreate: lambda w: {"name": "newco"},
-    TenantPolicyIn: lambda w: {"reserved_gpus": 0, "max_gpus": 8, "gpu_hours_limit": 100.5},
+    TenantPolicyIn: lambda w: {"reserved_gpus": 0, "max_gpus": 8, "gpu_hours_limit": 100.5, "share_weight": 2.5},
     KeyCreate: lambda w: {"name": "ci key"},
     RegisterRequest: lambda w: {
         "protocol_version": PROTOCOL_VERSION,
@@ -419,6 +420,13 @@ def _route_cases(route: APIRoute) -> list[Case]:
                 cases.append(Case(rid, f"{where}={token}", setb(_Raw(token))))
             if not agent_body:
                 cases.append(Case(rid, f"{where}='Infinity'", setb("Infinity")))
+            if not agent_body and len(path) == 1:
+                # Past a float's bounds, close to them: half a positive lower bound, twice the upper.
+                lo, hi = _bounds(model.model_fields[str(path[0])].metadata)
+                if hi is not None:
+                    cases.append(Case(rid, f"{where} past its upper bound", setb(hi * 2 if hi > 0 else hi + 1)))
+                if lo is not None:
+                    cases.append(Case(rid, f"{where} past its lower bound", setb(lo / 2 if lo > 0 else lo - 1)))
     # dict keys a tenant chooses: env names.
     if model is WorkloadCreate:
         for label, name in {"NUL": "FO\x00O", "bidi": "FOO\u202e", "newline": "FOO\n", "'='": "A=B"}.items():
@@ -427,6 +435,9 @@ def _route_cases(route: APIRoute) -> list[Case]:
                 return replace(r, body=_rename_key(r.body, ("env", "FOO"), new))
 
             cases.append(Case(rid, f"body env name {label}", rename))
+        # A checkpoint interval within its own bounds but above the workload's max duration.
+        above = setb_top("checkpoint_interval_s", example["max_duration_s"] + 1)
+        cases.append(Case(rid, "body checkpoint_interval_s above max_duration_s", above))
 
     # The body as a whole: size, shape, duplicate keys, encoding, media type.
     limit = int((route.openapi_extra or {}).get(bodies.LIMIT_KEY, bodies.DEFAULT_BODY_BYTES))
@@ -458,6 +469,10 @@ def _route_cases(route: APIRoute) -> list[Case]:
 
         cases.append(Case(rid, f"content type {media}", bend, (415,)))
     return cases
+
+
+def setb_top(key: str, value: Any) -> Callable[[Request], Request]:
+    return lambda r: replace(r, body=_set(r.body, (key,), value))
 
 
 def setb_nested(key: str, depth: int) -> Callable[[Request], Request]:

@@ -78,6 +78,8 @@ def workload_out(v: WorkloadView) -> WorkloadOut:
         command=list(wl.command),
         env=dict(wl.env),
         max_duration_s=wl.max_duration_s,
+        checkpoint_interval_s=wl.checkpoint_interval_s,
+        expected_start_at=wl.expected_start_at if pending else None,
         created_at=wl.created_at,
         scheduled_at=wl.scheduled_at,
         started_at=wl.started_at,
@@ -204,6 +206,7 @@ def tenant_out(t: Tenant) -> TenantOut:
         spend_cap_usd=t.spend_cap_usd,
         over_quota=OverQuotaPolicy(t.over_quota),
         price_usd_per_gpu_hour=t.price_usd_per_gpu_hour,
+        share_weight=t.share_weight,
     )
 
 
@@ -233,6 +236,7 @@ def quota_out(q: QuotaView) -> QuotaOut:
         gpus_in_use=q.gpus_in_use,
         gpu_hours_this_month=q.gpu_hours_this_month,
         spend_this_month_usd=q.spend_this_month_usd,
+        share_weight=q.share_weight,
     )
 
 

@@ -120,6 +120,7 @@ def test_the_domain_and_the_wire_spell_health_the_same() -> None:
 def test_the_schema_knows_every_pending_code() -> None:
     import importlib
 
-    migration = importlib.import_module("controlplane.store.migrations.versions.0004_domain_types")
+    # The newest revision that changed the reason code's CHECK states every code.
+    migration = importlib.import_module("controlplane.store.migrations.versions.0007_planned_starts")
     assert set(migration.PENDING_CODES) == {c.value for c in PendingCode}
     assert all(len(c.value) <= 24 for c in PendingCode)  # the column's width

@@ -51,6 +51,7 @@ def create_workload(
         command=tuple(body.command),
         env=dict(body.env),
         max_duration_s=body.max_duration_s,
+        checkpoint_interval_s=body.checkpoint_interval_s,
         name=body.name,
         sim_utilization=body.sim_utilization,
     )

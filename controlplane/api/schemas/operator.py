@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, StrictInt
 
 from controlplane.api.schemas.common import Name, Request, Text
 from controlplane.domain.enums import OverQuotaPolicy
+from controlplane.domain.specs import MAX_SHARE_WEIGHT, MIN_SHARE_WEIGHT
 
 
 class SiteOut(BaseModel):
@@ -106,6 +107,8 @@ class TenantPolicyIn(Request):
     spend_cap_usd: Decimal | None = Field(None, ge=0, le=Decimal("1e12"), max_digits=18, decimal_places=6)
     over_quota: OverQuotaPolicy | None = None
     price_usd_per_gpu_hour: Decimal | None = Field(None, ge=0, le=1000, max_digits=18, decimal_places=6)
+    # Fair share among the tenants of one class, in proportion to this weight; null puts back 1.
+    share_weight: float | None = Field(None, ge=MIN_SHARE_WEIGHT, le=MAX_SHARE_WEIGHT, allow_inf_nan=False, strict=True)
 
 
 class TenantOut(BaseModel):
@@ -118,6 +121,7 @@ class TenantOut(BaseModel):
     spend_cap_usd: Decimal | None = None
     over_quota: OverQuotaPolicy = OverQuotaPolicy.HOLD
     price_usd_per_gpu_hour: Decimal = Decimal("3.00")
+    share_weight: float = 1.0
 
 
 class PreemptionOut(BaseModel):

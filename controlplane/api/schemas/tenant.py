@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, StrictInt, field_validator
 from controlplane.api.schemas.common import Arg, Name, Request, Text
 from controlplane.domain.enums import NvlinkPolicy, OverQuotaPolicy
 from controlplane.domain.reasons import PendingCode
+from controlplane.domain.specs import MAX_CHECKPOINT_INTERVAL_S, MIN_CHECKPOINT_INTERVAL_S
 
 # What one workload may ask to run (README, "Limits"). argv and env together stay within
 # 128 KiB, the smallest ARG_MAX POSIX allows, so whatever is accepted can be exec'd.
@@ -45,6 +46,13 @@ class WorkloadCreate(Request):
         default_factory=dict, max_length=MAX_ENV, description=f"names and values at most {MAX_ENV_BYTES} bytes"
     )
     max_duration_s: StrictInt | None = Field(None, ge=1, le=30 * 24 * 3600)
+    checkpoint_interval_s: StrictInt | None = Field(
+        None,
+        ge=MIN_CHECKPOINT_INTERVAL_S,
+        le=MAX_CHECKPOINT_INTERVAL_S,
+        description="how often it checkpoints (s, at most its max duration): a preemption loses the work "
+        "since the last checkpoint; absent: all of it",
+    )
     sim_utilization: float = Field(0.9, ge=0.0, le=1.0, description="simulator only: GPU load to drive")
 
     @field_validator("command")
@@ -101,6 +109,10 @@ class WorkloadOut(BaseModel):
     command: list[str]
     env: dict[str, str]
     max_duration_s: int
+    checkpoint_interval_s: int | None = None
+    # While pending with a planned start (pending_reason_code "planned"): when it is expected to
+    # start; null otherwise.
+    expected_start_at: datetime | None = None
     created_at: datetime
     scheduled_at: datetime | None
     started_at: datetime | None
@@ -136,3 +148,5 @@ class QuotaOut(BaseModel):
     gpus_in_use: int
     gpu_hours_this_month: float
     spend_this_month_usd: Decimal
+    # The tenant's fair share among the tenants of its class, in proportion to this weight.
+    share_weight: float = 1.0

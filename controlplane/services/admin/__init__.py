@@ -27,7 +27,13 @@ from controlplane.services.admin.sites import (
     rack_name,
     site_spec,
 )
-from controlplane.services.admin.tenants import POLICY_FIELDS, create_tenant, get_tenant, update_tenant_policy
+from controlplane.services.admin.tenants import (
+    POLICY_FIELDS,
+    create_tenant,
+    get_tenant,
+    tenant_policy_view,
+    update_tenant_policy,
+)
 
 __all__ = [
     "POLICY_FIELDS",
@@ -55,5 +61,6 @@ __all__ = [
     "rotate_api_key",
     "rotate_bootstrap_token",
     "token_status",
+    "tenant_policy_view",
     "update_tenant_policy",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Any
 
@@ -12,6 +13,7 @@ from controlplane.domain.enums import OverQuotaPolicy
 from controlplane.domain.errors import Conflict, InvalidRequest, NotFound
 from controlplane.domain.ids import new_id
 from controlplane.domain.money import canonical, usd
+from controlplane.domain.specs import DEFAULT_SHARE_WEIGHT, MAX_SHARE_WEIGHT, MIN_SHARE_WEIGHT
 from controlplane.services.admin.sites import _check_name
 from controlplane.store.models import Tenant
 from controlplane.store.models.tenancy import DEFAULT_PRICE_USD_PER_GPU_HOUR
@@ -35,7 +37,15 @@ def get_tenant(session: Session, name_or_id: str) -> Tenant:
 
 
 POLICY_FIELDS = frozenset(
-    {"reserved_gpus", "max_gpus", "gpu_hours_limit", "spend_cap_usd", "over_quota", "price_usd_per_gpu_hour"}
+    {
+        "reserved_gpus",
+        "max_gpus",
+        "gpu_hours_limit",
+        "spend_cap_usd",
+        "over_quota",
+        "price_usd_per_gpu_hour",
+        "share_weight",
+    }
 )
 
 
@@ -43,6 +53,7 @@ NOT_NULL: dict[str, object] = {
     "reserved_gpus": 0,
     "over_quota": OverQuotaPolicy.HOLD.value,
     "price_usd_per_gpu_hour": DEFAULT_PRICE_USD_PER_GPU_HOUR,
+    "share_weight": DEFAULT_SHARE_WEIGHT,
 }
 MONEY_FIELDS = frozenset({"spend_cap_usd", "price_usd_per_gpu_hour"})
 
@@ -64,7 +75,34 @@ def update_tenant_policy(session: Session, *, tenant_id: str, changes: dict[str,
                 ) from None
             if value < 0:
                 raise InvalidRequest(f"{name} must not be negative")
+        elif value is not None and name == "share_weight":
+            value = share_weight(value)
         elif isinstance(value, StrEnum):
             value = value.value
         setattr(tenant, name, value)
     return tenant
+
+
+def share_weight(value: object) -> float:
+    """A fair-share weight as stored: a finite number within its bounds (the API's and the CLI's)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest("share_weight must be a number")
+    weight = float(value)
+    if not math.isfinite(weight) or not MIN_SHARE_WEIGHT <= weight <= MAX_SHARE_WEIGHT:
+        raise InvalidRequest(f"share_weight must be {MIN_SHARE_WEIGHT:g} to {MAX_SHARE_WEIGHT:g}, not {value}")
+    return weight
+
+
+def tenant_policy_view(tenant: Tenant) -> dict[str, Any]:
+    """A tenant's policy as plain JSON values (money as exact decimal strings), for the CLI."""
+    return {
+        "id": tenant.id,
+        "name": tenant.name,
+        "reserved_gpus": tenant.reserved_gpus,
+        "max_gpus": tenant.max_gpus,
+        "gpu_hours_limit": tenant.gpu_hours_limit,
+        "spend_cap_usd": None if tenant.spend_cap_usd is None else str(tenant.spend_cap_usd),
+        "over_quota": tenant.over_quota,
+        "price_usd_per_gpu_hour": str(tenant.price_usd_per_gpu_hour),
+        "share_weight": tenant.share_weight,
+    }

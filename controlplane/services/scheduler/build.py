@@ -1,11 +1,14 @@
-"""Build the scheduling core's input from the database: one site's fleet, its running work, its
-power, and the tenants' reservations and quotas. Reads only."""
+"""Build the scheduling core's input from the database: one site's fleet, its running work (with
+its run bound, its preemption history and the claims on GPUs it is freeing), its power, the
+tenants' reservations, quotas and share weights, the site's planning rules, and the queue with
+each request's planned start. Reads only, one statement per kind of row (never one per workload)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -29,16 +32,28 @@ from controlplane.scheduling.snapshot import (
     GpuSlot,
     MiningBlock,
     NodeView,
+    PlannedStart,
+    PlanningRules,
     RunningWorkload,
     TenantPolicy,
     WorkloadRequest,
 )
 from controlplane.services.admin.sites import site_spec
-from controlplane.store.models import Allocation, Gpu, Node, Rack, Site, Tenant, Workload
+from controlplane.store.bulk import among
+from controlplane.store.models import Allocation, Gpu, Node, Preemption, Rack, Site, Tenant, Workload
+from controlplane.store.models.workloads import decode_domains
+
+# How far back a workload's preemption notices count towards the notices-per-hour cap.
+NOTICE_WINDOW = timedelta(hours=1)
 
 
 def build_snapshot(
-    session: Session, *, site: Site | None = None, now: datetime | None = None, stop_grace_s: float = 30.0
+    session: Session,
+    *,
+    site: Site | None = None,
+    now: datetime | None = None,
+    stop_grace_s: float = 30.0,
+    rules: PlanningRules | None = None,
 ) -> FleetSnapshot:
     now = now or datetime.now(UTC)
     # Plain column tuples, not ORM objects: a campus has 30,000 nodes and 120,000 GPUs.
@@ -91,14 +106,17 @@ def build_snapshot(
         )
         for n in all_nodes
     )
+    tenants = session.scalars(select(Tenant)).all()
+    prices = {t.id: t.price_usd_per_gpu_hour for t in tenants}
     return FleetSnapshot(
         nodes=nodes,
-        running=running_workloads(session, live, models),
-        tenants=tenant_policies(session, now),
+        running=running_workloads(session, live, models, now=now, prices=prices),
+        tenants=tenant_policies(session, now, tenants),
         power=power_model(session, site) if site is not None else None,
         mining=MiningBlock(power_w=site.mining_planned_w) if site is not None else None,
         now=now.timestamp(),
         stop_grace_s=stop_grace_s,
+        rules=rules or PlanningRules(),
     )
 
 
@@ -115,20 +133,35 @@ def _unschedulable(status: str, draining: bool, cordoned: bool, gpu_action: str 
 
 
 def running_workloads(
-    session: Session, live: Sequence[Allocation], models: dict[str, str]
+    session: Session,
+    live: Sequence[Allocation],
+    models: dict[str, str],
+    *,
+    now: datetime | None = None,
+    prices: dict[str, Decimal] | None = None,
 ) -> tuple[RunningWorkload, ...]:
     """Work holding GPUs. Allocations already dropped from the desired state (cancelled, preempted,
-    finished, being stopped) count as freeing soon: never victims, and never counted twice."""
+    finished, being stopped) count as freeing soon: never victims, and never counted twice.
+
+    Each carries when it must have ended (its start plus its max duration), its preemption
+    history (how often, and its notices of the last hour) and, while it frees its GPUs under a
+    notice, the preemptor they are claimed for."""
     by_workload: dict[str, list[Allocation]] = defaultdict(list)
     for alloc in live:
         by_workload[alloc.workload_id].append(alloc)
     if not by_workload:
         return ()
-    rows = session.scalars(select(Workload).where(Workload.id.in_(list(by_workload)))).all()
+    now = now or datetime.now(UTC)
+    prices = prices or {}
+    ids = list(by_workload)
+    rows = [wl for chosen in among(session, Workload.id, ids) for wl in session.scalars(select(Workload).where(chosen))]
+    history = preemption_history(session, ids, since=now - NOTICE_WINDOW)
     out = []
     for wl in rows:
         allocs = by_workload[wl.id]
         started = wl.scheduled_at or wl.created_at
+        preempting = any(a.stop_generation is not None for a in allocs)
+        past = history.get(wl.id, _NO_HISTORY)
         out.append(
             RunningWorkload(
                 workload_id=wl.id,
@@ -137,15 +170,62 @@ def running_workloads(
                 gpus=tuple((a.node_id, a.gpu_id) for a in allocs),
                 started_at=started.timestamp(),
                 gpu_model=models.get(allocs[0].gpu_id, wl.gpu_model),
-                preempting=any(a.stop_generation is not None for a in allocs),
+                preempting=preempting,
+                claimed_for=past.claimed_for if preempting else "",
+                ends_by=(
+                    (wl.scheduled_at + timedelta(seconds=wl.max_duration_s)).timestamp()
+                    if wl.scheduled_at is not None
+                    else None
+                ),
+                preemptions=past.count,
+                noticed_at=tuple(sorted(past.noticed_at)),
+                checkpoint_interval_s=(
+                    float(wl.checkpoint_interval_s) if wl.checkpoint_interval_s is not None else None
+                ),
+                price_usd_per_gpu_hour=prices.get(wl.tenant_id, Decimal(0)),
             )
         )
     return tuple(sorted(out, key=lambda r: r.workload_id))
 
 
-def tenant_policies(session: Session, now: datetime) -> dict[str, TenantPolicy]:
+@dataclass(slots=True)
+class PreemptionHistory:
+    """One workload's preemptions: how many, the times of its notices since the window opened,
+    and the preemptor its GPUs are claimed for while an unreleased notice frees them."""
+
+    count: int = 0
+    noticed_at: list[float] = field(default_factory=list)
+    claimed_for: str = ""
+    claimed_at: datetime | None = None
+
+
+_NO_HISTORY = PreemptionHistory()
+
+
+def preemption_history(session: Session, workload_ids: list[str], *, since: datetime) -> dict[str, PreemptionHistory]:
+    """The preemption records of these workloads, folded per workload (one statement)."""
+    out: dict[str, PreemptionHistory] = {}
+    for chosen in among(session, Preemption.victim_id, workload_ids):
+        query = select(
+            Preemption.victim_id, Preemption.for_workload_id, Preemption.noticed_at, Preemption.released_at
+        ).where(chosen)
+        for victim_id, for_id, noticed_at, released_at in session.execute(query):
+            h = out.setdefault(victim_id, PreemptionHistory())
+            h.count += 1
+            if noticed_at >= since:
+                h.noticed_at.append(noticed_at.timestamp())
+            if released_at is None and (h.claimed_at is None or noticed_at >= h.claimed_at):
+                h.claimed_for, h.claimed_at = for_id, noticed_at
+    return out
+
+
+def tenant_policies(
+    session: Session, now: datetime, tenants: Sequence[Tenant] | None = None
+) -> dict[str, TenantPolicy]:
     used = gpu_seconds_this_month(session, now)
-    return {t.id: tenant_policy(t, used.get(t.id, Decimal(0))) for t in session.scalars(select(Tenant)).all()}
+    if tenants is None:
+        tenants = session.scalars(select(Tenant)).all()
+    return {t.id: tenant_policy(t, used.get(t.id, Decimal(0))) for t in tenants}
 
 
 def tenant_policy(tenant: Tenant, gpu_seconds_used: Decimal) -> TenantPolicy:
@@ -159,6 +239,7 @@ def tenant_policy(tenant: Tenant, gpu_seconds_used: Decimal) -> TenantPolicy:
         spend_cap_usd=tenant.spend_cap_usd,
         spend_used_usd=gpu_time_cost(gpu_seconds_used, tenant.price_usd_per_gpu_hour),
         over_quota=OverQuotaPolicy(tenant.over_quota),
+        share_weight=tenant.share_weight,
     )
 
 
@@ -198,6 +279,19 @@ def pending_queue(session: Session) -> list[WorkloadRequest]:
             tenant_id=w.tenant_id,
             max_duration_s=float(w.max_duration_s),
             price_usd_per_gpu_hour=price,
+            plan=planned_start(w),
         )
         for w, price in rows
     ]
+
+
+def planned_start(w: Workload) -> PlannedStart | None:
+    """The plan an earlier pass committed for this pending workload, or None."""
+    if w.expected_start_at is None:
+        return None
+    first = w.first_expected_start_at
+    return PlannedStart(
+        start_at=w.expected_start_at.timestamp(),
+        domains=decode_domains(w.planned_domains),
+        first_start_at=first.timestamp() if first is not None else None,
+    )

@@ -1,4 +1,5 @@
-"""Commit one pass's decisions in one transaction: placements, preemptions, mining sheds.
+"""Commit one pass's decisions in one transaction: placements, preemptions, mining sheds, and
+what waiting work is told (its pending reason, and its planned start when the core gave one).
 
 Every allocation carries the scheduler's fencing epoch, and the partial unique index on live
 allocations makes a second owner of a GPU impossible even if two schedulers ever run at once:
@@ -8,8 +9,8 @@ the loser's transaction fails as a whole.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -17,7 +18,15 @@ from sqlalchemy.orm import Session
 from controlplane.domain.enums import WorkloadState
 from controlplane.domain.epoch import PlacementEpoch
 from controlplane.live.lease import SCHEDULER
-from controlplane.scheduling.snapshot import Decision, FleetSnapshot, Placement, Preempt, ShedMining, Unplaced
+from controlplane.scheduling.snapshot import (
+    Decision,
+    FleetSnapshot,
+    Placement,
+    PlannedStart,
+    Preempt,
+    ShedMining,
+    Unplaced,
+)
 from controlplane.services.scheduler.mining import rebalance_mining
 from controlplane.services.singleton import advance_fence
 from controlplane.services.workloads import lifecycle
@@ -30,6 +39,7 @@ from controlplane.store.models import (
     WorkloadEvent,
     WorkloadRank,
 )
+from controlplane.store.models.workloads import encode_domains
 from controlplane.store.types import utcnow
 
 
@@ -73,9 +83,17 @@ def commit(
         if current is None:
             continue  # not ours to decide any more: cancelled, or placed by someone else since the snapshot
         if isinstance(decision, Unplaced):
-            if current != (decision.reason, decision.code.value):
+            told = _told(decision, current)
+            if told != current:
                 writes.reasons.append(
-                    {"b_id": decision.workload_id, "b_reason": decision.reason, "b_code": decision.code.value}
+                    {
+                        "b_id": decision.workload_id,
+                        "b_reason": told.reason,
+                        "b_code": told.code,
+                        "b_expected": told.expected_start_at,
+                        "b_domains": told.planned_domains,
+                        "b_first": told.first_expected_start_at,
+                    }
                 )
         else:
             writes.add_placement(decision, epoch, now)
@@ -98,17 +116,50 @@ def _table(model: type[Any]) -> Table:
     return table
 
 
-def _lock_pending(session: Session, workload_ids: list[str]) -> dict[str, tuple[str, str | None]]:
-    """Lock the decided workloads that are still pending; their current reason and code by id."""
-    found: dict[str, tuple[str, str | None]] = {}
+class _Told(NamedTuple):
+    """What a pending workload says of itself: its reason, and its planned start if it has one."""
+
+    reason: str
+    code: str | None
+    expected_start_at: datetime | None
+    planned_domains: str | None
+    first_expected_start_at: datetime | None
+
+
+def _told(decision: Unplaced, current: _Told) -> _Told:
+    """What ``decision`` tells the workload: its reason; its plan's start and held domains (or
+    none, without a plan); the first planned start, set once and kept."""
+    plan: PlannedStart | None = decision.plan
+    if plan is None:
+        return _Told(decision.reason, decision.code.value, None, None, current.first_expected_start_at)
+    first = current.first_expected_start_at
+    if first is None:
+        first = _at(plan.first_start_at if plan.first_start_at is not None else plan.start_at)
+    return _Told(decision.reason, decision.code.value, _at(plan.start_at), encode_domains(plan.domains), first)
+
+
+def _at(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _lock_pending(session: Session, workload_ids: list[str]) -> dict[str, _Told]:
+    """Lock the decided workloads that are still pending; what each says now, by id."""
+    found: dict[str, _Told] = {}
     for start in range(0, len(workload_ids), 5000):
         chunk = workload_ids[start : start + 5000]
         rows = session.execute(
-            select(Workload.id, Workload.reason, Workload.reason_code)
+            select(
+                Workload.id,
+                Workload.reason,
+                Workload.reason_code,
+                Workload.expected_start_at,
+                Workload.planned_domains,
+                Workload.first_expected_start_at,
+            )
             .where(Workload.id.in_(chunk), Workload.state == WorkloadState.PENDING.value)
             .with_for_update()
         ).all()
-        found.update({str(wl_id): (str(reason), code) for wl_id, reason, code in rows})
+        found.update({str(row[0]): _Told(str(row[1]), *row[2:]) for row in rows})
     return found
 
 
@@ -168,14 +219,24 @@ class _Writes:
                     epoch=epoch,
                     scheduled_at=now,
                     updated_at=now,
+                    # Placed: no longer expected; the first planned start stays, to be measured.
+                    expected_start_at=None,
+                    planned_domains=None,
                 ),
                 self.placed,
             )
         if self.reasons:
+            workloads = _table(Workload)
             session.execute(
-                update(_table(Workload))
-                .where(_table(Workload).c.id == bindparam("b_id"))
-                .values(reason=bindparam("b_reason"), reason_code=bindparam("b_code")),
+                update(workloads)
+                .where(workloads.c.id == bindparam("b_id"))
+                .values(
+                    reason=bindparam("b_reason"),
+                    reason_code=bindparam("b_code"),
+                    expected_start_at=bindparam("b_expected", type_=workloads.c.expected_start_at.type),
+                    planned_domains=bindparam("b_domains"),
+                    first_expected_start_at=bindparam("b_first", type_=workloads.c.first_expected_start_at.type),
+                ),
                 self.reasons,
             )
 

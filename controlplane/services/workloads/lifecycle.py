@@ -33,6 +33,10 @@ def transition(
     wl.reason = reason
     # Only pending work carries a pending-reason code; back to pending means requeued.
     wl.reason_code = PendingCode.REQUEUED.value if target is WorkloadState.PENDING else None
+    if current is WorkloadState.PENDING:
+        # A planned start is for pending work only (the first one stays, to be measured against).
+        wl.expected_start_at = None
+        wl.planned_domains = None
     wl.updated_at = now
     if target is WorkloadState.SCHEDULED:
         wl.scheduled_at = now

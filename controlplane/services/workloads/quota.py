@@ -50,6 +50,7 @@ class QuotaView:
     gpus_in_use: int
     gpu_hours_this_month: float
     spend_this_month_usd: Decimal
+    share_weight: float = 1.0
 
 
 def quota_view(session: Session, *, tenant_id: str) -> QuotaView:
@@ -64,4 +65,5 @@ def quota_view(session: Session, *, tenant_id: str) -> QuotaView:
         gpus_in_use=usage.gpus_in_use,
         gpu_hours_this_month=round(policy.gpu_hours_used, 4),
         spend_this_month_usd=cents(policy.spend_used_usd),
+        share_weight=tenant.share_weight,
     )

@@ -43,6 +43,12 @@ def submit(
         existing = _by_key(session, tenant_id, idempotency_key)
         if existing is not None:
             return _replay(existing, fingerprint)
+    max_duration_s = spec.max_duration_s or default_max_duration_s
+    if spec.checkpoint_interval_s is not None and spec.checkpoint_interval_s > max_duration_s:
+        raise InvalidRequest(
+            f"checkpoint_interval_s ({spec.checkpoint_interval_s} s) is above the workload's max duration "
+            f"({max_duration_s} s)"
+        )
     capacity = fleet_capacity.capacity_by_model(session)
     if spec.gpu_model not in capacity:
         models = ", ".join(sorted(capacity)) or "none"
@@ -63,7 +69,8 @@ def submit(
         priority=spec.priority.value,
         command=list(spec.command),
         env=dict(spec.env),
-        max_duration_s=spec.max_duration_s or default_max_duration_s,
+        max_duration_s=max_duration_s,
+        checkpoint_interval_s=spec.checkpoint_interval_s,
         sim_utilization=spec.sim_utilization,
         state=WorkloadState.PENDING.value,
         reason="waiting for the scheduler",

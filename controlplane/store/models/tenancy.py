@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Float, ForeignKey, Integer, String
+from sqlalchemy import CheckConstraint, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from controlplane.domain.enums import KeyScope, OverQuotaPolicy
+from controlplane.domain.specs import DEFAULT_SHARE_WEIGHT
 from controlplane.store.models.base import Base, one_of
 from controlplane.store.types import Money, UTCDateTime, utcnow
 
@@ -17,7 +18,10 @@ DEFAULT_PRICE_USD_PER_GPU_HOUR = Decimal("3.00")
 
 class Tenant(Base):
     __tablename__ = "tenants"
-    __table_args__ = (one_of("over_quota", OverQuotaPolicy),)
+    __table_args__ = (
+        one_of("over_quota", OverQuotaPolicy),
+        CheckConstraint("share_weight > 0", name="share_weight_positive"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -30,6 +34,8 @@ class Tenant(Base):
     over_quota: Mapped[str] = mapped_column(String(8), default=OverQuotaPolicy.HOLD.value)
     # The tenant's rate, for spend-cap estimates until metering prices it (issue 11).
     price_usd_per_gpu_hour: Mapped[Decimal] = mapped_column(Money, default=DEFAULT_PRICE_USD_PER_GPU_HOUR)
+    # Fair share among the tenants of one class: capacity in proportion to this weight.
+    share_weight: Mapped[float] = mapped_column(Float, default=DEFAULT_SHARE_WEIGHT, server_default="1")
 
 
 class ApiKey(Base):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     Float,
     ForeignKey,
     Index,
@@ -21,8 +23,39 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass, WorkloadState
 from controlplane.domain.reasons import PendingCode
+from controlplane.domain.specs import MAX_CHECKPOINT_INTERVAL_S, MIN_CHECKPOINT_INTERVAL_S
 from controlplane.store.models.base import Base, one_of
 from controlplane.store.types import UTCDateTime, utcnow
+
+# The NVLink domains held for a planned start, as a JSON array of names (Node.nvlink_domain, at
+# most 80 characters): at most this many, and at most this many characters once encoded.
+MAX_PLANNED_DOMAINS = 4096
+MAX_PLANNED_DOMAINS_CHARS = MAX_PLANNED_DOMAINS * 164
+
+
+def encode_domains(domains: tuple[str, ...] | list[str]) -> str | None:
+    """The held NVLink domains as stored: a JSON array, or None for none."""
+    if not domains:
+        return None
+    if len(domains) > MAX_PLANNED_DOMAINS:
+        raise ValueError(f"a plan holds at most {MAX_PLANNED_DOMAINS} NVLink domains, not {len(domains)}")
+    encoded = json.dumps(list(domains), separators=(",", ":"))
+    if len(encoded) > MAX_PLANNED_DOMAINS_CHARS:
+        raise ValueError("the planned NVLink domains' names are too long to store")
+    return encoded
+
+
+def decode_domains(stored: str | None) -> tuple[str, ...]:
+    """The held NVLink domains from what ``encode_domains`` stored (anything else: none)."""
+    if not stored:
+        return ()
+    try:
+        names = json.loads(stored)
+    except ValueError:
+        return ()
+    if not isinstance(names, list):
+        return ()
+    return tuple(n for n in names if isinstance(n, str))
 
 
 class Workload(Base):
@@ -33,6 +66,15 @@ class Workload(Base):
         one_of("priority", PriorityClass),
         one_of("nvlink", NvlinkPolicy),
         one_of("reason_code", PendingCode),
+        CheckConstraint(
+            "checkpoint_interval_s IS NULL OR checkpoint_interval_s "
+            f"BETWEEN {MIN_CHECKPOINT_INTERVAL_S} AND {MAX_CHECKPOINT_INTERVAL_S}",
+            name="checkpoint_interval_s_range",
+        ),
+        CheckConstraint(
+            f"planned_domains IS NULL OR length(planned_domains) <= {MAX_PLANNED_DOMAINS_CHARS}",
+            name="planned_domains_length",
+        ),
         Index("ix_workloads_tenant_state", "tenant_id", "state"),
         Index("ix_workloads_state", "state"),
     )
@@ -61,6 +103,14 @@ class Workload(Base):
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # While pending and blocked with a planned start: when it is expected to start, and the NVLink
+    # domains held for it (``encode_domains``); cleared when it is placed or loses its plan.
+    expected_start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    planned_domains: Mapped[str | None] = mapped_column(Text)
+    # The first planned start it was ever given, kept after it started: the planned-start error.
+    first_expected_start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Declared by the tenant: a preemption loses the work since the last checkpoint (None: all).
+    checkpoint_interval_s: Mapped[int | None] = mapped_column(Integer)
 
 
 class WorkloadEvent(Base):

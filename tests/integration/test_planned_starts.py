@@ -64,9 +64,10 @@ def commit_decisions(runtime: Runtime, decisions: list[Any], *, epoch: int = EPO
         commit(s, decisions=decisions, epoch=epoch)
 
 
-def planned(wl_id: str, start: datetime, domains: tuple[str, ...] = ()) -> Unplaced:
+def planned(wl_id: str, start: datetime, domains: tuple[str, ...] = (), made: datetime | None = None) -> Unplaced:
     text_ = f"planned start at {start.isoformat()}: GPUs of its shape are held for it"
-    return Unplaced(wl_id, text_, PendingCode.PLANNED, PlannedStart(start.timestamp(), domains))
+    made_at = made.timestamp() if made is not None else None
+    return Unplaced(wl_id, text_, PendingCode.PLANNED, PlannedStart(start.timestamp(), domains, planned_at=made_at))
 
 
 def row(runtime: Runtime, wl_id: str) -> Workload:
@@ -113,10 +114,13 @@ def test_a_committed_plan_is_shown_to_the_tenant_and_comes_back_in_the_next_snap
 
     # A later plan moves the expected start; the first planned start stays what it was.
     later = T0 + timedelta(minutes=20)
-    commit_decisions(runtime, [planned(wl_id, later, domains[:1])])
+    made = T0 - timedelta(hours=1)
+    commit_decisions(runtime, [planned(wl_id, later, domains[:1], made)])
     with runtime.read() as s:
         [request] = build.pending_queue(s)
-    assert request.plan == PlannedStart(later.timestamp(), domains[:1], first_start_at=T0.timestamp())
+    assert request.plan == PlannedStart(
+        later.timestamp(), domains[:1], first_start_at=T0.timestamp(), planned_at=made.timestamp()
+    )  # when it was planned comes back too: planned work is decided in that order
 
     # Unplaced without a plan: no expected start, no held domains; the first start is kept.
     commit_decisions(runtime, [Unplaced(wl_id, "waiting for 4 GPUs", PendingCode.GPUS)])

@@ -294,4 +294,5 @@ def planned_start(w: Workload) -> PlannedStart | None:
         start_at=w.expected_start_at.timestamp(),
         domains=decode_domains(w.planned_domains),
         first_start_at=first.timestamp() if first is not None else None,
+        planned_at=w.planned_at.timestamp() if w.planned_at is not None else None,
     )

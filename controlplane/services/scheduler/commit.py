@@ -93,6 +93,7 @@ def commit(
                         "b_expected": told.expected_start_at,
                         "b_domains": told.planned_domains,
                         "b_first": told.first_expected_start_at,
+                        "b_planned_at": told.planned_at,
                     }
                 )
         else:
@@ -124,6 +125,7 @@ class _Told(NamedTuple):
     expected_start_at: datetime | None
     planned_domains: str | None
     first_expected_start_at: datetime | None
+    planned_at: datetime | None
 
 
 def _told(decision: Unplaced, current: _Told) -> _Told:
@@ -131,11 +133,12 @@ def _told(decision: Unplaced, current: _Told) -> _Told:
     none, without a plan); the first planned start, set once and kept."""
     plan: PlannedStart | None = decision.plan
     if plan is None:
-        return _Told(decision.reason, decision.code.value, None, None, current.first_expected_start_at)
+        return _Told(decision.reason, decision.code.value, None, None, current.first_expected_start_at, None)
     first = current.first_expected_start_at
     if first is None:
         first = _at(plan.first_start_at if plan.first_start_at is not None else plan.start_at)
-    return _Told(decision.reason, decision.code.value, _at(plan.start_at), encode_domains(plan.domains), first)
+    made = _at(plan.planned_at) if plan.planned_at is not None else current.planned_at
+    return _Told(decision.reason, decision.code.value, _at(plan.start_at), encode_domains(plan.domains), first, made)
 
 
 def _at(timestamp: float) -> datetime:
@@ -155,6 +158,7 @@ def _lock_pending(session: Session, workload_ids: list[str]) -> dict[str, _Told]
                 Workload.expected_start_at,
                 Workload.planned_domains,
                 Workload.first_expected_start_at,
+                Workload.planned_at,
             )
             .where(Workload.id.in_(chunk), Workload.state == WorkloadState.PENDING.value)
             .with_for_update()
@@ -222,6 +226,7 @@ class _Writes:
                     # Placed: no longer expected; the first planned start stays, to be measured.
                     expected_start_at=None,
                     planned_domains=None,
+                    planned_at=None,
                 ),
                 self.placed,
             )
@@ -236,6 +241,7 @@ class _Writes:
                     expected_start_at=bindparam("b_expected", type_=workloads.c.expected_start_at.type),
                     planned_domains=bindparam("b_domains"),
                     first_expected_start_at=bindparam("b_first", type_=workloads.c.first_expected_start_at.type),
+                    planned_at=bindparam("b_planned_at", type_=workloads.c.planned_at.type),
                 ),
                 self.reasons,
             )

@@ -37,6 +37,7 @@ def transition(
         # A planned start is for pending work only (the first one stays, to be measured against).
         wl.expected_start_at = None
         wl.planned_domains = None
+        wl.planned_at = None
     wl.updated_at = now
     if target is WorkloadState.SCHEDULED:
         wl.scheduled_at = now

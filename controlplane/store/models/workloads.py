@@ -109,6 +109,8 @@ class Workload(Base):
     planned_domains: Mapped[str | None] = mapped_column(Text)
     # The first planned start it was ever given, kept after it started: the planned-start error.
     first_expected_start_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When its current plan was first made: planned work of a class is decided in this order.
+    planned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Declared by the tenant: a preemption loses the work since the last checkpoint (None: all).
     checkpoint_interval_s: Mapped[int | None] = mapped_column(Integer)
 

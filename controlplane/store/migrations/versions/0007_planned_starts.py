@@ -54,6 +54,7 @@ def upgrade() -> None:
     with op.batch_alter_table("workloads", schema=None) as batch_op:
         batch_op.add_column(sa.Column("expected_start_at", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("first_expected_start_at", sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column("planned_at", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("planned_domains", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("checkpoint_interval_s", sa.Integer(), nullable=True))
         batch_op.drop_constraint("reason_code_valid", type_="check")
@@ -78,5 +79,6 @@ def downgrade() -> None:
         batch_op.create_check_constraint("reason_code_valid", _in("reason_code", OLD_PENDING_CODES))
         batch_op.drop_column("checkpoint_interval_s")
         batch_op.drop_column("planned_domains")
+        batch_op.drop_column("planned_at")
         batch_op.drop_column("first_expected_start_at")
         batch_op.drop_column("expected_start_at")

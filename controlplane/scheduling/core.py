@@ -91,6 +91,7 @@ class SchedulingPass:
         self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.claimants: frozenset[str] = frozenset()
         self.dom_index: dict[str, int] | None = None
+        self._usage: dict[str, tuple[int, dict[int, int]]] | None = None
         self.queue: Sequence[WorkloadRequest] = ()
         # The windows of earlier passes' plans, seeded into each model's map before anything is
         # decided: (domain, GPUs, start, end) per workload, until its turn replaces them.
@@ -383,13 +384,27 @@ class SchedulingPass:
                 sticky_claims=self.profile.sticky_claims,
                 churn_limits=self.profile.churn_limits,
                 claimants=self.claimants,
+                usage=self.usage(),
             )
-            early = [(r, p) for r, p in self.placed_early if r.gpu_model == model]
-            self.placed_early = [(r, p) for r, p in self.placed_early if r.gpu_model != model]
-            for r, p in early:
-                if r.max_duration_s is not None:
-                    for d, x in self._per_domain(p).items():
-                        tl.add(d, planning.Release(self.snapshot.now + r.max_duration_s, x, r.priority))
+            # Work placed this pass frees by its max duration: one release per domain, end and class.
+            agg: dict[tuple[int, float, PriorityClass], int] = {}
+            node_dom, draining, now = self.fleet.node_dom, self.fleet.draining, self.snapshot.now
+            rest = []
+            for r, p in self.placed_early:
+                if r.gpu_model != model:
+                    rest.append((r, p))
+                    continue
+                if r.max_duration_s is None:
+                    continue
+                end = now + r.max_duration_s
+                for n, x in p:
+                    d = node_dom[n]
+                    if d >= 0 and not draining[n]:
+                        k = (d, end, r.priority)
+                        agg[k] = agg.get(k, 0) + x
+            self.placed_early = rest
+            for (d, end, priority), x in agg.items():
+                tl.add(d, planning.Release(end, x, priority))
             self.seed(model, tl)
         return tl
 
@@ -660,7 +675,21 @@ class SchedulingPass:
             claimants=self.claimants,
             churn_limits=self.profile.churn_limits,
             pools=self.pools,
+            usage=self.usage() if self.profile.planning else None,
         )
+
+    def usage(self) -> dict[str, tuple[int, dict[int, int]]]:
+        """Per running workload, its GPUs usable once freed, in all and per usable NVLink domain:
+        counted once per pass for the preemption candidates and the planning map alike."""
+        if self._usage is None:
+            self._usage = {}
+            for run in self.snapshot.running:
+                pool = self.pools.get(run.gpu_model)
+                if pool is not None:
+                    by_dom: dict[int, int] = {}
+                    useful = preemption.usable_by_dom(run, self.fleet, pool, by_dom)
+                    self._usage[run.workload_id] = (useful, by_dom)
+        return self._usage
 
     def protect_held(self, model: str, doms: list[int]) -> None:
         """Running work in held domains is the plan's to preempt at its start, not later requests'."""

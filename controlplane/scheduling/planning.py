@@ -24,7 +24,8 @@ only finds windows around them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from bisect import insort
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
@@ -64,6 +65,9 @@ class Timeline:
         default_factory=dict
     )
     version: dict[int, int] = field(default_factory=dict)
+    # Per (rights, claimant): every time GPUs come free, (time, domain, GPUs), in time order, over
+    # all domains; a bound that lets a search stop early (``first_reaching``).
+    sweeps: dict[tuple[frozenset[PriorityClass], str], list[tuple[float, int, int]]] = field(default_factory=dict)
 
     def _changed(self, dom: int) -> None:
         self.version[dom] = self.version.get(dom, 0) + 1
@@ -73,6 +77,29 @@ class Timeline:
         if release.claimed_for:
             self.claimed.add(dom)
         self._changed(dom)
+        self.sweeps.clear()
+
+    def sweep(self, *, rights: frozenset[PriorityClass], claimant: str, now: float) -> list[tuple[float, int, int]]:
+        """Every increase of free GPUs after ``now``, in time order (decreases left out: the free
+        counts it gives are upper bounds, so the first time a domain could have enough)."""
+        key = (rights, claimant if self.claimed else "")
+        out = self.sweeps.get(key)
+        if out is None:
+            out = []
+            for dom, releases in self.releases.items():
+                for r in releases:
+                    if r.claimed_for and r.claimed_for != claimant:
+                        continue
+                    at = r.at
+                    if r.priority in rights:
+                        at = min(at, max(now, r.preemptible_from))
+                    if at < NEVER:
+                        out.append((at, dom, r.count))
+            for dom, events in self.events.items():
+                out.extend((at, dom, delta) for at, delta in events if delta > 0)
+            out.sort()
+            self.sweeps[key] = out
+        return out
 
     def occupy(self, dom: int, count: int, start: float, end: float | None) -> None:
         """``count`` GPUs of ``dom`` are taken from ``start`` to ``end`` (None: for good)."""
@@ -82,10 +109,12 @@ class Timeline:
         ev.append((start, -count))
         if end is not None and end < NEVER:
             ev.append((end, count))
+            for sweep in self.sweeps.values():
+                insort(sweep, (end, dom, count))
         self._changed(dom)
 
     def vacate(self, dom: int, count: int, start: float, end: float | None) -> None:
-        """Undo one ``occupy`` with the same arguments."""
+        """Undo one ``occupy`` with the same arguments (a sweep keeps the increase: still a bound)."""
         if count <= 0:
             return
         ev = self.events[dom]
@@ -200,6 +229,7 @@ def build_timeline(
     sticky_claims: bool,
     churn_limits: bool,
     claimants: Iterable[str],
+    usage: Mapping[str, tuple[int, dict[int, int]]] | None = None,
 ) -> Timeline:
     """The resource-time map of one GPU model (see the module docstring), from the pool's free
     GPUs now and the snapshot's running work."""
@@ -214,8 +244,12 @@ def build_timeline(
     for run in snapshot.running:
         if run.gpu_model != model:
             continue
-        per: dict[int, int] = {}
-        usable_by_dom(run, fleet, pool, per)
+        known = usage.get(run.workload_id) if usage is not None else None
+        if known is not None:
+            per = known[1]
+        else:
+            per = {}
+            usable_by_dom(run, fleet, pool, per)
         if run.preempting:
             claim = run.claimed_for if run.claimed_for in queued else ""
             for d, x in per.items():
@@ -260,17 +294,41 @@ def plan_one_domain(
     None. Ties go to the one with the most of them free now (least held idle). ``only``: among
     these domains."""
     usable = timeline.usable
-    cands = set(timeline.releases) | set(timeline.base) | set(timeline.events) if only is None else set(only)
     best: tuple[float, int, int] | None = None
-    for d in cands:
-        if d < 0 or d in excluded or usable.get(d, 0) < c:
-            continue
+
+    def consider(d: int) -> None:
+        nonlocal best
         at = timeline.earliest(d, c, duration, rights=rights, claimant=claimant, now=now)
-        if at >= NEVER:
-            continue
-        key = (at, -min(pool.dom_free[d], c), d)
-        if best is None or key < best:
-            best = key
+        if at < NEVER:
+            key = (at, -min(pool.dom_free[d], c), d)
+            if best is None or key < best:
+                best = key
+
+    def valid(d: int) -> bool:
+        return d >= 0 and d not in excluded and usable.get(d, 0) >= c
+
+    if only is not None:
+        for d in only:
+            if valid(d):
+                consider(d)
+        return None if best is None else (best[0], [best[2]])
+    # Branch and bound over the sweep: a domain's window cannot open before the first time its
+    # free GPUs could reach ``c``; domains are tried in that order until that time passes the
+    # best window found.
+    free = dict(timeline.base)
+    tried: set[int] = set()
+    for d, f in timeline.base.items():
+        if f >= c and valid(d):
+            tried.add(d)
+            consider(d)
+    for at, d, x in timeline.sweep(rights=rights, claimant=claimant, now=now):
+        if best is not None and at > best[0]:
+            break
+        f = free.get(d, 0) + x
+        free[d] = f
+        if f >= c and d not in tried and valid(d):
+            tried.add(d)
+            consider(d)
     return None if best is None else (best[0], [best[2]])
 
 

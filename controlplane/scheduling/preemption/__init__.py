@@ -1,6 +1,6 @@
 """Preemption: rights and grace (``policy``), candidates (``candidates``), victim choice (``selection``)."""
 
-from controlplane.scheduling.preemption.candidates import Choice, ModelPreemption, Victim, build
+from controlplane.scheduling.preemption.candidates import Choice, ModelPreemption, Victim, build, usable_by_dom
 from controlplane.scheduling.preemption.policy import stop_grace_s, victim_classes
 from controlplane.scheduling.preemption.selection import (
     MAX_DOMAINS_COMPARED,
@@ -23,5 +23,6 @@ __all__ = [
     "claim",
     "select_victims",
     "stop_grace_s",
+    "usable_by_dom",
     "victim_classes",
 ]

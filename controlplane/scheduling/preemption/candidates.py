@@ -221,6 +221,7 @@ def build(
     claimants: Collection[str] = (),
     churn_limits: bool = False,
     pools: Mapping[str, ModelPool] | None = None,
+    usage: Mapping[str, tuple[int, dict[int, int]]] | None = None,
 ) -> dict[str, ModelPreemption]:
     """Candidates per model. ``claimants``: preemptors in the queue whose claims stick (empty:
     every GPU being freed is anyone's). ``churn_limits``: see the module docstring."""
@@ -235,7 +236,10 @@ def build(
         by_dom: dict[int, int] = {}
         useful = 0
         pool = pools.get(run.gpu_model) if pools is not None else None
-        if pool is not None:
+        known = usage.get(run.workload_id) if usage is not None else None
+        if known is not None:
+            useful, by_dom = known[0], dict(known[1])
+        elif pool is not None:
             useful = usable_by_dom(run, fleet, pool, by_dom)
         else:
             for node_id, gpu_id in run.gpus:

@@ -199,7 +199,10 @@ class SchedulingPass:
         if taken is None:
             taken = pool.take(plan)
             if self.profile.planning:
-                self.note_placed(req, plan)
+                if self.timelines:
+                    self.note_placed(req, plan)
+                else:
+                    self.placed_early.append((req, plan))
         node_ids, node_rack = self.fleet.node_ids, self.fleet.node_rack
         per_rack: dict[int, int] = {}
         loose = 0
@@ -414,7 +417,7 @@ class SchedulingPass:
         later in it."""
         pool = self.pools[model]
         for req in self.queue:
-            if req.gpu_model != model or req.workload_id in self.seeded:
+            if req.plan is None or not req.plan.domains or req.gpu_model != model or req.workload_id in self.seeded:
                 continue
             kept = self.kept_domains(req)
             if kept is None or req.plan is None:

@@ -2,8 +2,8 @@
 tenant and read back into the next snapshot; claims, run bounds and preemption history in the
 snapshot; fair-share weights over the operator API and CLI; declared checkpoint intervals.
 
-The core does not plan yet, so the decisions are built by hand and committed through the
-scheduler's own commit path."""
+Most decisions are built by hand (to pin each storage rule down) and committed through the
+scheduler's own commit path; the last test runs the real core and shell pass after pass."""
 
 from __future__ import annotations
 
@@ -544,3 +544,40 @@ def test_leaving_pending_clears_the_plan_and_keeps_the_first(client: TestClient,
         None,
         T0,
     )
+
+
+def test_a_real_pass_plans_a_blocked_gang_backfills_only_what_ends_before_it_and_keeps_the_plan(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """The core and the shell together: a planned start made by the real core is stored, shown,
+    read back and kept; a later request that would delay it waits; one that ends in time starts."""
+    make_site(runtime)
+    for i in (1, 2):
+        register_node(runtime, i)  # one NVLink domain of 8 GPUs
+    # One tenant: fair share orders its work by age (another tenant's 4 GPUs would go first).
+    acme = make_tenant(runtime, "acme")
+    running = submit(client, acme.headers, 4, max_duration_s=3600)
+    run_pass(runtime, PlacementEpoch(1, 1))
+    assert row(runtime, running).state == "scheduled"
+    gang = submit(client, acme.headers, 8, max_duration_s=7200)
+    longer = submit(client, acme.headers, 4, max_duration_s=7200)
+    run_pass(runtime, PlacementEpoch(1, 2))
+    view = client.get(f"/v1/workloads/{gang}", headers=acme.headers).json()
+    assert view["pending_reason_code"] == "planned", view
+    scheduled = row(runtime, running).scheduled_at
+    assert scheduled is not None
+    expected = datetime.fromisoformat(view["expected_start_at"])
+    assert abs((expected - (scheduled + timedelta(seconds=3600))).total_seconds()) < 1
+    assert "planned start" in view["pending_reason"] and "4 held now" in view["pending_reason"]
+    # The 4 free GPUs are held: work that would still run at the planned start waits for them.
+    assert row(runtime, longer).state == "pending"
+    short = submit(client, acme.headers, 4, max_duration_s=1800)
+    run_pass(runtime, PlacementEpoch(1, 3))
+    assert row(runtime, short).state == "scheduled"  # ends before the gang can start: backfilled
+    assert row(runtime, longer).state == "pending"
+    again = client.get(f"/v1/workloads/{gang}", headers=acme.headers).json()
+    assert again["expected_start_at"] == view["expected_start_at"]  # kept across passes
+    with runtime.read() as s:
+        plans = {r.workload_id: r.plan for r in build.pending_queue(s)}
+    kept = plans[gang]
+    assert kept is not None and kept.planned_at is not None and kept.first_start_at == expected.timestamp()

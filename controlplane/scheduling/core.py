@@ -406,8 +406,7 @@ class SchedulingPass:
                         k = (d, end, r.priority)
                         agg[k] = agg.get(k, 0) + x
             self.placed_early = rest
-            for (d, end, priority), x in agg.items():
-                tl.add(d, planning.Release(end, x, priority))
+            tl.add_unclaimed((d, planning.Release(end, x, priority)) for (d, end, priority), x in agg.items())
             self.seed(model, tl)
         return tl
 

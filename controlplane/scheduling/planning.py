@@ -79,6 +79,19 @@ class Timeline:
         self._changed(dom)
         self.sweeps.clear()
 
+    def add_unclaimed(self, releases: Iterable[tuple[int, Release]]) -> None:
+        """Many releases with no claimant at once (building the map: no cache to keep)."""
+        by_dom = self.releases
+        for dom, release in releases:
+            got = by_dom.get(dom)
+            if got is None:
+                by_dom[dom] = [release]
+            else:
+                got.append(release)
+        self.cache.clear()
+        self.version.clear()
+        self.sweeps.clear()
+
     def sweep(self, *, rights: frozenset[PriorityClass], claimant: str, now: float) -> list[tuple[float, int, int]]:
         """Every increase of free GPUs after ``now``, in time order (decreases left out: the free
         counts it gives are upper bounds, so the first time a domain could have enough)."""
@@ -240,6 +253,7 @@ def build_timeline(
             out.base[d] = free
     out.usable = {d: k for d, k in enumerate(pool.dom_usable) if k}
     queued = set(claimants) if sticky_claims else set()
+    unclaimed: list[tuple[int, Release]] = []
     now, grace, min_run = snapshot.now, snapshot.stop_grace_s, snapshot.rules.min_run_s
     for run in snapshot.running:
         if run.gpu_model != model:
@@ -258,8 +272,9 @@ def build_timeline(
             continue
         at = NEVER if run.ends_by is None else run.ends_by
         start_ok = run.started_at + min_run if churn_limits and run.preemptions else 0.0
-        for d, x in per.items():
-            out.add(d, Release(at, x, run.priority, "", start_ok))
+        prio = run.priority
+        unclaimed.extend((d, Release(at, x, prio, "", start_ok)) for d, x in per.items())
+    out.add_unclaimed(unclaimed)
     return out
 
 

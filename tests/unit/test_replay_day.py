@@ -47,7 +47,7 @@ def day_slice() -> list[dict[str, Any]]:
     return [w for w in rd.load_workloads() if w["submit_s"] < SLICE_S]
 
 
-@pytest.fixture(scope="module", params=["core", "first_fit"])
+@pytest.fixture(scope="module", params=["core", "legacy", "first_fit"])
 def run(request: pytest.FixtureRequest, day_slice: list[dict[str, Any]]) -> Any:
     """The first two hours of the day on a 4-rack fleet (16x overloaded: queues and preemption)."""
     spec = small_site()
@@ -227,3 +227,183 @@ def test_the_replay_is_deterministic(day_slice: list[dict[str, Any]]) -> None:
     ]
     assert first.preemptions == second.preemptions
     assert first.power_trace == second.power_trace
+
+
+# -- declared limits, checkpoints, goodput, requeued waits, churn: crafted days, answers by hand ----
+
+
+def test_the_work_kept_is_up_to_the_last_checkpoint() -> None:
+    assert rd.kept_work_s(25 * 60.0, 3 * 3600.0, 10 * 60.0) == 20 * 60.0
+    assert rd.kept_work_s(25 * 60.0, 3 * 3600.0, None) == 0.0
+    assert rd.kept_work_s(20 * 60.0, 3 * 3600.0, 10 * 60.0) == 20 * 60.0  # a checkpoint right at the stop
+    assert rd.kept_work_s(3 * 3600.0, 3 * 3600.0, None) == 3 * 3600.0  # done: all of it
+    assert rd.kept_work_s(1000.0, 1100.0, 900.0) == 900.0
+
+
+def declared_workload(wid: str, at: float, gpus: int, priority: str, *, duration_s: float, max_s: float,
+                      checkpoint_s: float | None, tenant: str = "t") -> dict[str, Any]:  # fmt: skip
+    w = workload(wid, at, gpus, priority, tenant=tenant, duration_s=duration_s)
+    w["max_duration_s"] = max_s
+    w["checkpoint_interval_s"] = checkpoint_s
+    return w
+
+
+def one_rack_day(checkpoint_s: float | None) -> list[dict[str, Any]]:
+    """One spot gang filling the one rack; two reserved gangs cut it, at 1,470 s and 3,000 s."""
+    return [
+        declared_workload(
+            "s1", 0.0, 72, "spot", duration_s=3600.0, max_s=7200.0, checkpoint_s=checkpoint_s, tenant="spotty"
+        ),  # fmt: skip
+        declared_workload(
+            "r1", 1470.0, 72, "reserved", duration_s=600.0, max_s=900.0, checkpoint_s=None, tenant="acme-ai"
+        ),  # fmt: skip
+        declared_workload(
+            "r2", 3000.0, 72, "reserved", duration_s=600.0, max_s=900.0, checkpoint_s=None, tenant="acme-ai"
+        ),  # fmt: skip
+    ]
+
+
+@pytest.mark.parametrize("scheduler", ["core", "legacy"])
+def test_a_preempted_gang_resumes_from_its_last_checkpoint_and_waits_add_up(scheduler: str) -> None:
+    """By hand: s1 runs [0, 1500) (notice 1470 + 30 s grace), keeps 1200 s (two 600 s checkpoints),
+    loses 300 s; r1 runs [1500, 2100); s1.r1 (2400 s left) runs from 2100, is cut by r2 at 3000
+    (released 3030, ran 930 s, keeps 600 s, loses 330 s); r2 runs [3030, 3630); s1.r2 (1800 s left)
+    runs [3630, 5430). s1 waited 0 + 600 + 600 s over its three submissions."""
+    spec = small_site()
+    spec = rd.scaled_site(rd.load_site(), 1)
+    res = rd.replay(spec, one_rack_day(600.0), scheduler=scheduler, reservations={"acme-ai": 72})
+    assert res.violations == []
+    j = res.jobs
+    assert (j["s1"].start_s, j["s1"].end_s, j["s1"].kept_s, j["s1"].lost_s) == (0.0, 1500.0, 1200.0, 300.0)
+    assert (j["r1"].start_s, j["r1"].end_s) == (1500.0, 2100.0)
+    assert (j["s1.r1"].submit_s, j["s1.r1"].duration_s, j["s1.r1"].start_s) == (1500.0, 2400.0, 2100.0)
+    assert (j["s1.r1"].end_s, j["s1.r1"].kept_s, j["s1.r1"].lost_s) == (3030.0, 600.0, 330.0)
+    assert (j["s1.r2"].duration_s, j["s1.r2"].start_s, j["s1.r2"].end_s) == (1800.0, 3630.0, 5430.0)
+    assert j["s1.r2"].completed
+    # The resubmissions declare what is left of the tenant's 7,200 s limit, in whole quarter hours.
+    assert j["s1.r1"].max_duration_s == 6300.0  # 7200 - 1200 = 6000, rounded up
+    assert j["s1.r2"].max_duration_s == 6300.0  # 6300 - 600 = 5700, rounded up
+    m = rd.metrics(res)
+    assert m["goodput"]["whole_run_gpu_hours"] == pytest.approx(72 * (1200 + 600 + 600 + 600 + 1800) / 3600, abs=0.05)
+    assert m["goodput"]["lost_whole_run_gpu_hours"] == pytest.approx(72 * (300 + 330) / 3600, abs=0.05)
+    assert m["utilisation"]["allocated_gpu_hours"] == pytest.approx(72 * 5430 / 3600, abs=0.05)
+    assert m["utilisation"]["goodput_share"] == pytest.approx(72 * 4800 / (72 * 86400), abs=1e-4)
+    assert m["goodput"]["cut_attempts"] == 2 == m["goodput"]["cut_attempts_with_checkpoints"]
+    spot = m["waits_s"]["spot"]
+    assert spot["total"]["n"] == 1 and spot["total"]["max"] == 1200.0
+    assert spot["total_by_gang_size"]["33-72"]["max"] == 1200.0
+    assert spot["first_submission"]["max"] == 0.0
+    assert m["waits_s"]["reserved"]["total"]["max"] == 30.0
+    pre = m["preemptions"]
+    assert pre["per_preempted_workload"]["max"] == 2.0 and pre["workloads_preempted"] == 1
+    assert pre["per_workload"]["max"] == 2.0 and pre["per_workload"]["p50"] == 0.0
+    assert pre["workloads_preempted_more_than_twice"] == 0
+    assert pre["most_notices_to_one_workload_in_an_hour"] == 2  # 1470 and 3000: within the hour
+    assert pre["notices_per_preemptor_max"] == 1 and pre["preemptors_noticing_more_than_one_pass"] == 0
+
+
+def test_without_checkpoints_a_preemption_loses_the_whole_attempt() -> None:
+    spec = rd.scaled_site(rd.load_site(), 1)
+    res = rd.replay(spec, one_rack_day(None), scheduler="core", reservations={"acme-ai": 72})
+    j = res.jobs
+    assert (j["s1"].kept_s, j["s1"].lost_s) == (0.0, 1500.0)
+    assert j["s1.r1"].duration_s == 3600.0  # resumes with nothing done
+    assert j["s1.r1"].lost_s == 930.0 and j["s1.r2"].duration_s == 3600.0
+    m = rd.metrics(res)
+    assert m["goodput"]["lost_whole_run_gpu_hours"] == pytest.approx(72 * (1500 + 930) / 3600, abs=0.05)
+    assert m["goodput"]["cut_attempts_with_checkpoints"] == 0
+
+
+def test_the_core_sees_run_bounds_claims_and_the_preemption_history() -> None:
+    spec = rd.scaled_site(rd.load_site(), 1)
+    during_grace = rd.Replay(spec, one_rack_day(600.0), scheduler="core", reservations={"acme-ai": 72}, until_s=1480.0)
+    during_grace.run()
+    v = during_grace.run_views["s1"]
+    assert v.preempting and v.claimed_for == "r1"
+    assert (v.ends_by, v.checkpoint_interval_s, v.preemptions, v.noticed_at) == (7200.0, 600.0, 1, (1470.0,))
+    assert str(v.price_usd_per_gpu_hour) == "2.0"
+    later = rd.Replay(spec, one_rack_day(600.0), scheduler="core", reservations={"acme-ai": 72}, until_s=2200.0)
+    later.run()
+    again = later.run_views["s1.r1"]  # the resubmission keeps the original's history
+    assert not again.preempting and again.claimed_for == ""
+    assert (again.started_at, again.ends_by, again.preemptions, again.noticed_at) == (2100.0, 8400.0, 1, (1470.0,))
+    assert later.jobs["s1.r1"].request.max_duration_s == 6300.0
+    assert later.jobs["s1.r1"].request.plan is None
+
+
+def test_a_day_without_declared_limits_gets_them_by_the_rule(day_slice: list[dict[str, Any]]) -> None:
+    from controlplane.scenarios.limits import declared
+
+    replay = rd.Replay(small_site(), day_slice[:50])
+    for w in day_slice[:50]:
+        job, rule = replay.jobs[w["id"]], declared(w["id"], float(w["duration_s"]))
+        assert (job.max_duration_s, job.checkpoint_s) == (rule.max_duration_s, rule.checkpoint_interval_s)
+        assert job.request.max_duration_s == rule.max_duration_s > job.duration_s
+    bad = declared_workload("x", 0.0, 1, "spot", duration_s=3600.0, max_s=1800.0, checkpoint_s=None)
+    with pytest.raises(ValueError, match="under its duration"):
+        rd.Replay(small_site(), [bad])
+
+
+def test_a_plan_is_carried_into_the_next_request_and_the_first_one_is_kept() -> None:
+    from controlplane.scheduling.snapshot import PlannedStart
+
+    replay = rd.Replay(small_site(), [workload("g", 0.0, 144, "on_demand")])
+    job = replay.jobs["g"]
+    replay._carry_plan(job, PlannedStart(start_at=5000.0, domains=("fabric-r000.0", "fabric-r001.0")))
+    assert job.first_plan_s == 5000.0
+    assert job.request.plan == PlannedStart(5000.0, ("fabric-r000.0", "fabric-r001.0"), first_start_at=5000.0)
+    replay._carry_plan(job, PlannedStart(start_at=6000.0, domains=("fabric-r000.0", "fabric-r001.0")))
+    assert job.request.plan is not None and job.request.plan.first_start_at == 5000.0
+    assert job.first_plan_s == 5000.0 and job.plan_changes == 1
+    replay._carry_plan(job, None)  # the core dropped it: so does the next request
+    assert job.request.plan is None and job.first_plan_s == 5000.0
+
+
+def test_the_planned_start_error_by_hand() -> None:
+    """Three submissions given plans: one starts 10 s early, one 1 s late (inside the tick), one 600 s
+    late; one never planned. Errors -10, 1, 600; on time 2 of 3."""
+    from controlplane.scheduling.snapshot import PlannedStart
+
+    day = [workload(f"g{i}", 0.0, 72, "on_demand") for i in range(4)]
+    replay = rd.Replay(small_site(), day)
+    res = replay.run()
+    for wid, plan_at in (("g0", 10.0), ("g1", -1.0), ("g2", -600.0)):
+        replay._carry_plan(res.jobs[wid], PlannedStart(start_at=plan_at))
+    ps = rd.planned_start_error(res)
+    assert (ps["planned"], ps["started"], ps["never_started"]) == (3, 3, 0)
+    assert (ps["error_s"]["p50"], ps["error_s"]["max"]) == (1.0, 600.0)
+    assert ps["started_by_planned_start"] == 2 and ps["share_started_by_planned_start"] == pytest.approx(
+        2 / 3, abs=1e-4
+    )
+
+
+def test_first_fit_without_repeated_failed_shapes_decides_as_first_fit(day_slice: list[dict[str, Any]]) -> None:
+    from controlplane.scheduling.baseline import first_fit
+
+    replay = rd.Replay(small_site(), day_slice)
+    queue = [j.request for j in replay.jobs.values()]
+    gpus = sorted(replay.fleet.gpu_node)
+    for taken in (0, 100, 200, 250):
+        fleet = rd.Fleet(small_site())
+        fleet.take("x", [(fleet.node_ids[fleet.gpu_node[g]], g) for g in gpus[:taken:3]])
+        fleet.take("y", [(fleet.node_ids[fleet.gpu_node[g]], g) for g in gpus[1:taken:3]])
+        snap = rd.FleetSnapshot(nodes=fleet.nodes())
+        assert rd.first_fit_pass(snap, queue) == first_fit(snap, queue)
+
+
+def test_the_report_has_every_column_and_size_bucket(tmp_path: Path, day_slice: list[dict[str, Any]]) -> None:
+    import json
+
+    path = tmp_path / "slice.jsonl"
+    path.write_text("".join(json.dumps(w) + "\n" for w in day_slice[:40]))
+    kwargs = {"pass_interval_s": 2.0, "stop_grace_s": 30.0, "until_s": None, "resubmit": True}
+    out = rd.run_day(path, site=rd.SITE, columns=rd.COLUMNS, jobs=1, kwargs=kwargs)
+    assert [c for c in rd.COLUMNS if c in out] == list(rd.COLUMNS)
+    md = rd.markdown(out)
+    assert "| | first fit | today's core | new core |" in md
+    sizes = {w["gpus"] for w in day_slice[:40]}
+    for label, lo, hi in rd.size_buckets(sizes):
+        if any(lo <= s <= hi for s in sizes):
+            assert f"gangs of {label}:" in md
+    assert json.loads(json.dumps(out, default=rd._json_default))["core"]["violation_count"] == 0
+    assert rd.size_buckets([1, 6, 72])[1][0] == "5-32" and rd.size_buckets([1, 8, 72])[1][0] == "8-32"

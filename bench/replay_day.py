@@ -24,8 +24,9 @@ Rules of the replay (the choices the issue leaves open):
   one: every event at time t is applied at t, and a pass runs at the first tick at or after t
   (so events up to 2 s apart are batched, as a scheduler loop with a 2 s debounce would). A pass
   with nothing new would repeat the last one's decisions exactly (the core is a pure function of
-  its snapshot), so it is skipped. (With planned starts this skips a pass whose only news is that
-  time moved on; the next event's pass sees the new time.)
+  its snapshot), so it is skipped. Time moving on is news only at a planned start: a pass also
+  runs at the tick at or after each pending workload's planned start, and one grace before it
+  (when notices for it would have to go out), while that plan holds.
 - The fleet starts empty at 00:00 (a cold start, no carry-over from the day before); the replay
   runs until every workload has finished, and the day's figures (utilisation, goodput, energy,
   fragmentation) are taken over [0, 24 h).
@@ -392,7 +393,7 @@ def first_fit_pass(snapshot: FleetSnapshot, queue: Sequence[WorkloadRequest]) ->
 
 # -- the replay ----------------------------------------------------------------------------------
 
-SUBMIT, FREE = 0, 1
+SUBMIT, FREE, WAKE = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -539,13 +540,22 @@ class Replay:
             if self.until is not None and te > self.until:
                 break
             p = math.ceil(te / self.interval - 1e-9) * self.interval
+            news = False
             while self.events and self.events[0][0] <= p:
                 t, _, kind, job_id, token = heapq.heappop(self.events)
+                if kind == WAKE:
+                    # A planned start (or its notice time) falls due: a pass, if the plan still holds.
+                    job = self.jobs[job_id]
+                    news = news or (job_id in self.pending and token == job.plan_changes)
+                    continue
+                news = True
                 self._advance(t)
                 if kind == SUBMIT:
                     self.pending[job_id] = self.jobs[job_id]
                 else:
                     self._free(self.jobs[job_id], token)
+            if not news:
+                continue
             self._advance(p)
             self._pass()
         end = max(self.now, self.window)
@@ -765,6 +775,10 @@ class Replay:
                 plan = replace(plan, first_start_at=job.first_plan_s)
             if old is not None and old.start_at != plan.start_at:
                 job.plan_changes += 1
+            if old is None or old.start_at != plan.start_at:
+                for t in (plan.start_at - self.grace, plan.start_at):
+                    if t > self.now:
+                        self._push(t, WAKE, job.id, job.plan_changes)
         if plan != old:
             job.request = replace(job.request, plan=plan)
 

@@ -357,6 +357,9 @@ def test_a_plan_is_carried_into_the_next_request_and_the_first_one_is_kept() -> 
     assert job.first_plan_s == 5000.0 and job.plan_changes == 1
     replay._carry_plan(job, None)  # the core dropped it: so does the next request
     assert job.request.plan is None and job.first_plan_s == 5000.0
+    # A pass falls due at each planned start and one grace before it, while that plan holds.
+    wakes = sorted((t, token) for t, _, kind, wid, token in replay.events if kind == rd.WAKE and wid == "g")
+    assert wakes == [(4970.0, 0), (5000.0, 0), (5970.0, 1), (6000.0, 1)]
 
 
 def test_the_planned_start_error_by_hand() -> None:

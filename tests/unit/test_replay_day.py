@@ -10,7 +10,7 @@ preempted first). No timings, no figures of the day.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,24 @@ def test_metrics_are_consistent(run: Any) -> None:
     )
     p = m["preemptions"]
     assert sum(p["by_victim_class"].values()) == sum(p["by_preemptor_class"].values()) == p["total"]
+    # Every GPU-second held is either work that counted or work lost to a preemption.
+    g = rd.goodput(run)
+    held = sum(j.gpus * ((j.end_s if j.end_s is not None else run.end_s) - j.start_s) for j in run.jobs.values()
+               if j.start_s is not None)  # fmt: skip
+    assert g["gpu_s"] + g["lost_gpu_s"] == pytest.approx(held)
+    assert g["window_gpu_s"] + g["lost_window_gpu_s"] == pytest.approx(run.acc["alloc_gpu_s"])
+    assert u["goodput_share"] <= u["allocated_share"]
+    assert (g["lost_gpu_s"] > 0) == any(j.lost_s > 0 for j in run.jobs.values())
+    if run.scheduler == "first_fit":
+        assert g["lost_gpu_s"] == 0.0
+    # A workload's total wait covers every one of its submissions.
+    chains = rd.workload_chains(run)
+    for base, total in rd.total_waits(chains).items():
+        assert total == pytest.approx(sum(j.start_s - j.submit_s for j in chains[base]))
+        assert total >= chains[base][0].start_s - chains[base][0].submit_s
+    assert p["per_workload"]["max"] == max(
+        Counter(run.jobs[x.victim].base for x in run.preemptions).values(), default=0
+    )
     assert m["energy"]["never_over_cap"]
     assert m["energy"]["peak_site_planned_mw"] <= m["energy"]["cap_mw"] + 1e-9
 

@@ -1244,6 +1244,24 @@ def preemption_churn(result: ReplayResult) -> dict[str, Any]:
             in_an_hour = max(in_an_hour, hi - lo + 1)
     per_preemptor = Counter(p.preemptor for p in result.preemptions)
     passes = _passes_by_preemptor(result.preemptions)
+    chains = workload_chains(result)
+    most = []
+    for base, n in sorted(per_workload.items(), key=lambda kv: (-kv[1], kv[0]))[:5]:
+        chain = chains[base]
+        last = chain[-1]
+        most.append(
+            {
+                "id": base,
+                "class": chain[0].priority.value,
+                "gpus": chain[0].gpus,
+                "notices": n,
+                "work_h": round(chain[0].duration_s / 3600, 2),
+                "submitted_to_done_h": None
+                if not last.completed or last.end_s is None
+                else round((last.end_s - chain[0].submit_s) / 3600, 2),
+                "lost_h": round(sum(j.lost_s for j in chain) / 3600, 2),
+            }
+        )
     return {
         "per_workload": {k: v for k, v in dist(counts).items() if k != "mean"},
         "per_preempted_workload": {k: v for k, v in dist(hit).items() if k != "mean"},
@@ -1252,6 +1270,7 @@ def preemption_churn(result: ReplayResult) -> dict[str, Any]:
         "most_notices_to_one_workload_in_an_hour": in_an_hour,
         "notices_per_preemptor_max": max(per_preemptor.values(), default=0),
         "passes_with_notices_per_preemptor_max": max((len(ts) for ts in passes.values()), default=0),
+        "most_preempted": most,
     }
 
 
@@ -1434,6 +1453,12 @@ def markdown(out: dict[str, Any]) -> str:
         row("scheduling passes", lambda m: m["passes"]),
         row("replay wall time (s)", lambda m: m["wall_s"]),
     ]
+    lines += [
+        "",
+        f"Whole run: {len(out.get('days_in_the_run') or [1])} day(s) x {len(cols)} columns in "
+        f"{out.get('wall_s_all_days_and_columns', '-')} s wall with {out.get('parallel_jobs', 1)} process(es) "
+        "on this project's 2-core machine (shared: wall times move with the machine's other load).",
+    ]
     lines += ["", "Notes:", ""]
     lines += [f"- {note}" for note in out.get("notes", [])]
     for c, m in zip(cols, ms, strict=True):
@@ -1483,10 +1508,18 @@ def notes(out: dict[str, Any]) -> list[str]:
         if c == "first_fit":
             continue
         pre = out[c]["preemptions"]
+        worst = pre["most_preempted"][0] if pre["most_preempted"] else None
         lines.append(
             f"{TITLES[c].capitalize()}: {pre['total']} notices for {pre['preemptors']} preemptors; "
             f"{pre['victim_gpus_used_by_their_preemptor']} victims' GPUs went to their own preemptor, "
             f"{pre['preemptors_noticing_more_than_one_pass']} preemptors gave notices in more than one pass."
+            + (
+                f" Most preempted: {worst['id']} ({worst['class']}, {worst['gpus']} GPUs), {worst['notices']} notices, "
+                f"{_fmt(worst['submitted_to_done_h'])} h from submission to done for {worst['work_h']} h of work "
+                f"({worst['lost_h']} h of its runs lost)."
+                if worst
+                else ""
+            )
         )
     return lines
 
@@ -1533,10 +1566,50 @@ def run_day(
     workloads_file: Path, *, site: str, columns: Sequence[Scheduler], jobs: int, kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     """Every column over one day's workloads: the report's data."""
+    return run_days([workloads_file], site=site, columns=columns, jobs=jobs, kwargs=kwargs)[0]
+
+
+def run_days(
+    files: Sequence[Path], *, site: str, columns: Sequence[Scheduler], jobs: int, kwargs: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every column over each day: one report's data per day. With ``jobs`` > 1 the (day, column)
+    runs share one pool of processes, the days with more work submitted first."""
+    spec = load_site(site)
+    days = [(path, load_workloads(path)) for path in files]
+    outs = [_day_header(path, spec, site, workloads, columns, jobs, kwargs) for path, workloads in days]
+    tasks = [(d, c) for d in sorted(range(len(days)), key=lambda d: -len(days[d][1])) for c in columns]
+    t0 = time.perf_counter()
+    if jobs > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+            done = pool.starmap(_column, [(c, spec, days[d][1], kwargs) for d, c in tasks])
+    else:
+        done = [_column(c, spec, days[d][1], kwargs) for d, c in tasks]
+    wall = round(time.perf_counter() - t0, 1)
+    for (d, _), (name, m, column_wall) in zip(tasks, done, strict=True):
+        outs[d][name] = m
+        outs[d].setdefault("column_wall_s", {})[name] = round(column_wall, 1)
+    for out, (path, _) in zip(outs, days, strict=True):
+        out["wall_s_all_days_and_columns"] = wall
+        print(f"== {path.name}")
+        for name in columns:
+            _print_column(name, out[name], out["column_wall_s"][name])
+        out["notes"] = notes(out)
+    return outs
+
+
+def _day_header(
+    workloads_file: Path,
+    spec: dict[str, Any],
+    site: str,
+    workloads: Sequence[dict[str, Any]],
+    columns: Sequence[Scheduler],
+    jobs: int,
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
     from controlplane.scheduling import framework
 
-    spec = load_site(site)
-    workloads = load_workloads(workloads_file)
     gpus = spec["racks"]["count"] * spec["racks"]["nodes_per_rack"] * spec["racks"]["gpus_per_node"]
     limits = [limits_of(w) for w in workloads]
     out: dict[str, Any] = {
@@ -1582,20 +1655,8 @@ def run_day(
             "fragmentation_sample_s": SAMPLE_S,
         },
     }
-    t0 = time.perf_counter()
-    if jobs > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("fork").Pool(min(jobs, len(columns))) as pool:
-            done = pool.starmap(_column, [(c, spec, workloads, kwargs) for c in columns])
-    else:
-        done = [_column(c, spec, workloads, kwargs) for c in columns]
-    out["wall_s_all_columns"] = round(time.perf_counter() - t0, 1)
     out["parallel_jobs"] = jobs
-    for name, m, wall in done:
-        out[name] = m
-        _print_column(name, m, wall)
-    out["notes"] = notes(out)
+    out["days_in_the_run"] = [workloads_file.name]  # main names every day of the run
     return out
 
 
@@ -1646,13 +1707,13 @@ def main() -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    for path, name in days:
-        print(f"== {path.name}")
-        out = run_day(path, site=args.site, columns=columns, jobs=args.jobs, kwargs=kwargs)
+    outs = run_days([path for path, _ in days], site=args.site, columns=columns, jobs=args.jobs, kwargs=kwargs)
+    for out, (_, name) in zip(outs, days, strict=True):
+        out["days_in_the_run"] = [p.name for p, _ in days]
         (args.out / f"{name}.json").write_text(json.dumps(out, indent=2, default=_json_default) + "\n")
         (args.out / f"{name}.md").write_text(markdown(out))
-        print(f"wrote {args.out / name}.json and .md ({out['wall_s_all_columns']} s for {len(columns)} columns)")
-    print(f"all days: {time.perf_counter() - t0:.1f} s wall")
+        print(f"wrote {args.out / name}.json and .md")
+    print(f"{len(days)} days x {len(columns)} columns in {time.perf_counter() - t0:.1f} s wall ({args.jobs} processes)")
     return 0
 
 

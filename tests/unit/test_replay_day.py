@@ -317,6 +317,11 @@ def test_a_preempted_gang_resumes_from_its_last_checkpoint_and_waits_add_up(sche
     assert pre["per_workload"]["max"] == 2.0 and pre["per_workload"]["p50"] == 0.0
     assert pre["workloads_preempted_more_than_twice"] == 0
     assert pre["most_notices_to_one_workload_in_an_hour"] == 2  # 1470 and 3000: within the hour
+    done_h, lost_h = round(5430 / 3600, 2), round(630 / 3600, 2)
+    assert pre["most_preempted"] == [
+        {"id": "s1", "class": "spot", "gpus": 72, "notices": 2, "work_h": 1.0, "submitted_to_done_h": done_h,
+         "lost_h": lost_h}
+    ]  # fmt: skip
     assert pre["notices_per_preemptor_max"] == 1 and pre["preemptors_noticing_more_than_one_pass"] == 0
 
 
@@ -427,4 +432,12 @@ def test_the_report_has_every_column_and_size_bucket(tmp_path: Path, day_slice: 
         if any(lo <= s <= hi for s in sizes):
             assert f"gangs of {label}:" in md
     assert json.loads(json.dumps(out, default=rd._json_default))["core"]["violation_count"] == 0
+    # Two days in two processes: the same figures as one by one.
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(w) + "\n" for w in day_slice[40:60]))
+    both = rd.run_days([path, other], site=rd.SITE, columns=("first_fit", "core"), jobs=2, kwargs=kwargs)
+    alone = rd.run_day(other, site=rd.SITE, columns=("first_fit", "core"), jobs=1, kwargs=kwargs)
+    for c in ("first_fit", "core"):
+        assert both[0][c]["waits_s"] == out[c]["waits_s"] and both[0][c]["utilisation"] == out[c]["utilisation"]
+        assert both[1][c]["waits_s"] == alone[c]["waits_s"] and both[1][c]["preemptions"] == alone[c]["preemptions"]
     assert rd.size_buckets([1, 6, 72])[1][0] == "5-32" and rd.size_buckets([1, 8, 72])[1][0] == "8-32"

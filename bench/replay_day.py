@@ -117,6 +117,7 @@ from controlplane.scheduling.snapshot import (
     NodeView,
     Placement,
     PlannedStart,
+    PlanningRules,
     Preempt,
     RunningWorkload,
     ShedMining,
@@ -443,6 +444,7 @@ class ReplayResult:
     acc: dict[str, Any]
     reservations: dict[str, int]
     end_s: float = 0.0  # simulated time the replay stopped at
+    rules: PlanningRules = field(default_factory=PlanningRules)
 
 
 class Replay:
@@ -472,6 +474,7 @@ class Replay:
         self.tenants = {t: TenantPolicy(t, reserved_gpus=self.reservations.get(t, 0), share_weight=1.0) for t in names}
         self.interval = pass_interval_s
         self.grace = stop_grace_s
+        self.rules = PlanningRules()  # the site's defaults; the churn figures are read against them
         self.until = until_s
         self.window = min(day_s, until_s) if until_s is not None else day_s
         self.sample_s = sample_s
@@ -581,6 +584,7 @@ class Replay:
             acc=self.acc,
             reservations=self.reservations,
             end_s=end,
+            rules=self.rules,
         )
 
     def _free(self, job: Job, token: int) -> None:
@@ -720,6 +724,7 @@ class Replay:
             mining=MiningBlock(power_w=self.mining_w),
             now=p,
             stop_grace_s=self.grace,
+            rules=self.rules,
         )
         if self.pending:
             self.passes += 1
@@ -1235,13 +1240,20 @@ def preemption_churn(result: ReplayResult) -> dict[str, Any]:
     for p in result.preemptions:
         times.setdefault(result.jobs[p.victim].base, []).append(p.t)
     in_an_hour = 0
+    over_cap = 0
+    cap = result.rules.notices_per_hour
     for ts in times.values():
         ts.sort()
         lo = 0
+        peak = 0
         for hi, t in enumerate(ts):
             while t - ts[lo] >= 3600.0:
                 lo += 1
-            in_an_hour = max(in_an_hour, hi - lo + 1)
+            peak = max(peak, hi - lo + 1)
+        in_an_hour = max(in_an_hour, peak)
+        over_cap += peak > cap
+    # Victims noticed sooner than the minimum run after their (re)start.
+    early = [p for p in result.preemptions if p.t - (result.jobs[p.victim].start_s or 0.0) < result.rules.min_run_s]
     per_preemptor = Counter(p.preemptor for p in result.preemptions)
     passes = _passes_by_preemptor(result.preemptions)
     chains = workload_chains(result)
@@ -1268,6 +1280,11 @@ def preemption_churn(result: ReplayResult) -> dict[str, Any]:
         "workloads_preempted": len(per_workload),
         "workloads_preempted_more_than_twice": sum(1 for n in per_workload.values() if n > 2),
         "most_notices_to_one_workload_in_an_hour": in_an_hour,
+        "notices_per_hour_cap": cap,
+        "workloads_over_the_notice_cap": over_cap,
+        "min_run_s": result.rules.min_run_s,
+        "notices_before_min_run": len(early),
+        "notices_before_min_run_for_reserved": sum(1 for p in early if p.preemptor_class == "reserved"),
         "notices_per_preemptor_max": max(per_preemptor.values(), default=0),
         "passes_with_notices_per_preemptor_max": max((len(ts) for ts in passes.values()), default=0),
         "most_preempted": most,
@@ -1396,6 +1413,19 @@ def markdown(out: dict[str, Any]) -> str:
         row(
             "  most notices to one workload in an hour",
             lambda m: m["preemptions"]["most_notices_to_one_workload_in_an_hour"],
+        ),
+        row(
+            "  workloads over the notice cap (per hour, PlanningRules)",
+            lambda m: (
+                f"{m['preemptions']['workloads_over_the_notice_cap']} (cap {m['preemptions']['notices_per_hour_cap']})"
+            ),
+        ),
+        row(
+            "  notices before the minimum run (all / for reserved)",
+            lambda m: (
+                f"{m['preemptions']['notices_before_min_run']} / "
+                f"{m['preemptions']['notices_before_min_run_for_reserved']} (min {m['preemptions']['min_run_s']:g} s)"
+            ),
         ),
         row(
             "notices per preemptor, max / preemptors noticing in > 1 pass",

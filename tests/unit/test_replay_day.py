@@ -317,6 +317,9 @@ def test_a_preempted_gang_resumes_from_its_last_checkpoint_and_waits_add_up(sche
     assert pre["per_workload"]["max"] == 2.0 and pre["per_workload"]["p50"] == 0.0
     assert pre["workloads_preempted_more_than_twice"] == 0
     assert pre["most_notices_to_one_workload_in_an_hour"] == 2  # 1470 and 3000: within the hour
+    assert pre["workloads_over_the_notice_cap"] == 0  # the cap is 2 an hour
+    # s1.r1 had run 900 s of the 600 s minimum when r2 noticed it; s1 1470 s.
+    assert pre["notices_before_min_run"] == 0
     done_h, lost_h = round(5430 / 3600, 2), round(630 / 3600, 2)
     assert pre["most_preempted"] == [
         {"id": "s1", "class": "spot", "gpus": 72, "notices": 2, "work_h": 1.0, "submitted_to_done_h": done_h,
@@ -441,3 +444,32 @@ def test_the_report_has_every_column_and_size_bucket(tmp_path: Path, day_slice: 
         assert both[0][c]["waits_s"] == out[c]["waits_s"] and both[0][c]["utilisation"] == out[c]["utilisation"]
         assert both[1][c]["waits_s"] == alone[c]["waits_s"] and both[1][c]["preemptions"] == alone[c]["preemptions"]
     assert rd.size_buckets([1, 6, 72])[1][0] == "5-32" and rd.size_buckets([1, 8, 72])[1][0] == "8-32"
+
+
+def test_churn_figures_against_the_planning_rules_by_hand() -> None:
+    """Today's core (no churn limits): three short reserved gangs at 100, 400 and 700 s each cut the
+    spot gang filling the one rack, 100, 210 and 210 s after its (re)starts: three notices to one
+    workload within the hour (over the cap of 2), all three before the 600 s minimum run."""
+    spec = rd.scaled_site(rd.load_site(), 1)
+    day = [
+        declared_workload("s1", 0.0, 72, "spot", duration_s=7200.0, max_s=9000.0, checkpoint_s=None, tenant="spotty")
+    ]
+    day += [
+        declared_workload(
+            f"r{i}", at, 72, "reserved", duration_s=60.0, max_s=900.0, checkpoint_s=None, tenant="acme-ai"
+        )
+        for i, at in enumerate((100.0, 400.0, 700.0), start=1)
+    ]
+    res = rd.replay(spec, day, scheduler="legacy", reservations={"acme-ai": 72})
+    assert res.violations == []
+    assert [(p.t, p.victim, p.preemptor) for p in res.preemptions] == [
+        (100.0, "s1", "r1"),
+        (400.0, "s1.r1", "r2"),
+        (700.0, "s1.r2", "r3"),
+    ]
+    pre = rd.metrics(res)["preemptions"]
+    assert pre["most_notices_to_one_workload_in_an_hour"] == 3
+    assert (pre["workloads_over_the_notice_cap"], pre["notices_per_hour_cap"]) == (1, 2)
+    assert (pre["notices_before_min_run"], pre["notices_before_min_run_for_reserved"]) == (3, 3)
+    assert pre["workloads_preempted_more_than_twice"] == 1
+    assert pre["per_workload"]["max"] == 3.0

@@ -1489,6 +1489,10 @@ def markdown(out: dict[str, Any]) -> str:
         f"{out.get('wall_s_all_days_and_columns', '-')} s wall with {out.get('parallel_jobs', 1)} process(es) "
         "on this project's 2-core machine (shared: wall times move with the machine's other load).",
     ]
+    checks = targets(out)
+    if checks:
+        lines += ["", "Targets of issue 10, the new core against today's core on this day:", ""]
+        lines += [f"- {'met' if ok else 'NOT met'}: {what}" for what, ok in checks]
     lines += ["", "Notes:", ""]
     lines += [f"- {note}" for note in out.get("notes", [])]
     for c, m in zip(cols, ms, strict=True):
@@ -1503,6 +1507,41 @@ def markdown(out: dict[str, Any]) -> str:
                 for d in details[:10]
             ]
     return "\n".join(lines) + "\n"
+
+
+def targets(out: dict[str, Any]) -> list[tuple[str, bool]]:
+    """Issue 10's targets, each with whether the new core meets it here (nothing without both cores)."""
+    if "core" not in out or "legacy" not in out:
+        return []
+    new, old = out["core"], out["legacy"]
+    checks = []
+    for key, label in (("allocated_share", "allocation"), ("goodput_share", "goodput")):
+        a, b = new["utilisation"][key], old["utilisation"][key]
+        checks.append((f"{label} not below today's core ({_fmt(a)} vs {_fmt(b)})", a >= b))
+    od = new["waits_s"]["on_demand"]["total_by_gang_size"]
+    for b in ("33-72", ">72"):
+        if b in od:
+            p50 = od[b]["p50"]
+            checks.append((f"on_demand gangs of {b} GPUs wait under 1 h at the median ({_fmt(p50)} s)", p50 < 3600))
+    pre = new["preemptions"]
+    checks += [
+        (f"preemptions per workload p99 <= 2 ({_fmt(pre['per_workload']['p99'])})", pre["per_workload"]["p99"] <= 2),
+        (
+            f"one round of notices per preemptor ({pre['preemptors_noticing_more_than_one_pass']} preemptors "
+            "noticed in more than one pass)",
+            pre["preemptors_noticing_more_than_one_pass"] == 0,
+        ),
+        (
+            f"no workload above the notice cap ({pre['workloads_over_the_notice_cap']} above "
+            f"{pre['notices_per_hour_cap']} an hour)",
+            pre["workloads_over_the_notice_cap"] == 0,
+        ),
+    ]
+    ps = new["planned_starts"]
+    if ps["planned"]:
+        share = ps["share_started_by_planned_start"]
+        checks.append((f"planned starts met (share started by its planned start: {_fmt(share)})", share == 1.0))
+    return checks
 
 
 def notes(out: dict[str, Any]) -> list[str]:
@@ -1723,6 +1762,7 @@ def main() -> int:
     ap.add_argument("--no-resubmit", action="store_true", help="preempted work is not resubmitted")
     ap.add_argument("--jobs", type=int, default=1, help="columns run in this many processes")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json already in --out")
     args = ap.parse_args()
     columns = tuple(c for c in COLUMNS if c in args.columns.split(","))
     if args.workloads is not None:
@@ -1735,6 +1775,12 @@ def main() -> int:
         "until_s": args.until_s,
         "resubmit": not args.no_resubmit,
     }
+    if args.render_only:
+        for _, name in days:
+            out = json.loads((args.out / f"{name}.json").read_text())
+            (args.out / f"{name}.md").write_text(markdown(out))
+            print(f"rewrote {args.out / name}.md from its JSON")
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     outs = run_days([path for path, _ in days], site=args.site, columns=columns, jobs=args.jobs, kwargs=kwargs)

@@ -430,6 +430,13 @@ def test_the_report_has_every_column_and_size_bucket(tmp_path: Path, day_slice: 
     assert [c for c in rd.COLUMNS if c in out] == list(rd.COLUMNS)
     md = rd.markdown(out)
     assert "| | first fit | today's core | new core |" in md
+    checks = [what for what, _ in rd.targets(out)]
+    assert [c.split(" (")[0] for c in checks[:2]] == [
+        "allocation not below today's core",
+        "goodput not below today's core",
+    ]
+    assert all(what in md for what in checks) and "Targets of issue 10" in md
+    assert rd.targets({k: v for k, v in out.items() if k != "legacy"}) == []
     sizes = {w["gpus"] for w in day_slice[:40]}
     for label, lo, hi in rd.size_buckets(sizes):
         if any(lo <= s <= hi for s in sizes):

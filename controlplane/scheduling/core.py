@@ -6,11 +6,20 @@ shape, rack power, site power), best-fit scores (``scores``, searched through th
 ``fit``), reserve within the pass (the index and the power budget are updated, so later requests
 see earlier ones), and preemption only when filtering leaves nothing (``preemption``).
 
+With the default profile (``framework``) the queue is sorted by class, then reservations, then
+planned starts in the order they were made, then weighted fair share between tenants; a request
+the search cannot place may backfill GPUs held for a planned start (``planning``: only where the
+resource-time map has room, so no plan is delayed), then preempt (claims stick to their
+preemptor; churn limits protect work restarted recently or noticed too often), then get a
+planned start of its own with the free GPUs of its domains held for it. A request with a plan
+from an earlier pass starts only in its planned domains; its plan is kept while those domains
+still start it no later.
+
 Per request, in queue order, the decisions are one of:
 - [ShedMining?, Placement]: placed; mining shed first when the site cap needs it;
 - [Preempt..., Unplaced]: waits for the GPUs its victims (or earlier notices) are freeing; the
   next pass, after they release, places it;
-- [Unplaced]: pending, with the reason.
+- [Unplaced]: pending, with the reason (and its planned start, ``Unplaced.plan``, if it has one).
 
 Failed shapes are memoised per pass: free GPUs only fall during a pass, so a (model, size, NVLink)
 shape that did not fit still does not fit until the pool changes, and one that could not be made
@@ -20,13 +29,14 @@ to fit by preemption never can again in this pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode, PendingReason
-from controlplane.scheduling import fit, preemption
+from controlplane.scheduling import fit, planning, preemption
 from controlplane.scheduling.filters import describe, plural
 from controlplane.scheduling.framework import DEFAULT_PROFILE, Profile
-from controlplane.scheduling.index import HELD, Fleet, ModelPool, build_pools
+from controlplane.scheduling.index import HELD, HELD_PLAN, Fleet, ModelPool, build_pools
 from controlplane.scheduling.power_budget import PowerBudget
 from controlplane.scheduling.queue import queue_order
 from controlplane.scheduling.quota import QuotaLedger
@@ -34,6 +44,7 @@ from controlplane.scheduling.snapshot import (
     Decision,
     FleetSnapshot,
     Placement,
+    PlannedStart,
     Preempt,
     RankPlacement,
     ShedMining,
@@ -44,6 +55,16 @@ from controlplane.scheduling.snapshot import (
 __all__ = ["SchedulingPass", "place", "queue_order", "schedule"]
 
 _ANYWHERE = NvlinkPolicy.NONE  # a single GPU has no NVLink shape
+# Blocked by GPUs of its shape being busy: what a planned start answers (not power, not quota).
+_PLANNABLE = frozenset(
+    {
+        PendingCode.GPUS,
+        PendingCode.SHAPE,
+        PendingCode.NVLINK_DOMAIN,
+        PendingCode.WHOLE_DOMAINS,
+        PendingCode.NVLINK_DRAINING,
+    }
+)
 
 
 class SchedulingPass:
@@ -61,6 +82,19 @@ class SchedulingPass:
         self.fit_failed: dict[tuple[str, int, NvlinkPolicy], tuple[int, PendingReason]] = {}
         self.preempt_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.decisions: list[Decision] = []
+        # Planned starts made this pass: their held GPUs, the domains they hold, their timelines.
+        self.holds: list[planning.Hold] = []
+        self.new_plans = 0
+        self.timelines: dict[str, planning.Timeline] = {}
+        # Placed this pass before the model's map existed (their releases join it when built).
+        self.placed_early: list[tuple[WorkloadRequest, fit.Plan]] = []
+        self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
+        self.claimants: frozenset[str] = frozenset()
+        self.dom_index: dict[str, int] | None = None
+        self.queue: Sequence[WorkloadRequest] = ()
+        # The windows of earlier passes' plans, seeded into each model's map before anything is
+        # decided: (domain, GPUs, start, end) per workload, until its turn replaces them.
+        self.seeded: dict[str, list[tuple[int, int, float, float | None]]] = {}
         # Plugins with nothing to do this pass (no quotas, no power model) are left out of it, and
         # their methods are bound once: a campus pass decides ten thousand requests.
         self.filters = tuple(p for p in profile.filters if p.active(self))
@@ -90,7 +124,10 @@ class SchedulingPass:
         return fit.RackRoom(node_rack, left) if left else None
 
     def run(self, queue: Sequence[WorkloadRequest]) -> list[Decision]:
-        for req in queue_order(queue, self.snapshot):
+        if self.profile.sticky_claims and self.snapshot.running:
+            self.claimants = frozenset(r.workload_id for r in queue)
+        self.queue = queue
+        for req in self.profile.queue_sort.order(queue, self.snapshot):
             self.decide(req)
         return self.decisions
 
@@ -111,6 +148,17 @@ class SchedulingPass:
             if held is not None:
                 return self.unplaced(req, held)
         mode = req.nvlink if c > 1 else _ANYWHERE
+        if req.plan is not None and req.plan.domains and self.profile.planning:
+            self.timeline(req.gpu_model)  # seeds every earlier plan's window
+            self.unseed(req)
+            started = self.start_planned(pool, req, mode)
+            if started is not None:
+                return None
+            kept = self.kept_domains(req)
+            if kept is not None and self.holds and self.backfill(pool, req, mode, only=kept):
+                return None
+            if self.plan_start(pool, req, mode, kept_only=True):
+                return None
         key = (req.gpu_model, c, mode)
         failed = self.fit_failed.get(key)
         plan = None
@@ -122,7 +170,13 @@ class SchedulingPass:
             else:
                 reason = self.fit_reason(pool, req, mode)
                 self.fit_failed[key] = (pool.version, reason)
-            return self.preempt_or_wait(pool, req, mode, reason)
+            if self.holds and self.backfill(pool, req, mode):
+                return None
+            if self.preempt_or_wait(pool, req, mode, reason):
+                return None
+            if self.profile.planning and reason.code in _PLANNABLE and self.plan_start(pool, req, mode):
+                return None
+            return self.unplaced(req, reason)
         shed = 0.0
         for permit in self._permit_calls:
             verdict = permit(self, req, c)
@@ -131,9 +185,20 @@ class SchedulingPass:
             shed += verdict.shed_w
         self.commit(pool, req, plan, shed)
 
-    def commit(self, pool: ModelPool, req: WorkloadRequest, plan: fit.Plan, shed: float) -> None:
+    def commit(
+        self,
+        pool: ModelPool,
+        req: WorkloadRequest,
+        plan: fit.Plan,
+        shed: float,
+        taken: list[tuple[int, tuple[str, ...]]] | None = None,
+    ) -> None:
+        """Place ``req`` on ``plan`` (free GPUs), or on ``taken`` (held GPUs it backfills)."""
         within = self.ledger.within_reservation(req)
-        taken = pool.take(plan)
+        if taken is None:
+            taken = pool.take(plan)
+            if self.profile.planning:
+                self.note_placed(req, plan)
         node_ids, node_rack = self.fleet.node_ids, self.fleet.node_rack
         per_rack: dict[int, int] = {}
         loose = 0
@@ -212,30 +277,39 @@ class SchedulingPass:
 
     # -- preemption ------------------------------------------------------------------------------
 
-    def preempt_or_wait(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, reason: PendingReason) -> None:
+    def preempt_or_wait(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, reason: PendingReason) -> bool:
+        """Preempt for ``req``, or wait on GPUs already being freed: True when decided so."""
         if not self.snapshot.running:
-            return self.unplaced(req, reason)
+            return False
         c = req.gpu_count
         within = self.ledger.within_reservation(req)
         rights = preemption.victim_classes(req.priority, within_reservation=within)
         key = (req.gpu_model, c, mode, rights)
-        if key in self.preempt_failed:
-            return self.unplaced(req, reason)
         if self.preempt is None:
-            self.preempt = preemption.build(self.snapshot, self.fleet)
+            self.preempt = preemption.build(
+                self.snapshot, self.fleet, claimants=self.claimants, churn_limits=self.profile.churn_limits
+            )
         mp = self.preempt.get(req.gpu_model)
+        claims = mp is not None and req.workload_id in mp.claims
+        if key in self.preempt_failed and not claims:
+            return False
         choice = None
         if mp is not None:
-            if mode is NvlinkPolicy.REQUIRED:
-                if c <= pool.dmax:
-                    choice = preemption.choose_in_domain(pool, mp, c, rights)
+            contractual = within and req.priority is PriorityClass.RESERVED
+            with mp.claimed_by(req.workload_id), mp.revealed(contractual):
+                if mode is NvlinkPolicy.REQUIRED:
+                    if c <= pool.dmax:
+                        choice = preemption.choose_in_domain(pool, mp, c, rights)
+                    else:
+                        choice = preemption.choose_across_domains(pool, mp, c, rights)
                 else:
-                    choice = preemption.choose_across_domains(pool, mp, c, rights)
-            else:
-                choice = preemption.choose_anywhere(pool, mp, c, rights)
+                    choice = preemption.choose_anywhere(pool, mp, c, rights)
+                if choice is not None:
+                    preemption.claim(mp, choice)
         if choice is None or mp is None:
-            self.preempt_failed.add(key)
-            return self.unplaced(req, reason)
+            if not claims:
+                self.preempt_failed.add(key)
+            return False
         # Hold what the preemptor will use: its free GPUs, the GPUs being freed, its victims.
         if choice.parts:
             for d, f, _ in choice.parts:
@@ -249,16 +323,17 @@ class SchedulingPass:
                 held = fit.spread(pool, min(choice.free_used, c), None)
             if held:
                 pool.take(held, HELD)
-        preemption.claim(mp, choice)
         if within:
             self.ledger.hold_reserved(req.tenant_id, c)
         doms = [d for d, _, _ in choice.parts] if choice.parts else [choice.domain] if choice.domain >= 0 else []
         scope = f" in {len(doms)} NVLink domains" if len(doms) > 1 else " in one NVLink domain" if doms else ""
         freed = 0
+        grace_max = 0.0
         for v in choice.victims:
             useful = sum(v.useful_by_dom.get(d, 0) for d in doms) if doms else v.useful
             freed += useful
             grace = preemption.stop_grace_s(v.run.priority, self.snapshot.stop_grace_s)
+            grace_max = max(grace_max, grace)
             why = (
                 f"preempted: {v.run.priority.value} work ({_grace(grace)}) makes room for "
                 f"{req.priority.value}{' (within its reservation)' if within else ''} workload {req.workload_id}, "
@@ -272,10 +347,394 @@ class SchedulingPass:
             parts.append(f"{choice.soon_used} being freed by work already under preemption notice")
         if choice.victims:
             parts.append(f"{min(freed, c)} being freed by preempting {_describe_victims(choice, self.snapshot)}")
-        self.unplaced(
-            req,
-            PendingReason(PendingCode.PREEMPTION, f"waiting for {_gpus(c, req.gpu_model)}{scope}: " + ", ".join(parts)),
+        waiting = PendingReason(
+            PendingCode.PREEMPTION, f"waiting for {_gpus(c, req.gpu_model)}{scope}: " + ", ".join(parts)
         )
+        if not self.profile.planning:
+            self.unplaced(req, waiting)
+            return True
+        # The claim is a planned start: at the grace's end (what is already under notice frees
+        # within one grace too), on the domains chosen.
+        wait = grace_max if choice.victims else (self.snapshot.stop_grace_s if choice.soon_used else 0.0)
+        names = tuple(self.fleet.dom_names[d] for d in doms)
+        plan = self._planned(req, self.snapshot.now + wait, names)
+        self.decisions.append(Unplaced(req.workload_id, waiting.text, waiting.code, plan))
+        return True
+
+    # -- planned starts and backfill -------------------------------------------------------------
+
+    def _planned(self, req: WorkloadRequest, start_at: float, domains: tuple[str, ...]) -> PlannedStart:
+        prev = req.plan
+        if prev is None:
+            return PlannedStart(start_at, domains, start_at, self.snapshot.now)
+        first = prev.first_start_at if prev.first_start_at is not None else prev.start_at
+        made = prev.planned_at if prev.planned_at is not None else self.snapshot.now
+        return PlannedStart(start_at, domains, first, made)
+
+    def timeline(self, model: str) -> planning.Timeline:
+        tl = self.timelines.get(model)
+        if tl is None:
+            tl = self.timelines[model] = planning.build_timeline(
+                self.snapshot,
+                self.fleet,
+                self.pools[model],
+                sticky_claims=self.profile.sticky_claims,
+                churn_limits=self.profile.churn_limits,
+                claimants=self.claimants,
+            )
+            early = [(r, p) for r, p in self.placed_early if r.gpu_model == model]
+            self.placed_early = [(r, p) for r, p in self.placed_early if r.gpu_model != model]
+            for r, p in early:
+                if r.max_duration_s is not None:
+                    for d, x in self._per_domain(p).items():
+                        tl.add(d, planning.Release(self.snapshot.now + r.max_duration_s, x, r.priority))
+            self.seed(model, tl)
+        return tl
+
+    def seed(self, model: str, tl: planning.Timeline) -> None:
+        """Every plan of an earlier pass occupies its window in the map from the start, so no
+        decision of this pass (an early start, a plan moved, a backfill) breaks a plan decided
+        later in it."""
+        pool = self.pools[model]
+        for req in self.queue:
+            if req.gpu_model != model or req.workload_id in self.seeded:
+                continue
+            kept = self.kept_domains(req)
+            if kept is None or req.plan is None:
+                continue
+            start = req.plan.start_at
+            end = start + req.max_duration_s if req.max_duration_s is not None else None
+            parts: list[tuple[int, int, float, float | None]] = []
+            left = req.gpu_count
+            for name in req.plan.domains:
+                assert self.dom_index is not None
+                d = self.dom_index[name]
+                want = min(left, pool.dom_size[d])
+                left -= want
+                parts.append((d, want, start, end))
+                tl.occupy(d, want, start, end)
+            self.seeded[req.workload_id] = parts
+
+    def unseed(self, req: WorkloadRequest) -> None:
+        """Its turn: the window seeded for it leaves the map (what it decides now replaces it)."""
+        tl = self.timelines.get(req.gpu_model)
+        parts = self.seeded.pop(req.workload_id, None)
+        if tl is None or not parts:
+            return
+        for d, want, start, end in parts:
+            tl.vacate(d, want, start, end)
+
+    def _per_domain(self, plan: fit.Plan) -> dict[int, int]:
+        per: dict[int, int] = {}
+        node_dom, draining = self.fleet.node_dom, self.fleet.draining
+        for n, x in plan:
+            d = node_dom[n]
+            if d >= 0 and not draining[n]:
+                per[d] = per.get(d, 0) + x
+        return per
+
+    def note_placed(self, req: WorkloadRequest, plan: fit.Plan) -> None:
+        """Work placed this pass holds its GPUs until its max duration: later plans see that.
+        Before the model's map exists its free GPUs already count it out, so only its release
+        joins the map when it is built; after, it occupies the map from now."""
+        tl = self.timelines.get(req.gpu_model)
+        if tl is None:
+            self.placed_early.append((req, plan))
+            return
+        now = self.snapshot.now
+        end = now + req.max_duration_s if req.max_duration_s is not None else None
+        for d, x in self._per_domain(plan).items():
+            tl.occupy(d, x, now, end)
+
+    def plan_start(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, *, kept_only: bool = False) -> bool:
+        """Give a blocked request its planned start and hold the free GPUs it will use
+        (``kept_only``: only if its earlier plan still holds; a broken one is planned afresh
+        after the ordinary search)."""
+        rules = self.snapshot.rules
+        if self.new_plans >= rules.max_plans and not kept_only:
+            return False
+        c, now = req.gpu_count, self.snapshot.now
+        within = self.ledger.within_reservation(req)
+        rights = preemption.victim_classes(req.priority, within_reservation=within)
+        key = (req.gpu_model, c, mode, rights)
+        if key in self.plan_failed and req.plan is None and not kept_only:
+            return False
+        tl = self.timeline(req.gpu_model)
+
+        found = None
+        kept = self.kept_domains(req)
+        if kept is not None:
+            # Kept across passes: the domains planned before, while they still start it no later.
+            assert req.plan is not None
+            found = self.find_plan(pool, req, rights, only=kept)
+            if found is not None and found[0] > req.plan.start_at:
+                found = None
+        if found is None and kept_only:
+            return False
+        if found is None:
+            found = self.find_plan(pool, req, rights)
+        if found is None:
+            self.plan_failed.add(key)
+            return False
+        start, doms = found
+        if start <= now:
+            # The GPUs are there: what holds it is not in the map (its shape inside a domain, power).
+            if req.plan is None:
+                self.plan_failed.add(key)
+            return False
+        gpus: dict[int, list[str]] = {}
+        until = start + req.max_duration_s if req.max_duration_s is not None else None
+        tl = self.timeline(req.gpu_model)
+        if doms:
+            left = c
+            for d in doms:  # whole domains first, the remainder's domain last
+                want = min(left, pool.dom_size[d])
+                take = min(pool.dom_free[d], want)
+                left -= want
+                got = 0
+                if take:
+                    part = fit.take_nodes(pool, d, take, None, {})
+                    if part:
+                        for n, ids in pool.take(part, HELD_PLAN):
+                            gpus.setdefault(n, []).extend(ids)
+                            got += len(ids)
+                # In the map from its start: before it, what it holds may take work that ends
+                # in time (backfill, and plans whose windows close before it).
+                tl.occupy(d, want, start, until)
+            self.protect_held(req.gpu_model, doms)
+        self.holds.append(planning.Hold(req.workload_id, req.priority, req.gpu_model, start, doms, gpus))
+        if not kept_only:
+            self.new_plans += 1
+        names = tuple(self.fleet.dom_names[d] for d in doms)
+        held = sum(len(ids) for ids in gpus.values())
+        scope = f" in {len(doms)} NVLink domains" if len(doms) > 1 else " in one NVLink domain" if doms else ""
+        why = PendingReason(
+            PendingCode.PLANNED,
+            f"planned start {_at(start)} ({_in(start - now)}): {_gpus(c, req.gpu_model)}{scope}, {held} held now, "
+            f"the rest freed by then by running work's max durations",
+        )
+        self.decisions.append(Unplaced(req.workload_id, why.text, why.code, self._planned(req, start, names)))
+        return True
+
+    def kept_domains(self, req: WorkloadRequest) -> set[int] | None:
+        """The domains of the request's earlier plan, if it has one and they all still exist."""
+        if req.plan is None or not req.plan.domains:
+            return None
+        if self.dom_index is None:
+            self.dom_index = {name: d for d, name in enumerate(self.fleet.dom_names)}
+        kept = {self.dom_index[n] for n in req.plan.domains if n in self.dom_index}
+        return kept if len(kept) == len(req.plan.domains) else None
+
+    def find_plan(
+        self, pool: ModelPool, req: WorkloadRequest, rights: frozenset[PriorityClass], only: set[int] | None = None
+    ) -> tuple[float, list[int]] | None:
+        """Every plan is pinned to domains (one, or whole ones and one more), whatever the NVLink
+        policy: what a plan counts on is then what only it may take."""
+        tl = self.timeline(req.gpu_model)
+        c, now = req.gpu_count, self.snapshot.now
+        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
+        if c <= pool.dmax:
+            return planning.plan_one_domain(
+                pool, tl, c, duration, rights=rights, claimant=req.workload_id, now=now, excluded=set(), only=only
+            )
+        return planning.plan_whole_domains(
+            pool, tl, c, duration, rights=rights, claimant=req.workload_id, now=now, excluded=set(), only=only
+        )
+
+    def start_planned(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool | None:
+        """A request with a kept plan starts in its planned domains only, as soon as they have
+        its GPUs: True (placed), False (held by a permit: decided), None (not there yet)."""
+        kept = self.kept_domains(req)
+        if kept is None:
+            return None
+        assert req.plan is not None
+        c = req.gpu_count
+        doms = [self.dom_index[n] for n in req.plan.domains] if self.dom_index else []
+        if sum(pool.dom_free[d] for d in doms) < c:
+            return self.start_on_holds(pool, req, doms)
+        plan: fit.Plan = []
+        used: dict[int, int] = {}
+        left = c
+        if len(doms) == 1 and c <= pool.node_size and mode is NvlinkPolicy.REQUIRED:
+            node = [(pool.k[n], n) for n in pool.dom_nodes[doms[0]] if pool.k[n] >= c]
+            if node:
+                plan = [(min(node)[1], c)]
+                left = 0
+        for d in doms if left else ():
+            want = min(left, pool.dom_size[d]) if len(doms) > 1 else left
+            part = fit.take_nodes(pool, d, want, self.room, used)
+            if part is None:
+                return None
+            plan += part
+            left -= want
+        if left:
+            return None
+        # Early (before its planned start) only where the map has room: later plans' windows stay.
+        tl = self.timeline(req.gpu_model)
+        now = self.snapshot.now
+        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
+        within = self.ledger.within_reservation(req)
+        rights = preemption.victim_classes(req.priority, within_reservation=within)
+        per: dict[int, int] = {}
+        for n, x in plan:
+            per[pool.node_dom[n]] = per.get(pool.node_dom[n], 0) + x
+        if not all(
+            tl.fits(d, x, now, duration, rights=rights, claimant=req.workload_id, now=now) for d, x in per.items()
+        ):
+            return None
+        shed = 0.0
+        for permit in self._permit_calls:
+            verdict = permit(self, req, c)
+            if verdict.reason is not None:
+                self.unplaced(req, verdict.reason)
+                return False
+            shed += verdict.shed_w
+        self.commit(pool, req, plan, shed)
+        return True
+
+    def start_on_holds(self, pool: ModelPool, req: WorkloadRequest, doms: list[int]) -> bool | None:
+        """Start in its domains on free GPUs and on GPUs held for other plans (several plans'
+        holds at once, where ``backfill`` takes one's), if the map has room for every window."""
+        now, c = self.snapshot.now, req.gpu_count
+        if req.max_duration_s is None:
+            return None
+        end = now + req.max_duration_s
+        # Any plan's held GPUs: the map (checked below) says whether its window still holds.
+        lenders = [h for h in self.holds if h.model == req.gpu_model]
+        wanted: list[tuple[int, int]] = []
+        left = c
+        for d in doms:
+            want = min(left, pool.dom_size[d]) if len(doms) > 1 else left
+            have = pool.dom_free[d] + sum(
+                len(ids) for h in lenders for n, ids in h.gpus.items() if pool.node_dom[n] == d
+            )
+            if have < want:
+                return None
+            wanted.append((d, want))
+            left -= want
+        if left:
+            return None
+        tl = self.timeline(req.gpu_model)
+        within = self.ledger.within_reservation(req)
+        rights = preemption.victim_classes(req.priority, within_reservation=within)
+        if not all(
+            tl.fits(d, x, now, req.max_duration_s, rights=rights, claimant=req.workload_id, now=now) for d, x in wanted
+        ):
+            return None
+        shed = 0.0
+        for permit in self._permit_calls:
+            verdict = permit(self, req, c)
+            if verdict.reason is not None:
+                self.unplaced(req, verdict.reason)
+                return False
+            shed += verdict.shed_w
+        plan: fit.Plan = []
+        taken: list[tuple[int, tuple[str, ...]]] = []
+        for d, want in wanted:
+            free = min(pool.dom_free[d], want)
+            if free:
+                part = fit.take_nodes(pool, d, free, None, {})
+                assert part is not None
+                for n, got in pool.take(part):
+                    plan.append((n, len(got)))
+                    taken.append((n, got))
+            need = want - free
+            for h in lenders:
+                for n, held in h.gpus.items():
+                    if need and held and pool.node_dom[n] == d:
+                        x = min(len(held), need)
+                        plan.append((n, x))
+                        taken.append((n, tuple(held[:x])))
+                        h.gpus[n] = held[x:]
+                        need -= x
+            tl.occupy(d, want, now, end)
+        self.commit(pool, req, plan, shed, taken)
+        return True
+
+    def protect_held(self, model: str, doms: list[int]) -> None:
+        """Running work in held domains is the plan's to preempt at its start, not later requests'."""
+        if self.preempt is None:
+            self.preempt = preemption.build(
+                self.snapshot, self.fleet, claimants=self.claimants, churn_limits=self.profile.churn_limits
+            )
+        mp = self.preempt.get(model)
+        if mp is None:
+            return
+        for d in doms:
+            for v in mp.by_dom.get(d, ()):
+                if not v.taken:
+                    v.taken = True
+                    mp.count(v, -1)
+
+    def backfill(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, only: set[int] | None = None) -> bool:
+        """Start ``req`` on GPUs held for a planned start it cannot delay: it ends (by its max
+        duration) before that start, or the planned request may displace it with time to spare;
+        and the resource-time map has room for it, so no other plan's window is broken.
+        ``only``: in these domains (a request with a plan of its own starts in its domains)."""
+        now, rules = self.snapshot.now, self.snapshot.rules
+        end = now + req.max_duration_s if req.max_duration_s is not None else planning.NEVER
+        c = req.gpu_count
+        within = self.ledger.within_reservation(req)
+        rights = preemption.victim_classes(req.priority, within_reservation=within)
+        tl = self.timeline(req.gpu_model)
+        for hold in sorted(self.holds, key=lambda h: -h.start_at):
+            if hold.model != req.gpu_model or (only is not None and not only & set(hold.domains)):
+                continue
+            plan = planning.fit_held(hold, pool, c, mode)
+            if plan is None:
+                continue
+            if self.room is not None and any(self.room.cap(n, {}) < x for n, x in plan):
+                continue
+            per: dict[int, int] = {}
+            for n, x in plan:
+                per[pool.node_dom[n]] = per.get(pool.node_dom[n], 0) + x
+
+            def room(until: float, per: dict[int, int] = per) -> bool:
+                return all(
+                    tl.fits(d, x, now, until - now, rights=rights, claimant=req.workload_id, now=now)
+                    for d, x in per.items()
+                )
+
+            until = end
+            if not room(until):
+                # Work the planned request may displace can use the gap up to its start.
+                displaceable = req.priority in preemption.victim_classes(hold.priority, within_reservation=False)
+                if not displaceable or end <= hold.start_at:
+                    continue
+                if self.profile.churn_limits and hold.start_at - now < rules.min_run_s:
+                    continue
+                until = hold.start_at
+                if not room(until):
+                    continue
+            shed = 0.0
+            for permit in self._permit_calls:
+                verdict = permit(self, req, c)
+                if verdict.reason is not None:
+                    return False
+                shed += verdict.shed_w
+            taken: list[tuple[int, tuple[str, ...]]] = []
+            for n, x in plan:
+                ids = hold.gpus[n]
+                taken.append((n, tuple(ids[:x])))
+                hold.gpus[n] = ids[x:]
+            for d, x in per.items():
+                tl.occupy(d, x, now, until)
+            self.commit(pool, req, plan, shed, taken)
+            return True
+        return False
+
+
+def _at(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _in(seconds: float) -> str:
+    s = max(int(seconds), 0)
+    if s < 60:
+        return f"in {s} s"
+    if s < 3600:
+        return f"in {s // 60} min"
+    return f"in {s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def _grace(grace: float) -> str:

@@ -14,11 +14,13 @@ pending reason, with a bounded code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from controlplane.domain.reasons import PendingReason
 from controlplane.scheduling.power_budget import FITS, PowerBudget
+from controlplane.scheduling.queue import fair_share_order, queue_order
 from controlplane.scheduling.quota import QuotaLedger
 from controlplane.scheduling.snapshot import FleetSnapshot, WorkloadRequest
 
@@ -111,21 +113,56 @@ class SitePowerPermit:
         """The power budget is the pass's (rack room reads it): the pass commits the draw."""
 
 
+class QueueSort(Protocol):
+    """The order a pass decides requests in (Kubernetes' QueueSort extension point)."""
+
+    name: str
+
+    def order(self, queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) -> list[WorkloadRequest]: ...
+
+
+class PriorityAge:
+    """Class, reserved work within its reservation, then age: the order before fair shares."""
+
+    name = "priority-age"
+
+    def order(self, queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) -> list[WorkloadRequest]:
+        return queue_order(queue, snapshot)
+
+
+class FairShare:
+    """Class, reservations, planned starts, then weighted fair share between tenants
+    (``queue.fair_share_order``)."""
+
+    name = "fair-share"
+
+    def order(self, queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) -> list[WorkloadRequest]:
+        return fair_share_order(queue, snapshot)
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
+    """A pass's plugins. ``planning``: blocked requests get planned starts with GPUs held for
+    them, and other work backfills held GPUs only when it ends (or can be displaced) before
+    that start. ``sticky_claims``: GPUs freed by a preemption are its preemptor's alone.
+    ``churn_limits``: a minimum run and a notice cap per hour before a workload is a victim
+    again, and victims chosen to lose the least work (``snapshot.rules`` sets the figures)."""
+
     filters: tuple[Filter, ...] = (QuotaFilter(),)
     permits: tuple[Permit, ...] = (SitePowerPermit(),)
+    queue_sort: QueueSort = FairShare()
+    planning: bool = True
+    sticky_claims: bool = True
+    churn_limits: bool = True
 
     def with_filters(self, *extra: Filter) -> Profile:
-        return Profile(self.filters + extra, self.permits)
+        return replace(self, filters=self.filters + extra)
 
     def with_permits(self, *extra: Permit) -> Profile:
-        return Profile(self.filters, self.permits + extra)
+        return replace(self, permits=self.permits + extra)
 
 
 DEFAULT_PROFILE = Profile()
-
-# LOCAL STAND-IN on branch i10-replay, not the lead's: today's behaviour as a named profile so the
-# replay can run its "today's core" column before the lead's framework.LEGACY_PROFILE lands. On
-# merge, take the lead's definition and drop this one.
-LEGACY_PROFILE = DEFAULT_PROFILE
+# The core as it was before planned starts (issue 10): age order in a class, no plans, claims
+# re-decided each pass, no churn limits. Kept for side-by-side replays.
+LEGACY_PROFILE = Profile(queue_sort=PriorityAge(), planning=False, sticky_claims=False, churn_limits=False)

@@ -27,6 +27,7 @@ POOL_NO_DOMAIN = 1
 POOL_NVLINK_DRAINING = 2
 
 HELD = "held for a preemptor"
+HELD_PLAN = "held for a planned start"
 
 
 class Fleet:
@@ -91,6 +92,7 @@ class ModelPool:
         "excluded",
         "doms_with_free",
         "version",
+        "dom_usable",
     )
 
     def __init__(self, model: str, fleet: Fleet) -> None:
@@ -117,6 +119,9 @@ class ModelPool:
         self.excluded: Counter[str] = Counter()
         self.doms_with_free = 0
         self.version = 0  # bumped whenever free GPUs change: memoised failures stay valid until then
+        # Per usable domain (not draining), its GPUs that could take work at all: free or busy,
+        # healthy, on schedulable nodes (what a planned start may count on).
+        self.dom_usable = [0] * n_doms
 
     def finish(self) -> None:
         """Size the buckets and fill them, once every node has been added."""
@@ -219,6 +224,8 @@ def build_pools(snapshot: FleetSnapshot, fleet: Fleet) -> dict[str, ModelPool]:
             if d >= 0:
                 pool.dom_size[d] += 1
             why = exclusion(node, gpu)
+            if p == POOL_DOMAIN and gpu.healthy and not node.unschedulable:
+                pool.dom_usable[d] += 1
             if why:
                 pool.excluded[why] += 1
                 continue

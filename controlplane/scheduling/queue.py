@@ -41,3 +41,51 @@ def queue_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot | None
         items,
         key=lambda w: (PRIORITY_RANK[w.priority], w.workload_id not in within, w.submitted_at, w.workload_id),
     )
+
+
+def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) -> list[WorkloadRequest]:
+    """Priority class first, as ``queue_order``; inside a class, planned starts, then fair shares.
+
+    - Reserved work within its tenant's reservation goes first in its class, as before.
+    - Requests holding a planned start from an earlier pass come next, in the order they were
+      planned: the GPUs held for them are theirs before any request of their class planned or
+      arrived since, so a plan is met unless higher-class work arrives.
+    - The rest by weighted fair share (the order of virtual finish times in weighted fair
+      queueing): a request's key is its tenant's GPUs of that class already running, plus its
+      GPUs and those of the tenant's older requests of the class, over the tenant's share weight.
+      Tenants flooding the queue interleave with the others in proportion to their weights
+      instead of starving them; within a tenant, age order holds.
+    """
+    items = list(queue)
+    within = within_reservation(items, snapshot)
+    running: dict[tuple[str, PriorityClass], int] = {}
+    for run in snapshot.running:
+        if not run.preempting:
+            tc = (run.tenant_id, run.priority)
+            running[tc] = running.get(tc, 0) + run.gpu_count
+    tenants = snapshot.tenants
+    finish: dict[str, float] = {}
+    used: dict[tuple[str, PriorityClass], int] = {}
+    for w in sorted(items, key=lambda w: (w.submitted_at, w.workload_id)):
+        if w.plan is not None or w.workload_id in within:
+            continue
+        tc = (w.tenant_id, w.priority)
+        total = used.get(tc)
+        if total is None:
+            total = running.get(tc, 0)
+        total += w.gpu_count
+        used[tc] = total
+        policy = tenants.get(w.tenant_id)
+        weight = policy.share_weight if policy is not None and policy.share_weight > 0 else 1.0
+        finish[w.workload_id] = total / weight
+
+    def order_key(w: WorkloadRequest) -> tuple[int, int, float, float, str]:
+        rank = PRIORITY_RANK[w.priority]
+        if w.workload_id in within:
+            return (rank, 0, w.submitted_at, 0.0, w.workload_id)
+        if w.plan is not None:
+            made = w.plan.planned_at if w.plan.planned_at is not None else w.plan.start_at
+            return (rank, 1, made, w.submitted_at, w.workload_id)
+        return (rank, 2, finish[w.workload_id], w.submitted_at, w.workload_id)
+
+    return sorted(items, key=order_key)

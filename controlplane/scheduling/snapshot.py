@@ -96,8 +96,9 @@ class TenantPolicy:
 class PlanningRules:
     """The site's rules for planned starts, claims and preemption churn."""
 
-    # Blocked requests given a planned start per pass (in queue order).
-    max_plans: int = 32
+    # Blocked requests given a new planned start per pass (in queue order); plans made in
+    # earlier passes are kept on top of these. Each new plan searches every NVLink domain.
+    max_plans: int = 8
     # A workload that (re)started less than this ago is not a victim (no thrash).
     min_run_s: float = 600.0
     # At most this many preemption notices per workload per hour.
@@ -139,6 +140,9 @@ class PlannedStart:
     domains: tuple[str, ...] = ()
     # The first planned start it was given (the planned-start error is measured against it).
     first_start_at: float | None = None
+    # When it was first planned: planned requests of a class are decided in this order, so a
+    # plan made later never takes what an earlier one counts on.
+    planned_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

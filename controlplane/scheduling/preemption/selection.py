@@ -18,15 +18,9 @@ from collections.abc import Callable
 
 from controlplane.domain.enums import PRIORITY_RANK, PriorityClass
 from controlplane.scheduling.index import ModelPool
-from controlplane.scheduling.preemption.candidates import Choice, ModelPreemption, Victim
-from controlplane.scheduling.preemption.policy import _CLASS_WEIGHT
+from controlplane.scheduling.preemption.candidates import Choice, ModelPreemption, Victim, _size_key
 
-
-def _key(victims: list[Victim]) -> tuple[int, int, float]:
-    gpus = sum(v.cost for v in victims)
-    weight = sum(v.cost * _CLASS_WEIGHT[v.run.priority] for v in victims)
-    oldest = min((v.run.started_at for v in victims), default=0.0)
-    return (gpus, weight, -oldest)
+_key = _size_key
 
 
 def _reprieve(
@@ -45,12 +39,14 @@ def _reprieve(
     return kept
 
 
-def select_victims(cands: list[tuple[int, Victim]], need: int) -> list[Victim] | None:
+def select_victims(
+    cands: list[tuple[int, Victim]], need: int, key: Callable[[list[Victim]], tuple[float, ...]] = _key
+) -> list[Victim] | None:
     """The best victim set freeing at least ``need`` useful GPUs; cands: (useful GPUs, victim)."""
     options: list[list[Victim]] = []
-    singles = [(v.cost, -PRIORITY_RANK[v.run.priority], -v.run.started_at, v) for u, v in cands if u >= need]
+    singles = [v for u, v in cands if u >= need]
     if singles:
-        options.append([min(singles, key=lambda t: t[:3])[3]])
+        options.append(min(([v] for v in singles), key=key))
     # Reprieve the most valuable first: higher class, then more GPUs, then older.
     by_class = _reprieve(cands, need, lambda t: (PRIORITY_RANK[t[1].run.priority], -t[1].cost, t[1].run.started_at))
     if by_class is not None:
@@ -60,7 +56,7 @@ def select_victims(cands: list[tuple[int, Victim]], need: int) -> list[Victim] |
         options.append(by_size)
     if not options:
         return None
-    return min(options, key=_key)
+    return min(options, key=key)
 
 
 # Domains compared once one can be freed: a bounded search; domains lacking the fewest GPUs come first.
@@ -90,23 +86,25 @@ def choose_in_domain(pool: ModelPool, mp: ModelPreemption, c: int, rights: froze
     if best is not None:
         return best
     bounds.sort()
-    best_key: tuple[int, int, float] | None = None
+    best_key: tuple[float, ...] | None = None
+    best_gpus = 0
     compared = 0
     for need, d in bounds:
-        if best_key is not None and (need > best_key[0] or compared >= MAX_DOMAINS_COMPARED):
+        if best_key is not None and (need > best_gpus or compared >= MAX_DOMAINS_COMPARED):
             break
         cands = [
             (v.useful_by_dom[d], v)
             for v in mp.by_dom.get(d, ())
             if not v.taken and v.run.priority in rights and v.useful_by_dom[d] > 0
         ]
-        victims = select_victims(cands, need)
+        victims = select_victims(cands, need, mp.key)
         if victims is None:
             continue
         compared += 1
-        key = _key(victims)
+        key = mp.key(victims)
         if best_key is None or key < best_key:
             best_key = key
+            best_gpus = sum(v.cost for v in victims)
             best = Choice(victims, dom_free[d], soon_by_dom.get(d, 0), d)
     return best
 
@@ -135,11 +133,11 @@ def choose_across_domains(
     waits.sort()
     bounds.sort()
     # Bounded: the domains lacking the fewest GPUs, as many as the gang could need and a few more.
-    compared: list[tuple[tuple[int, int, float], int]] = []
+    compared: list[tuple[tuple[float, ...], int]] = []
     for need, d in bounds[: c // max(pool.dmax, 1) + MAX_DOMAINS_COMPARED]:
-        victims = select_victims(_dom_cands(mp, d, rights, set()), need)
+        victims = select_victims(_dom_cands(mp, d, rights, set()), need, mp.key)
         if victims is not None:
-            compared.append((_key(victims), d))
+            compared.append((mp.key(victims), d))
     compared.sort()
     chosen: list[Victim] = []
     chosen_ids: set[int] = set()
@@ -195,7 +193,7 @@ def _take_domain(
         return lack
     if not rights:
         return None
-    victims = select_victims(_dom_cands(mp, d, rights, chosen_ids), lack - soon)
+    victims = select_victims(_dom_cands(mp, d, rights, chosen_ids), lack - soon, mp.key)
     if victims is None:
         return None
     chosen.extend(victims)
@@ -235,11 +233,11 @@ def _remainder(
         d = best_wait[1]
         return (d, min(dom_free[d], want), best_wait[0])
     bounds.sort()
-    best: tuple[tuple[int, int, float], int, list[Victim]] | None = None
+    best: tuple[tuple[float, ...], int, list[Victim]] | None = None
     for need, d in bounds[:MAX_DOMAINS_COMPARED]:
-        victims = select_victims(_dom_cands(mp, d, rights, chosen_ids), need)
-        if victims is not None and (best is None or _key(victims) < best[0]):
-            best = (_key(victims), d, victims)
+        victims = select_victims(_dom_cands(mp, d, rights, chosen_ids), need, mp.key)
+        if victims is not None and (best is None or mp.key(victims) < best[0]):
+            best = (mp.key(victims), d, victims)
     if best is None:
         return None
     _, d, victims = best
@@ -270,7 +268,7 @@ def choose_anywhere(pool: ModelPool, mp: ModelPreemption, c: int, rights: frozen
             break
     if single is not None and all(x is not single for _, x in cands):
         cands.append((single.useful, single))
-    victims = select_victims(cands, need)
+    victims = select_victims(cands, need, mp.key)
     if victims is None:
         return None
     return Choice(victims, free, mp.soon_total, -1)

@@ -1,0 +1,387 @@
+"""Planned starts and backfill: a blocked request is given the earliest time GPUs of its shape will
+be free, and the free GPUs it will use are held for it; other work may use held GPUs only if it
+ends (by its max duration) before that start, or may be displaced by the planned request with
+time to spare. Slurm's backfill scheduler does this for CPU jobs; here the shapes are NVLink
+domains and the releases come from the snapshot.
+
+When GPUs of a domain are free, over time (the ``Timeline``, a resource-time map):
+
+- free now: the pool's free GPUs (after this pass's placements and holds);
+- running work of classes the request may preempt: now, or once its minimum run is over when
+  churn limits apply (counted as available: the plan then preempts it at its turn);
+- other running work: at ``ends_by`` (start + max duration, enforced by the control plane;
+  work with no bound never frees in a plan); work placed earlier in this pass likewise;
+- GPUs under preemption notice: after the grace, for their claimant only when claims stick.
+
+A plan is a set of domains and a start: the earliest window of its max duration in which one
+domain (whole domains and one more for a larger gang) has its GPUs free; the core keeps the
+domains of the request's earlier plan while they start it no later, so a plan stays put across
+passes. A plan occupies its GPUs in the map (the ones it holds from now, the rest from its
+start, all until its start + max duration), and so does work placed in the pass: a later plan
+only finds windows around them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from controlplane.scheduling.index import POOL_DOMAIN, Fleet, ModelPool
+from controlplane.scheduling.preemption.candidates import _usable
+from controlplane.scheduling.snapshot import FleetSnapshot
+
+NEVER = math.inf
+ANYWHERE = -1  # a release or a hold outside any usable NVLink domain
+
+
+@dataclass(slots=True)
+class Release:
+    at: float
+    count: int
+    priority: PriorityClass
+    claimed_for: str = ""
+    # When it may first be preempted (its minimum run over); 0: at once.
+    preemptible_from: float = 0.0
+
+
+@dataclass(slots=True)
+class Timeline:
+    """Per domain, how many GPUs are free over time (Slurm backfill's resource-time map):
+    ``base`` free when the timeline was built, ``releases`` of running work (their time depends
+    on the asking request's rights), and ``events`` (+/- GPUs at a time) of what this pass placed
+    or planned since. ``usable``: per domain, the GPUs that could take work at all."""
+
+    base: dict[int, int] = field(default_factory=dict)
+    releases: dict[int, list[Release]] = field(default_factory=dict)
+    events: dict[int, list[tuple[float, int]]] = field(default_factory=dict)
+    usable: dict[int, int] = field(default_factory=dict)
+    # Domains with releases claimed by one preemptor (their steps differ per asking request).
+    claimed: set[int] = field(default_factory=set)
+    # Steps per (domain, rights, claimant), valid while the domain's version is unchanged.
+    cache: dict[tuple[int, frozenset[PriorityClass], str], tuple[int, list[tuple[float, int]]]] = field(
+        default_factory=dict
+    )
+    version: dict[int, int] = field(default_factory=dict)
+
+    def _changed(self, dom: int) -> None:
+        self.version[dom] = self.version.get(dom, 0) + 1
+
+    def add(self, dom: int, release: Release) -> None:
+        self.releases.setdefault(dom, []).append(release)
+        if release.claimed_for:
+            self.claimed.add(dom)
+        self._changed(dom)
+
+    def occupy(self, dom: int, count: int, start: float, end: float | None) -> None:
+        """``count`` GPUs of ``dom`` are taken from ``start`` to ``end`` (None: for good)."""
+        if count <= 0:
+            return
+        ev = self.events.setdefault(dom, [])
+        ev.append((start, -count))
+        if end is not None and end < NEVER:
+            ev.append((end, count))
+        self._changed(dom)
+
+    def vacate(self, dom: int, count: int, start: float, end: float | None) -> None:
+        """Undo one ``occupy`` with the same arguments."""
+        if count <= 0:
+            return
+        ev = self.events[dom]
+        ev.remove((start, -count))
+        if end is not None and end < NEVER:
+            ev.remove((end, count))
+        self._changed(dom)
+
+    def steps(
+        self, dom: int, *, rights: frozenset[PriorityClass], claimant: str, now: float
+    ) -> list[tuple[float, int]]:
+        """[(time, GPUs free from then on)], from ``now``, for this request."""
+        key = (dom, rights, claimant if dom in self.claimed else "")
+        version = self.version.get(dom, 0)
+        hit = self.cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        out = self._steps(dom, rights=rights, claimant=claimant, now=now)
+        self.cache[key] = (version, out)
+        return out
+
+    def _steps(
+        self, dom: int, *, rights: frozenset[PriorityClass], claimant: str, now: float
+    ) -> list[tuple[float, int]]:
+        deltas: list[tuple[float, int]] = list(self.events.get(dom, ()))
+        for r in self.releases.get(dom, ()):
+            if r.claimed_for and r.claimed_for != claimant:
+                continue
+            at = r.at
+            if r.priority in rights:
+                at = min(at, max(now, r.preemptible_from))
+            if at < NEVER:
+                deltas.append((at, r.count))
+        deltas.sort()
+        free = self.base.get(dom, 0)
+        out: list[tuple[float, int]] = []
+        for at, delta in deltas:
+            if at <= now:
+                free += delta
+                continue
+            if not out:
+                out.append((now, free))
+            free += delta
+            if out[-1][0] == at:
+                out[-1] = (at, free)
+            else:
+                out.append((at, free))
+        if not out:
+            out.append((now, free))
+        return out
+
+    def earliest(
+        self,
+        dom: int,
+        need: int,
+        duration: float,
+        *,
+        rights: frozenset[PriorityClass],
+        claimant: str,
+        now: float,
+    ) -> float:
+        """The earliest start with ``need`` GPUs of ``dom`` free for ``duration`` (NEVER if none)."""
+        steps = self.steps(dom, rights=rights, claimant=claimant, now=now)
+        return _first_window(steps, need, duration)
+
+    def fits(
+        self,
+        dom: int,
+        need: int,
+        start: float,
+        duration: float,
+        *,
+        rights: frozenset[PriorityClass],
+        claimant: str,
+        now: float,
+    ) -> bool:
+        steps = self.steps(dom, rights=rights, claimant=claimant, now=now)
+        free_at = steps[0][1]
+        for at, free in steps:
+            if at <= start:
+                free_at = free
+            elif at < start + duration:
+                if free < need:
+                    return False
+            else:
+                break
+        return free_at >= need
+
+
+def _first_window(steps: list[tuple[float, int]], need: int, duration: float) -> float:
+    for i, (start, free) in enumerate(steps):
+        if free < need:
+            continue
+        end = start + duration
+        ok = True
+        for at, later in steps[i + 1 :]:
+            if at >= end:
+                break
+            if later < need:
+                ok = False
+                break
+        if ok:
+            return start
+    return NEVER
+
+
+def build_timeline(
+    snapshot: FleetSnapshot,
+    fleet: Fleet,
+    pool: ModelPool,
+    *,
+    sticky_claims: bool,
+    churn_limits: bool,
+    claimants: Iterable[str],
+) -> Timeline:
+    """The resource-time map of one GPU model (see the module docstring), from the pool's free
+    GPUs now and the snapshot's running work."""
+    model = pool.model
+    out = Timeline()
+    for d, free in enumerate(pool.dom_free):
+        if free:
+            out.base[d] = free
+    node_dom, draining, index = fleet.node_dom, fleet.draining, fleet.node_index
+    out.usable = {d: k for d, k in enumerate(pool.dom_usable) if k}
+    queued = set(claimants) if sticky_claims else set()
+    now, grace, min_run = snapshot.now, snapshot.stop_grace_s, snapshot.rules.min_run_s
+    for run in snapshot.running:
+        if run.gpu_model != model:
+            continue
+        per: dict[int, int] = {}
+        for node_id, gpu_id in run.gpus:
+            at_node = index.get(node_id)
+            if at_node is None or _usable(snapshot.nodes[at_node], gpu_id) is None:
+                continue
+            d = node_dom[at_node]
+            if d >= 0 and not draining[at_node]:
+                per[d] = per.get(d, 0) + 1
+        if run.preempting:
+            claim = run.claimed_for if run.claimed_for in queued else ""
+            for d, x in per.items():
+                # Reserved stands for "not preemptible" here: these free on their own, after the grace.
+                out.add(d, Release(now + grace, x, PriorityClass.RESERVED, claim))
+            continue
+        at = NEVER if run.ends_by is None else run.ends_by
+        start_ok = run.started_at + min_run if churn_limits and run.preemptions else 0.0
+        for d, x in per.items():
+            out.add(d, Release(at, x, run.priority, "", start_ok))
+    return out
+
+
+@dataclass(slots=True)
+class Hold:
+    """GPUs held this pass for a planned start: free GPUs (by node) its gang will use."""
+
+    workload_id: str
+    priority: PriorityClass
+    model: str
+    start_at: float
+    domains: list[int]
+    gpus: dict[int, list[str]]  # node -> held GPU ids
+    # Smallest gang (per NVLink-required or not) that found no room in it: held GPUs only fall,
+    # so any gang as large fails too.
+    failed: dict[bool, int] = field(default_factory=dict)
+
+
+def plan_one_domain(
+    pool: ModelPool,
+    timeline: Timeline,
+    c: int,
+    duration: float,
+    *,
+    rights: frozenset[PriorityClass],
+    claimant: str,
+    now: float,
+    excluded: set[int],
+    only: Iterable[int] | None = None,
+) -> tuple[float, list[int]] | None:
+    """The domain with the earliest window of ``c`` GPUs for ``duration``: (start, [domain]), or
+    None. Ties go to the one with the most of them free now (least held idle). ``only``: among
+    these domains."""
+    usable = timeline.usable
+    cands = set(timeline.releases) | set(timeline.base) | set(timeline.events) if only is None else set(only)
+    best: tuple[float, int, int] | None = None
+    for d in cands:
+        if d < 0 or d in excluded or usable.get(d, 0) < c:
+            continue
+        at = timeline.earliest(d, c, duration, rights=rights, claimant=claimant, now=now)
+        if at >= NEVER:
+            continue
+        key = (at, -min(pool.dom_free[d], c), d)
+        if best is None or key < best:
+            best = key
+    return None if best is None else (best[0], [best[2]])
+
+
+# Start times tried for a gang of several whole domains (the earliest windows first).
+MAX_STARTS_TRIED = 64
+
+
+def plan_whole_domains(
+    pool: ModelPool,
+    timeline: Timeline,
+    c: int,
+    duration: float,
+    *,
+    rights: frozenset[PriorityClass],
+    claimant: str,
+    now: float,
+    excluded: set[int],
+    only: Iterable[int] | None = None,
+) -> tuple[float, list[int]] | None:
+    """A gang larger than any domain: the earliest start at which enough whole domains (and one
+    more for the remainder) are free for its duration. ``only``: among these domains."""
+    dom_size, usable = pool.dom_size, timeline.usable
+    whole: list[tuple[float, int]] = []
+    for d in range(len(dom_size)) if only is None else sorted(only):
+        size = dom_size[d]
+        if not size or d in excluded or size > c or usable.get(d, 0) < size:
+            continue  # a domain with GPUs that cannot take work is never whole
+        at = timeline.earliest(d, size, duration, rights=rights, claimant=claimant, now=now)
+        if at < NEVER:
+            whole.append((at, d))
+    whole.sort()
+    if not whole:
+        return None
+    # Any time a domain's free count changes can open a window: the earliest ones, bounded.
+    times = {at for at, _ in whole}
+    for _, d in whole[:MAX_STARTS_TRIED]:
+        times.update(t for t, _ in timeline.steps(d, rights=rights, claimant=claimant, now=now))
+    starts = sorted(t for t in times if t >= whole[0][0])[:MAX_STARTS_TRIED]
+    for start in starts:
+        chosen: list[int] = []
+        left = c
+        for at, d in whole:
+            if at > start:
+                break
+            size = dom_size[d]
+            if size > left or not timeline.fits(d, size, start, duration, rights=rights, claimant=claimant, now=now):
+                continue
+            chosen.append(d)
+            left -= size
+            if not left:
+                return start, chosen
+        if left:
+            taken = set(chosen) | excluded
+            rest = set(timeline.base) | set(timeline.releases) | set(timeline.events) if only is None else set(only)
+            for d in rest:
+                if d < 0 or d in taken or usable.get(d, 0) < left:
+                    continue
+                if timeline.fits(d, left, start, duration, rights=rights, claimant=claimant, now=now):
+                    return start, [*chosen, d]
+    return None
+
+
+def fit_held(hold: Hold, pool: ModelPool, c: int, nvlink: NvlinkPolicy) -> list[tuple[int, int]] | None:
+    """Where ``c`` GPUs of ``hold`` go, as [(node, count)]: one domain for an NVLink gang (the
+    tightest node that covers it, else the fullest nodes first), anywhere otherwise."""
+    shaped = nvlink is NvlinkPolicy.REQUIRED and c > 1
+    if c >= hold.failed.get(shaped, 1 << 30):
+        return None
+    plan = _fit_held(hold, pool, c, nvlink)
+    if plan is None:
+        hold.failed[shaped] = c
+    return plan
+
+
+def _fit_held(hold: Hold, pool: ModelPool, c: int, nvlink: NvlinkPolicy) -> list[tuple[int, int]] | None:
+    node_dom = pool.node_dom
+    if nvlink is NvlinkPolicy.REQUIRED and c > 1:
+        by_dom: dict[int, list[int]] = {}
+        for n, ids in hold.gpus.items():
+            if ids and pool.pool[n] == POOL_DOMAIN:
+                by_dom.setdefault(node_dom[n], []).append(n)
+        best: list[tuple[int, int]] | None = None
+        best_size = 0
+        for nodes in by_dom.values():
+            size = sum(len(hold.gpus[n]) for n in nodes)
+            if size < c or (best is not None and size >= best_size):
+                continue
+            plan = _cover(hold, nodes, c)
+            if plan is not None:
+                best, best_size = plan, size
+        return best
+    return _cover(hold, [n for n, ids in hold.gpus.items() if ids], c)
+
+
+def _cover(hold: Hold, nodes: list[int], c: int) -> list[tuple[int, int]] | None:
+    covering = [(len(hold.gpus[n]), n) for n in nodes if len(hold.gpus[n]) >= c]
+    if covering:
+        return [(min(covering)[1], c)]
+    plan: list[tuple[int, int]] = []
+    need = c
+    for k, n in sorted(((len(hold.gpus[n]), n) for n in nodes), key=lambda t: (-t[0], t[1])):
+        take = min(k, need)
+        plan.append((n, take))
+        need -= take
+        if not need:
+            return plan
+    return None

@@ -1537,6 +1537,14 @@ def targets(out: dict[str, Any]) -> list[tuple[str, bool]]:
             pre["workloads_over_the_notice_cap"] == 0,
         ),
     ]
+    for tenant, r in new["reservation"].items():
+        was = old["reservation"][tenant]["violations"]
+        checks.append(
+            (
+                f"{tenant}'s reservation guarantee held ({r['violations']} violations; today's core {was})",
+                not r["violations"],
+            )
+        )
     ps = new["planned_starts"]
     if ps["planned"]:
         share = ps["share_started_by_planned_start"]

@@ -391,21 +391,33 @@ def test_a_plan_is_carried_into_the_next_request_and_the_first_one_is_kept() -> 
 
 
 def test_the_planned_start_error_by_hand() -> None:
-    """Three submissions given plans: one starts 10 s early, one 1 s late (inside the tick), one 600 s
-    late; one never planned. Errors -10, 1, 600; on time 2 of 3."""
+    """Four submissions, all started at t=0, given plans: g0 starts 10 s early, g1 1 s late (inside
+    the tick), g2 600 s late but reserved work arrived after it was planned (excused: higher-class
+    work), the reserved r 300 s late with nothing above it (not excused); g3 never planned.
+    Errors -10, 1, 300, 600: p50 150.5, max 600; on time 2 of 4; late 2, 1 not excused."""
     from controlplane.scheduling.snapshot import PlannedStart
 
-    day = [workload(f"g{i}", 0.0, 72, "on_demand") for i in range(4)]
+    day = [workload(f"g{i}", 0.0, 72 if i < 3 else 8, "on_demand") for i in range(4)]
+    day.append(workload("r", 0.0, 8, "reserved", tenant="acme-ai"))
     replay = rd.Replay(small_site(), day)
     res = replay.run()
-    for wid, plan_at in (("g0", 10.0), ("g1", -1.0), ("g2", -600.0)):
+    assert all(j.start_s == 0.0 for j in res.jobs.values())
+    for wid, plan_at, planned_at in (
+        ("g0", 10.0, -20.0),
+        ("g1", -1.0, -20.0),
+        ("g2", -600.0, -700.0),
+        ("r", -300.0, -400.0),
+    ):
         replay._carry_plan(res.jobs[wid], PlannedStart(start_at=plan_at))
+        res.jobs[wid].first_planned_at_s = planned_at
     ps = rd.planned_start_error(res)
-    assert (ps["planned"], ps["started"], ps["never_started"]) == (3, 3, 0)
-    assert (ps["error_s"]["p50"], ps["error_s"]["max"]) == (1.0, 600.0)
-    assert ps["started_by_planned_start"] == 2 and ps["share_started_by_planned_start"] == pytest.approx(
-        2 / 3, abs=1e-4
-    )
+    assert (ps["planned"], ps["started"], ps["never_started"]) == (4, 4, 0)
+    assert (ps["error_s"]["p50"], ps["error_s"]["max"]) == (150.5, 600.0)
+    assert ps["started_by_planned_start"] == 2 and ps["share_started_by_planned_start"] == 0.5
+    assert ps["late"] == 2 and ps["late_by_class"] == {"on_demand": 1, "reserved": 1}
+    assert ps["late_with_no_higher_class_arrival"] == 1
+    assert ps["late_with_no_higher_class_arrival_by_class"] == {"reserved": 1}
+    assert ps["late_with_no_higher_class_arrival_error_s"]["max"] == 300.0
 
 
 def test_first_fit_without_repeated_failed_shapes_decides_as_first_fit(day_slice: list[dict[str, Any]]) -> None:

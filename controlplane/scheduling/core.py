@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from controlplane.domain.enums import PRIORITY_RANK, NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode, PendingReason
 from controlplane.scheduling import fit, planning, preemption
 from controlplane.scheduling.filters import describe, plural
@@ -91,6 +91,10 @@ class SchedulingPass:
         self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.claimants: frozenset[str] = frozenset()
         self.dom_index: dict[str, int] | None = None
+        # Planned requests of earlier passes, and the class (and reservation) phase being decided.
+        self.planned_queue: list[WorkloadRequest] = []
+        self.phase: tuple[int, int] = (-1, 0)
+        self.decided: set[str] = set()
         self._usage: dict[str, tuple[int, dict[int, int]]] | None = None
         self.queue: Sequence[WorkloadRequest] = ()
         # The windows of earlier passes' plans, seeded into each model's map before anything is
@@ -128,8 +132,21 @@ class SchedulingPass:
         if self.profile.sticky_claims and self.snapshot.running:
             self.claimants = frozenset(r.workload_id for r in queue)
         self.queue = queue
-        for req in self.profile.queue_sort.order(queue, self.snapshot):
+        self.planned_queue = [r for r in queue if r.plan is not None and r.plan.domains]
+        ordered = self.profile.queue_sort.order(queue, self.snapshot)
+        if not self.planned_queue:
+            self.phase = (len(PRIORITY_RANK), 1)  # nothing to seed
+            for req in ordered:
+                self.decide(req)
+            return self.decisions
+        for req in ordered:
+            phase = (PRIORITY_RANK[req.priority], 0 if self.ledger.within_reservation(req) else 1)
+            if phase != self.phase:
+                self.phase = phase
+                for model, tl in self.timelines.items():
+                    self.seed(model, tl)
             self.decide(req)
+            self.decided.add(req.workload_id)
         return self.decisions
 
     def decide(self, req: WorkloadRequest) -> None:
@@ -411,12 +428,17 @@ class SchedulingPass:
         return tl
 
     def seed(self, model: str, tl: planning.Timeline) -> None:
-        """Every plan of an earlier pass occupies its window in the map from the start, so no
-        decision of this pass (an early start, a plan moved, a backfill) breaks a plan decided
-        later in it."""
+        """Every plan of an earlier pass occupies its window in the map before any request of its
+        class is decided, so no decision of the class (an early start, a plan moved, a backfill)
+        breaks a plan decided later in it. Plans of lower classes are seeded only when their class's
+        turn comes: higher-class work is not held back by them (and reserved work within its
+        reservation comes before its class's plans)."""
         pool = self.pools[model]
-        for req in self.queue:
-            if req.plan is None or not req.plan.domains or req.gpu_model != model or req.workload_id in self.seeded:
+        upto = self.phase
+        for req in self.planned_queue:
+            if req.gpu_model != model or req.workload_id in self.seeded or req.workload_id in self.decided:
+                continue
+            if (PRIORITY_RANK[req.priority], 1) > upto:
                 continue
             kept = self.kept_domains(req)
             if kept is None or req.plan is None:

@@ -623,13 +623,9 @@ class SchedulingPass:
             tl.fits(d, x, now, duration, rights=rights, claimant=req.workload_id, now=now) for d, x in per.items()
         ):
             return None
-        shed = 0.0
-        for permit in self._permit_calls:
-            verdict = permit(self, req, c)
-            if verdict.reason is not None:
-                self.unplaced(req, verdict.reason)
-                return False
-            shed += verdict.shed_w
+        shed = self.permitted(req, c)
+        if shed is None:
+            return False
         self.commit(pool, req, plan, shed)
         return True
 
@@ -662,13 +658,9 @@ class SchedulingPass:
             tl.fits(d, x, now, req.max_duration_s, rights=rights, claimant=req.workload_id, now=now) for d, x in wanted
         ):
             return None
-        shed = 0.0
-        for permit in self._permit_calls:
-            verdict = permit(self, req, c)
-            if verdict.reason is not None:
-                self.unplaced(req, verdict.reason)
-                return False
-            shed += verdict.shed_w
+        shed = self.permitted(req, c)
+        if shed is None:
+            return False
         plan: fit.Plan = []
         taken: list[tuple[int, tuple[str, ...]]] = []
         for d, want in wanted:
@@ -714,6 +706,18 @@ class SchedulingPass:
                     useful = preemption.usable_by_dom(run, self.fleet, pool, by_dom)
                     self._usage[run.workload_id] = (useful, by_dom)
         return self._usage
+
+    def permitted(self, req: WorkloadRequest, gpus: int) -> float | None:
+        """The permits' answer for a placement found: the mining to shed first, or None (held,
+        and the request's reason recorded)."""
+        shed = 0.0
+        for permit in self._permit_calls:
+            verdict = permit(self, req, gpus)
+            if verdict.reason is not None:
+                self.unplaced(req, verdict.reason)
+                return None
+            shed += verdict.shed_w
+        return shed
 
     def protect_held(self, model: str, doms: list[int]) -> None:
         """Running work in held domains is the plan's to preempt at its start, not later requests'."""

@@ -50,11 +50,12 @@ def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) 
     - Requests holding a planned start from an earlier pass come next, in the order they were
       planned: the GPUs held for them are theirs before any request of their class planned or
       arrived since, so a plan is met unless higher-class work arrives.
-    - The rest by weighted fair share (the order of virtual finish times in weighted fair
-      queueing): a request's key is its tenant's GPUs of that class already running, plus its
-      GPUs and those of the tenant's older requests of the class, over the tenant's share weight.
-      Tenants flooding the queue interleave with the others in proportion to their weights
-      instead of starving them; within a tenant, age order holds.
+    - The rest by weighted fair share (start-time fair queueing): a request's key is its
+      tenant's GPUs of that class already running plus those of the tenant's older requests of
+      the class, over the tenant's share weight (its own size left out, so a large gang is not
+      pushed behind every small request of the other tenants). Tenants flooding the queue
+      interleave with the others in proportion to their weights instead of starving them; within
+      a tenant, age order holds.
     """
     items = list(queue)
     within = within_reservation(items, snapshot)
@@ -73,11 +74,10 @@ def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) 
         total = used.get(tc)
         if total is None:
             total = running.get(tc, 0)
-        total += w.gpu_count
-        used[tc] = total
         policy = tenants.get(w.tenant_id)
         weight = policy.share_weight if policy is not None and policy.share_weight > 0 else 1.0
         finish[w.workload_id] = total / weight
+        used[tc] = total + w.gpu_count
 
     def order_key(w: WorkloadRequest) -> tuple[int, int, float, float, str]:
         rank = PRIORITY_RANK[w.priority]

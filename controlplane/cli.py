@@ -222,17 +222,7 @@ def cmd_set_policy(args: argparse.Namespace) -> int:
     from controlplane.services import admin, audit
 
     changes = {
-        name: getattr(args, name)
-        for name in (
-            "reserved_gpus",
-            "max_gpus",
-            "gpu_hours_limit",
-            "spend_cap_usd",
-            "over_quota",
-            "price_usd_per_gpu_hour",
-            "share_weight",
-        )
-        if getattr(args, name) is not None
+        name: getattr(args, name) for name in sorted(admin.POLICY_FIELDS) if getattr(args, name, None) is not None
     }
     if not changes:
         raise CliError("nothing to change: give at least one option (see --help)")

@@ -192,7 +192,7 @@ class SchedulingPass:
                 return None
             if self.preempt_or_wait(pool, req, mode, reason):
                 return None
-            if self.profile.planning and reason.code in _PLANNABLE and self.plan_start(pool, req, mode):
+            if self.profile.planning and reason.code in _PLANNABLE and self.plan_start(pool, req, mode, blocked=reason):
                 return None
             return self.unplaced(req, reason)
         shed = 0.0
@@ -487,10 +487,19 @@ class SchedulingPass:
         for d, x in self._per_domain(plan).items():
             tl.occupy(d, x, now, end)
 
-    def plan_start(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, *, kept_only: bool = False) -> bool:
+    def plan_start(
+        self,
+        pool: ModelPool,
+        req: WorkloadRequest,
+        mode: NvlinkPolicy,
+        *,
+        kept_only: bool = False,
+        blocked: PendingReason | None = None,
+    ) -> bool:
         """Give a blocked request its planned start and hold the free GPUs it will use
         (``kept_only``: only if its earlier plan still holds; a broken one is planned afresh
-        after the ordinary search)."""
+        after the ordinary search). ``blocked``, what keeps it from starting now, is told after
+        the plan: the tenant and the operator still see a cordoned node or an unhealthy GPU."""
         rules = self.snapshot.rules
         if self.new_plans >= rules.max_plans and not kept_only:
             return False
@@ -552,7 +561,8 @@ class SchedulingPass:
         why = PendingReason(
             PendingCode.PLANNED,
             f"planned start {_at(start)} ({_in(start - now)}): {_gpus(c, req.gpu_model)}{scope}, {held} held now, "
-            f"the rest freed by then by running work's max durations",
+            f"the rest freed by then by running work's max durations"
+            + (f"; now {blocked.text}" if blocked is not None else ""),
         )
         self.decisions.append(Unplaced(req.workload_id, why.text, why.code, self._planned(req, start, names)))
         return True

@@ -48,7 +48,8 @@ Rules of the replay (the choices the issue leaves open):
   15 min), and a fresh submission time (it queues behind older work of its class). The
   resubmission keeps the original workload's preemption history: the core sees every notice the
   workload had (``RunningWorkload.preemptions``, ``noticed_at``, the current notice included
-  while it is under one). A victim under notice shows its preemptor (``claimed_for``).
+  while it is under one), and its request carries the count (``WorkloadRequest.preemptions``).
+  A victim under notice shows its preemptor (``claimed_for``).
 - Planned starts: a pass's ``Unplaced.plan`` for a workload is carried into that workload's
   ``WorkloadRequest.plan`` at the next pass (a plan of None drops it). A placed workload needs
   none; a resubmission starts without one. When a carried plan lacks ``first_start_at`` the
@@ -621,6 +622,8 @@ class Replay:
                     model=self.fleet.model,
                     max_duration_s=max(left, round_up_quarter_hour(job.max_duration_s - job.kept_s)),
                 )
+                # Its history goes with it: the core knows it was preempted before.
+                again.request = replace(again.request, preemptions=len(self.notices.get(job.base, ())))
                 self.jobs[again.id] = again
                 self.pending[again.id] = again
         self._record_power()
@@ -1220,20 +1223,30 @@ def planned_start_error(result: ReplayResult) -> dict[str, Any]:
         if (xs := [e for j, e in zip(started, errs, strict=True) if lo <= j.gpus <= hi])
     }
     # Late starts the issue excuses: higher-class work (a submission or resubmission of a higher
-    # class) arrived between the pass that first planned it and its start.
+    # class) arrived between the pass that first planned it and its start. Reserved work within
+    # its tenant's reservation comes before the rest of its class in the core's order, so its
+    # arrival (the first pass at which it is within) excuses a reserved plan beyond it.
     rank = {c: i for i, c in enumerate(CLASSES)}
     arrivals: dict[int, list[float]] = {}
     for j in result.jobs.values():
         arrivals.setdefault(rank.get(j.priority, len(CLASSES)), []).append(j.submit_s)
+        if j.eligible_s is not None:
+            arrivals.setdefault(-1, []).append(j.eligible_s)
     for xs in arrivals.values():
         xs.sort()
+
+    def own_rank(j: Job) -> int:
+        within = j.eligible_s is not None and j.eligible_s <= (j.first_planned_at_s or 0.0)
+        return -1 if within else rank.get(j.priority, len(CLASSES))
 
     def higher_arrived(j: Job) -> bool:
         lo, hi = j.first_planned_at_s or 0.0, j.start_s or 0.0
         for r, xs in arrivals.items():
-            if r < rank.get(j.priority, len(CLASSES)):
-                k = bisect.bisect_right(xs, lo)
-                if k < len(xs) and xs[k] <= hi:
+            if r < own_rank(j):
+                n = bisect.bisect_right(xs, hi) - bisect.bisect_right(xs, lo)
+                if r == -1 and j.eligible_s is not None and lo < j.eligible_s <= hi:
+                    n -= 1  # its own turn within the reservation excuses nothing
+                if n > 0:
                     return True
         return False
 

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     plan_max_plans: int = Field(default=_RULES.max_plans, ge=0, le=10_000)
     min_run_s: float = Field(default=_RULES.min_run_s, ge=0, le=7 * 24 * 3600, allow_inf_nan=False)
     notices_per_hour: int = Field(default=_RULES.notices_per_hour, ge=0, le=1000)
+    max_preemptions: int = Field(default=_RULES.max_preemptions, ge=0, le=1000)
 
     # How long an authenticated API key is trusted without a database lookup (0: never cached).
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
@@ -83,7 +84,10 @@ class Settings(BaseSettings):
     @property
     def planning_rules(self) -> PlanningRules:
         return PlanningRules(
-            max_plans=self.plan_max_plans, min_run_s=self.min_run_s, notices_per_hour=self.notices_per_hour
+            max_plans=self.plan_max_plans,
+            min_run_s=self.min_run_s,
+            notices_per_hour=self.notices_per_hour,
+            max_preemptions=self.max_preemptions,
         )
 
     @property

@@ -139,7 +139,11 @@ class SchedulingPass:
             for req in ordered:
                 self.decide(req)
             return self.decisions
+        if self.profile.sticky_claims:
+            self.decided = self.start_due()  # in the map of no phase: nothing seeded yet
         for req in ordered:
+            if req.workload_id in self.decided:
+                continue
             phase = (PRIORITY_RANK[req.priority], 0 if self.ledger.within_reservation(req) else 1)
             if phase != self.phase:
                 self.phase = phase
@@ -456,6 +460,40 @@ class SchedulingPass:
                 tl.occupy(d, want, start, end)
             self.seeded[req.workload_id] = parts
 
+    def start_due(self) -> set[str]:
+        """Plans whose start has come and whose domains have their GPUs free (victims released
+        for a preemptor, work drained for a planned start) are decided before anything else: the
+        GPUs freed for them are theirs, not the first request's in the queue, whatever its class
+        (reserved work within its reservation may still preempt them). Only plans alone on their
+        domains: between plans the queue order decides, in the map of the class phase."""
+        now = self.snapshot.now
+        plans_on: dict[tuple[str, str], int] = {}
+        for req in self.planned_queue:
+            assert req.plan is not None
+            for name in req.plan.domains:
+                plans_on[req.gpu_model, name] = plans_on.get((req.gpu_model, name), 0) + 1
+        due = []
+        for req in self.planned_queue:
+            assert req.plan is not None
+            pool = self.pools.get(req.gpu_model)
+            if req.plan.start_at > now or pool is None or self.kept_domains(req) is None:
+                continue
+            if any(plans_on[req.gpu_model, name] > 1 for name in req.plan.domains):
+                continue
+            assert self.dom_index is not None
+            left, short = req.gpu_count, False
+            for name in req.plan.domains:
+                d = self.dom_index[name]
+                want = min(left, pool.dom_size[d]) if len(req.plan.domains) > 1 else left
+                short = short or pool.dom_free[d] < want
+                left -= want
+            if not short and not left:
+                due.append(req)
+        due.sort(key=lambda r: (r.plan.planned_at or 0.0) if r.plan is not None else 0.0)
+        for req in due:
+            self.decide(req)
+        return {r.workload_id for r in due}
+
     def unseed(self, req: WorkloadRequest) -> None:
         """Its turn: the window seeded for it leaves the map (what it decides now replaces it)."""
         tl = self.timelines.get(req.gpu_model)
@@ -501,7 +539,10 @@ class SchedulingPass:
         after the ordinary search). ``blocked``, what keeps it from starting now, is told after
         the plan: the tenant and the operator still see a cordoned node or an unhealthy GPU."""
         rules = self.snapshot.rules
-        if self.new_plans >= rules.max_plans and not kept_only:
+        # The budget is for requests planned for the first time: one whose plan broke (higher-class
+        # work took its domains) is planned again at once, keeping its place among the plans.
+        fresh = req.plan is None or not req.plan.domains
+        if self.new_plans >= rules.max_plans and fresh:
             return False
         c, now = req.gpu_count, self.snapshot.now
         within = self.ledger.within_reservation(req)
@@ -553,7 +594,7 @@ class SchedulingPass:
                 tl.occupy(d, want, start, until)
             self.protect_held(req.gpu_model, doms)
         self.holds.append(planning.Hold(req.workload_id, req.priority, req.gpu_model, start, doms, gpus))
-        if not kept_only:
+        if fresh:
             self.new_plans += 1
         names = tuple(self.fleet.dom_names[d] for d in doms)
         held = sum(len(ids) for ids in gpus.values())
@@ -777,7 +818,9 @@ class SchedulingPass:
                 displaceable = req.priority in preemption.victim_classes(hold.priority, within_reservation=False)
                 if not displaceable or end <= hold.start_at:
                     continue
-                if self.profile.churn_limits and hold.start_at - now < rules.min_run_s:
+                if self.profile.churn_limits and (
+                    hold.start_at - now < rules.min_run_s or req.preemptions >= rules.max_preemptions
+                ):
                     continue
                 until = hold.start_at
                 if not room(until):

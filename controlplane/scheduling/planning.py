@@ -255,6 +255,7 @@ def build_timeline(
     queued = set(claimants) if sticky_claims else set()
     unclaimed: list[tuple[int, Release]] = []
     now, grace, min_run = snapshot.now, snapshot.stop_grace_s, snapshot.rules.min_run_s
+    max_preemptions = snapshot.rules.max_preemptions
     for run in snapshot.running:
         if run.gpu_model != model:
             continue
@@ -272,6 +273,8 @@ def build_timeline(
             continue
         at = NEVER if run.ends_by is None else run.ends_by
         start_ok = run.started_at + min_run if churn_limits and run.preemptions else 0.0
+        if churn_limits and run.preemptions >= max_preemptions:
+            start_ok = NEVER  # it runs to its end (only a reservation's contract overrides that)
         prio = run.priority
         unclaimed.extend((d, Release(at, x, prio, "", start_ok)) for d, x in per.items())
     out.add_unclaimed(unclaimed)

@@ -103,6 +103,9 @@ class PlanningRules:
     min_run_s: float = 600.0
     # At most this many preemption notices per workload per hour.
     notices_per_hour: int = 2
+    # A workload preempted this many times runs to its end unless reserved work within its
+    # reservation needs the GPUs (the contract overrides churn limits).
+    max_preemptions: int = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,9 @@ class WorkloadRequest:
     price_usd_per_gpu_hour: Decimal = Decimal(0)
     # The planned start an earlier pass gave it (kept across passes), or None.
     plan: PlannedStart | None = None
+    # Times the workload was preempted before (a resubmission carries its history): one that has
+    # reached ``PlanningRules.max_preemptions`` is no victim, so it never fills a plan's gap.
+    preemptions: int = 0
 
 
 @dataclass(frozen=True, slots=True)

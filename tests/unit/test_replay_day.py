@@ -420,6 +420,24 @@ def test_the_planned_start_error_by_hand() -> None:
     assert ps["late_with_no_higher_class_arrival_error_s"]["max"] == 300.0
 
 
+def test_reserved_work_within_its_reservation_excuses_a_late_reserved_plan_beyond_one() -> None:
+    """The core decides reserved work within its reservation before the rest of the class: its
+    arrival after a reserved plan beyond any reservation was made excuses that plan's late start
+    (and its own turn excuses nothing of its own plan)."""
+    from controlplane.scheduling.snapshot import PlannedStart
+
+    day = [workload("beyond", 0.0, 8, "reserved", tenant="other"), workload("a", 0.0, 8, "reserved", tenant="acme-ai")]
+    replay = rd.Replay(small_site(), day)
+    res = replay.run()
+    assert res.jobs["a"].eligible_s == 0.0 and res.jobs["beyond"].eligible_s is None
+    for wid in ("beyond", "a"):
+        replay._carry_plan(res.jobs[wid], PlannedStart(start_at=-600.0))
+        res.jobs[wid].first_planned_at_s = -700.0
+    ps = rd.planned_start_error(res)
+    assert ps["late"] == 2 and ps["late_with_no_higher_class_arrival_by_class"] == {"reserved": 1}
+    assert ps["late_with_no_higher_class_arrival"] == 1  # "a", not "beyond"
+
+
 def test_first_fit_without_repeated_failed_shapes_decides_as_first_fit(day_slice: list[dict[str, Any]]) -> None:
     from controlplane.scheduling.baseline import first_fit
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, replace
 
+import pytest
+
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode
 from controlplane.scheduling.core import schedule
@@ -324,6 +326,47 @@ def test_churn_limits_notice_cap_and_minimum_run_again() -> None:
     assert [d.victim_id for d in schedule(later, ask) if isinstance(d, Preempt)] == ["fresh"]
 
 
+def test_a_workload_preempted_the_most_times_runs_to_its_end() -> None:
+    """Preempted ``max_preemptions`` times (long ago, its minimum run over): no victim again, and
+    a plan counts on its GPUs only at its max duration; a reservation's contract still overrides."""
+    nodes = (NodeView("n0", "d0", "", tuple(GpuSlot(f"n0-g{g}", g, GB, True, True) for g in range(4))),)
+    now = 50_000.0
+    gpus = tuple(("n0", f"n0-g{g}") for g in range(4))
+    kw = {"noticed_at": (1000.0, 2000.0), "ends_by": now + 7200}
+    tired = RunningWorkload("tired", "s", SPOT, gpus, 10_000.0, GB, preemptions=2, **kw)  # type: ignore[arg-type]
+    once = replace(tired, workload_id="once", preemptions=1)
+    tenants = {"r": TenantPolicy("r", reserved_gpus=4)}
+    ask = [WorkloadRequest("w", 4, GB, NvlinkPolicy.REQUIRED, OD, now, "o", 3600.0)]
+    snap = FleetSnapshot(nodes, running=(tired,), tenants=tenants, now=now)
+    decisions = schedule(snap, ask)
+    assert not [d for d in decisions if isinstance(d, Preempt)]
+    (wait,) = [d for d in decisions if isinstance(d, Unplaced)]
+    assert wait.plan is not None and wait.plan.start_at == now + 7200  # at its end, not now
+    assert [d.victim_id for d in schedule(replace(snap, running=(once,)), ask) if isinstance(d, Preempt)] == ["once"]
+    mine = [WorkloadRequest("r1", 4, GB, NvlinkPolicy.REQUIRED, RES, now, "r")]
+    assert [d.victim_id for d in schedule(snap, mine) if isinstance(d, Preempt)] == ["tired"]
+
+
+def test_gpus_freed_for_a_preemptor_stay_its_own_when_higher_class_work_arrives() -> None:
+    """The victims released for an on_demand gang: a reserved request arriving at that moment
+    preempts elsewhere rather than take them, so the gang needs no second round of notices."""
+    sim = Sim(domains=2, nodes=2, profile=DEFAULT_PROFILE)
+    for i in range(4):
+        sim.submit(Job(f"spot{i}", 4, 90_000.0, 90_000.0, 0.0, priority=SPOT))
+    sim.run(0)
+    sim.now = 1000.0
+    sim.submit(Job("gang", 8, 3600.0, 3600.0, 1000.0))
+    first = sim.step()
+    assert sorted(p.for_workload_id for p in first) == ["gang", "gang"]
+    sim.now = 1040.0  # the victims released at 1030
+    sim.submit(Job("res", 4, 3600.0, 3600.0, 1030.0, priority=RES, tenant="r"))
+    later = sim.step() + sim.run(2000, tick=20.0)
+    assert sim.jobs["gang"].start == 1040.0
+    assert not [p for p in later if p.for_workload_id == "gang"]
+    assert [p.for_workload_id for p in later] == ["res"]  # it took a spot node of the other domain
+    assert sim.jobs["res"].start is not None
+
+
 def test_victims_lose_the_least_work() -> None:
     nodes = tuple(
         NodeView(f"n{i}", "d0", "", tuple(GpuSlot(f"n{i}-g{g}", g, GB, True, True) for g in range(4))) for i in range(2)
@@ -381,3 +424,56 @@ def test_shedding_for_a_curtailment_loses_the_least_revenue() -> None:
     assert {p.workload_id for p in everything.pieces} == {"", "spot8", "spot4", "od8"} and not everything.enough
     with_res = plan_shed(snap, 1e9, mining_usd_per_mwh=Decimal(50), include_reserved=True)
     assert "res8" in {p.workload_id for p in with_res.pieces}
+
+
+def test_the_site_sets_its_churn_rules_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from controlplane.config import Settings
+
+    assert Settings().planning_rules == PlanningRules()
+    monkeypatch.setenv("SWITCHYARD_MAX_PREEMPTIONS", "3")
+    monkeypatch.setenv("SWITCHYARD_NOTICES_PER_HOUR", "1")
+    assert Settings().planning_rules == PlanningRules(notices_per_hour=1, max_preemptions=3)
+    monkeypatch.setenv("SWITCHYARD_MAX_PREEMPTIONS", "-1")
+    with pytest.raises(ValidationError, match="max_preemptions"):
+        Settings()
+
+
+def test_a_broken_plan_is_planned_again_whatever_the_budget_for_new_plans() -> None:
+    """Its domains no longer start it in time (higher-class work took them): it gets a new plan in
+    the same pass, keeping its place among the plans, even when the pass's budget of new plans
+    is spent."""
+    now = 10_000.0
+    nodes = tuple(
+        NodeView(f"n{d}", f"d{d}", "", tuple(GpuSlot(f"n{d}-g{g}", g, GB, True, True) for g in range(4)))
+        for d in range(2)
+    )
+    running = tuple(
+        RunningWorkload(f"r{d}", "o", RES, tuple((f"n{d}", f"n{d}-g{g}") for g in range(4)), 0.0, GB, ends_by=end)
+        for d, end in ((0, now + 1000), (1, now + 3000))
+    )
+    before = PlannedStart(now + 500, ("d1",), now + 500, 42.0)
+    ask = [WorkloadRequest("w", 4, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=before)]
+    snap = FleetSnapshot(nodes, running=running, now=now, rules=PlanningRules(max_plans=0))
+    (wait,) = [d for d in schedule(snap, ask) if isinstance(d, Unplaced)]
+    assert wait.plan is not None and wait.plan.domains == ("d0",) and wait.plan.start_at == now + 1000
+    assert wait.plan.planned_at == 42.0 and wait.plan.first_start_at == now + 500
+
+
+def test_work_preempted_the_most_times_never_fills_a_plans_gap() -> None:
+    """Spot work may use GPUs held for a plan until its start (the plan displaces it then), but
+    not spot work that can no longer be a victim: it would hold the plan back to its end."""
+    nodes = tuple(
+        NodeView(f"n{i}", "d0", "", tuple(GpuSlot(f"n{i}-g{g}", g, GB, True, i == 0) for g in range(4)))
+        for i in range(2)
+    )
+    now = 1000.0
+    running = (RunningWorkload("a", "o", OD, tuple(("n0", f"n0-g{g}") for g in range(4)), 0.0, GB, ends_by=now + 3600),)
+    snap = FleetSnapshot(nodes, running=running, now=now)
+    gang = WorkloadRequest("gang", 8, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "o", 3600.0)
+    spot = WorkloadRequest("spot", 4, GB, NvlinkPolicy.REQUIRED, SPOT, 2.0, "s", 7200.0)
+    placed = [d.workload_id for d in schedule(snap, [gang, spot]) if isinstance(d, Placement)]
+    assert placed == ["spot"]  # into the gap before the gang's start
+    tired = replace(spot, preemptions=2)
+    assert not [d for d in schedule(snap, [gang, tired]) if isinstance(d, Placement)]

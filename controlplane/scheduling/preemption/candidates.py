@@ -177,10 +177,13 @@ def lost_work(run: RunningWorkload, now: float) -> float:
 
 def may_be_victim(run: RunningWorkload, snapshot: FleetSnapshot) -> bool:
     """Churn limits: work preempted before runs ``min_run_s`` after its restart before it can be
-    a victim again, and no workload gets more than ``notices_per_hour``. Mining is never protected."""
+    a victim again, no workload gets more than ``notices_per_hour``, and one preempted
+    ``max_preemptions`` times is no victim again. Mining is never protected."""
     if run.priority is PriorityClass.MINING:
         return True
     rules, now = snapshot.rules, snapshot.now
+    if run.preemptions >= rules.max_preemptions:
+        return False
     if run.preemptions and now - run.started_at < rules.min_run_s:
         return False
     recent = sum(1 for t in run.noticed_at if now - t < 3600.0)

@@ -573,6 +573,7 @@ class SchedulingPass:
             if req.plan is None:
                 self.plan_failed.add(key)
             return False
+        start = self.with_notice(pool, req, rights, start, doms)
         gpus: dict[int, list[str]] = {}
         until = start + req.max_duration_s if req.max_duration_s is not None else None
         tl = self.timeline(req.gpu_model)
@@ -607,6 +608,28 @@ class SchedulingPass:
         )
         self.decisions.append(Unplaced(req.workload_id, why.text, why.code, self._planned(req, start, names)))
         return True
+
+    def with_notice(
+        self, pool: ModelPool, req: WorkloadRequest, rights: frozenset[PriorityClass], start: float, doms: list[int]
+    ) -> float:
+        """The planned start of a window that counts on preempting work is one grace later: at the
+        window's start its victims get their notice, and the gang starts when they have stopped."""
+        grace = self.snapshot.stop_grace_s
+        if grace <= 0 or not rights - {PriorityClass.MINING}:
+            return start
+        tl, now = self.timeline(req.gpu_model), self.snapshot.now
+        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
+        left, parts = req.gpu_count, []
+        for d in doms:
+            want = min(left, pool.dom_size[d])
+            parts.append((d, want))
+            left -= want
+        wid = req.workload_id
+        if all(tl.fits(d, x, start, duration, rights=frozenset(), claimant=wid, now=now) for d, x in parts):
+            return start  # free by then without preempting anything
+        if all(tl.fits(d, x, start + grace, duration, rights=rights, claimant=wid, now=now) for d, x in parts):
+            return start + grace
+        return start
 
     def kept_domains(self, req: WorkloadRequest) -> set[int] | None:
         """The domains of the request's earlier plan, if it has one and they all still exist."""

@@ -477,3 +477,24 @@ def test_work_preempted_the_most_times_never_fills_a_plans_gap() -> None:
     assert placed == ["spot"]  # into the gap before the gang's start
     tired = replace(spot, preemptions=2)
     assert not [d for d in schedule(snap, [gang, tired]) if isinstance(d, Placement)]
+
+
+def test_a_plan_that_counts_on_preempting_work_starts_one_grace_after_the_notice() -> None:
+    """A restarted spot workload may be a victim once its minimum run is over: a plan counting on
+    its GPUs says that moment plus the notice's grace (when the victim has stopped), and keeps it."""
+    nodes = (NodeView("n0", "d0", "", tuple(GpuSlot(f"n0-g{g}", g, GB, True, True) for g in range(4))),)
+    now, rules = 1000.0, PlanningRules()
+    spot = RunningWorkload(
+        "spot", "s", SPOT, tuple(("n0", f"n0-g{g}") for g in range(4)), now - 100, GB, preemptions=1, noticed_at=(0.0,)
+    )
+    snap = FleetSnapshot(nodes, running=(spot,), now=now, stop_grace_s=30.0, rules=rules)
+    ask = WorkloadRequest("w", 4, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "o", 3600.0)
+    (wait,) = [d for d in schedule(snap, [ask]) if isinstance(d, Unplaced)]
+    due = now - 100 + rules.min_run_s
+    assert wait.plan is not None and wait.plan.start_at == due + 30.0
+    # At the end of the minimum run the notice goes out, and the start stands.
+    later = replace(snap, now=due)
+    decisions = schedule(later, [replace(ask, plan=wait.plan)])
+    assert [d.victim_id for d in decisions if isinstance(d, Preempt)] == ["spot"]
+    (claim,) = [d for d in decisions if isinstance(d, Unplaced)]
+    assert claim.plan is not None and claim.plan.start_at == due + 30.0 and claim.plan.first_start_at == due + 30.0

@@ -90,6 +90,8 @@ class SchedulingPass:
         self.placed_early: list[tuple[WorkloadRequest, fit.Plan]] = []
         self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.claimants: frozenset[str] = frozenset()
+        # Preemptors whose victims are still stopping (their claims are held for them).
+        self.stopping_for: set[str] = set()
         self.dom_index: dict[str, int] | None = None
         # Planned requests of earlier passes, and the class (and reservation) phase being decided.
         self.planned_queue: list[WorkloadRequest] = []
@@ -140,6 +142,7 @@ class SchedulingPass:
                 self.decide(req)
             return self.decisions
         if self.profile.sticky_claims:
+            self.hold_claims()
             self.decided = self.start_due()  # in the map of no phase: nothing seeded yet
         for req in ordered:
             if req.workload_id in self.decided:
@@ -460,6 +463,42 @@ class SchedulingPass:
                 tl.occupy(d, want, start, end)
             self.seeded[req.workload_id] = parts
 
+    def hold_claims(self) -> None:
+        """A preemptor whose victims are still stopping keeps the free GPUs of its claim (the
+        rest of its domains' share) from the start of the pass: work arriving in the meantime,
+        whatever its class, does not take them (it would need a second round of notices)."""
+        stopping: dict[str, dict[int, int]] = {}
+        usage = self.usage()
+        for run in self.snapshot.running:
+            if run.preempting and run.claimed_for:
+                per = stopping.setdefault(run.claimed_for, {})
+                for d, x in usage.get(run.workload_id, (0, {}))[1].items():
+                    per[d] = per.get(d, 0) + x
+        self.stopping_for = set(stopping)
+        if not stopping:
+            return
+        for req in self.planned_queue:
+            freeing = stopping.get(req.workload_id)
+            pool = self.pools.get(req.gpu_model)
+            if freeing is None or pool is None or self.kept_domains(req) is None:
+                continue
+            assert req.plan is not None and self.dom_index is not None
+            self.timeline(req.gpu_model)  # built first: the map counts the held GPUs free for their claim
+            gpus: dict[int, list[str]] = {}
+            doms = [self.dom_index[n] for n in req.plan.domains]
+            left = req.gpu_count
+            for d in doms:
+                want = min(left, pool.dom_size[d]) if len(doms) > 1 else left
+                left -= want
+                take = min(pool.dom_free[d], want - freeing.get(d, 0))
+                part = fit.take_nodes(pool, d, take, None, {}) if take > 0 else None
+                for n, ids in pool.take(part, HELD) if part else ():
+                    gpus.setdefault(n, []).extend(ids)
+            if gpus:
+                hold = planning.Hold(req.workload_id, req.priority, req.gpu_model, req.plan.start_at, doms, gpus)
+                hold.firm = True
+                self.holds.append(hold)
+
     def start_due(self) -> set[str]:
         """Plans whose start has come and whose domains have their GPUs free (victims released
         for a preemptor, work drained for a planned start) are decided before anything else: the
@@ -547,6 +586,8 @@ class SchedulingPass:
         c, now = req.gpu_count, self.snapshot.now
         within = self.ledger.within_reservation(req)
         rights = preemption.victim_classes(req.priority, within_reservation=within)
+        if kept_only and req.workload_id in self.stopping_for:
+            rights = frozenset()  # its claim: what its victims free, no further preemption
         key = (req.gpu_model, c, mode, rights)
         if key in self.plan_failed and req.plan is None and not kept_only:
             return False
@@ -568,7 +609,9 @@ class SchedulingPass:
             self.plan_failed.add(key)
             return False
         start, doms = found
-        if start <= now:
+        if start <= now and kept_only and req.workload_id in self.stopping_for:
+            start = now  # its victims are overdue: it starts at the pass after they stop
+        elif start <= now:
             # The GPUs are there: what holds it is not in the map (its shape inside a domain, power).
             if req.plan is None:
                 self.plan_failed.add(key)
@@ -600,12 +643,23 @@ class SchedulingPass:
         names = tuple(self.fleet.dom_names[d] for d in doms)
         held = sum(len(ids) for ids in gpus.values())
         scope = f" in {len(doms)} NVLink domains" if len(doms) > 1 else " in one NVLink domain" if doms else ""
-        why = PendingReason(
-            PendingCode.PLANNED,
-            f"planned start {_at(start)} ({_in(start - now)}): {_gpus(c, req.gpu_model)}{scope}, {held} held now, "
-            f"the rest freed by then by running work's max durations"
-            + (f"; now {blocked.text}" if blocked is not None else ""),
-        )
+        if req.workload_id in self.stopping_for:
+            # Its claim: the GPUs held for it since the pass began, the rest its victims' once stopped.
+            held += sum(
+                sum(map(len, h.gpus.values())) for h in self.holds if h.firm and h.workload_id == req.workload_id
+            )
+            why = PendingReason(
+                PendingCode.PREEMPTION,
+                f"waiting for {_gpus(c, req.gpu_model)}{scope}: {held} held, the rest being freed by work already "
+                f"under preemption notice (start {_at(start)}, {_in(start - now)})",
+            )
+        else:
+            why = PendingReason(
+                PendingCode.PLANNED,
+                f"planned start {_at(start)} ({_in(start - now)}): {_gpus(c, req.gpu_model)}{scope}, {held} held now, "
+                f"the rest freed by then by running work's max durations"
+                + (f"; now {blocked.text}" if blocked is not None else ""),
+            )
         self.decisions.append(Unplaced(req.workload_id, why.text, why.code, self._planned(req, start, names)))
         return True
 
@@ -711,7 +765,9 @@ class SchedulingPass:
             return None
         end = now + req.max_duration_s
         # Any plan's held GPUs: the map (checked below) says whether its window still holds.
-        lenders = [h for h in self.holds if h.model == req.gpu_model]
+        lenders = [
+            h for h in self.holds if h.model == req.gpu_model and (not h.firm or h.workload_id == req.workload_id)
+        ]
         wanted: list[tuple[int, int]] = []
         left = c
         for d in doms:
@@ -819,6 +875,8 @@ class SchedulingPass:
         tl = self.timeline(req.gpu_model)
         for hold in sorted(self.holds, key=lambda h: -h.start_at):
             if hold.model != req.gpu_model or (only is not None and not only & set(hold.domains)):
+                continue
+            if hold.firm and (hold.workload_id == req.workload_id or hold.priority not in rights):
                 continue
             plan = planning.fit_held(hold, pool, c, mode)
             if plan is None:

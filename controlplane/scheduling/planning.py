@@ -267,9 +267,12 @@ def build_timeline(
             usable_by_dom(run, fleet, pool, per)
         if run.preempting:
             claim = run.claimed_for if run.claimed_for in queued else ""
+            # Its notice's grace ends a grace after the notice (the last one it had); one overdue
+            # frees at any moment.
+            at = max(now, run.noticed_at[-1] + grace) if run.noticed_at else now + grace
             for d, x in per.items():
                 # Reserved stands for "not preemptible" here: these free on their own, after the grace.
-                out.add(d, Release(now + grace, x, PriorityClass.RESERVED, claim))
+                out.add(d, Release(at, x, PriorityClass.RESERVED, claim))
             continue
         at = NEVER if run.ends_by is None else run.ends_by
         start_ok = run.started_at + min_run if churn_limits and run.preemptions else 0.0
@@ -294,6 +297,9 @@ class Hold:
     # Smallest gang (per NVLink-required or not) that found no room in it: held GPUs only fall,
     # so any gang as large fails too.
     failed: dict[bool, int] = field(default_factory=dict)
+    # Held at the start of the pass for a preemptor whose victims are still stopping: only it (or
+    # reserved work within its reservation, which may displace its class) may use them.
+    firm: bool = False
 
 
 def plan_one_domain(

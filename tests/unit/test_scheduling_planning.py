@@ -51,6 +51,7 @@ class Job:
     plan: PlannedStart | None = None
     first_plan: float | None = None
     notices: int = 0
+    noticed: list[float] = field(default_factory=list)
 
 
 class Sim:
@@ -90,6 +91,7 @@ class Sim:
                 claimed_for=self.stopping.get(j.wid, (0.0, ""))[1],
                 ends_by=(j.start or 0.0) + j.max_s,
                 preemptions=j.notices,
+                noticed_at=tuple(t for t in j.noticed if self.now - t < 3600.0),
             )
             for j in self.jobs.values()
             if j.start is not None and j.end is None
@@ -133,6 +135,7 @@ class Sim:
                 assert d.victim_id not in self.stopping
                 self.stopping[d.victim_id] = (self.now + d.grace_s, d.for_workload_id)
                 self.jobs[d.victim_id].notices += 1
+                self.jobs[d.victim_id].noticed.append(self.now)
         return preempts
 
     def _end(self, j: Job, *, requeue: bool) -> None:
@@ -498,3 +501,23 @@ def test_a_plan_that_counts_on_preempting_work_starts_one_grace_after_the_notice
     assert [d.victim_id for d in decisions if isinstance(d, Preempt)] == ["spot"]
     (claim,) = [d for d in decisions if isinstance(d, Unplaced)]
     assert claim.plan is not None and claim.plan.start_at == due + 30.0 and claim.plan.first_start_at == due + 30.0
+
+
+def test_a_claims_free_gpus_stay_its_own_while_its_victims_stop() -> None:
+    """A gang claims one free node and a spot victim's node; work of a higher class arriving
+    during the victim's grace does not take the free node (the gang would need a second round of
+    notices): it preempts elsewhere, and the gang starts when its victim has stopped."""
+    sim = Sim(domains=2, nodes=2, profile=DEFAULT_PROFILE)
+    for i in range(3):
+        sim.submit(Job(f"spot{i}", 4, 90_000.0, 90_000.0, 0.0, priority=SPOT))
+    sim.run(0)
+    sim.now = 1000.0
+    sim.submit(Job("gang", 8, 3600.0, 3600.0, 1000.0))
+    assert [p.for_workload_id for p in sim.step()] == ["gang"]  # one victim: the free node is the rest
+    sim.now = 1010.0
+    sim.submit(Job("res", 4, 3600.0, 3600.0, 1010.0, priority=RES, tenant="r"))
+    later = sim.step()
+    assert [p.for_workload_id for p in later] == ["res"]
+    later += sim.run(2000, tick=20.0)
+    assert [p.for_workload_id for p in later] == ["res"]  # no second round for the gang
+    assert sim.jobs["gang"].start == 1030.0 and sim.jobs["res"].start is not None

@@ -90,8 +90,11 @@ class SchedulingPass:
         self.placed_early: list[tuple[WorkloadRequest, fit.Plan]] = []
         self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.claimants: frozenset[str] = frozenset()
-        # Preemptors whose victims are still stopping (their claims are held for them).
+        # Preemptors whose victims are still stopping (their claims are held for them), the GPUs
+        # those victims free, and when the last of them has stopped.
         self.stopping_for: set[str] = set()
+        self.freeing: dict[str, int] = {}
+        self.stopping_until: dict[str, float] = {}
         self.dom_index: dict[str, int] | None = None
         # Planned requests of earlier passes, and the class (and reservation) phase being decided.
         self.planned_queue: list[WorkloadRequest] = []
@@ -136,13 +139,14 @@ class SchedulingPass:
         self.queue = queue
         self.planned_queue = [r for r in queue if r.plan is not None and r.plan.domains]
         ordered = self.profile.queue_sort.order(queue, self.snapshot)
+        if self.profile.sticky_claims and self.profile.planning:
+            self.hold_claims()
         if not self.planned_queue:
             self.phase = (len(PRIORITY_RANK), 1)  # nothing to seed
             for req in ordered:
                 self.decide(req)
             return self.decisions
         if self.profile.sticky_claims:
-            self.hold_claims()
             self.decided = self.start_due()  # in the map of no phase: nothing seeded yet
         for req in ordered:
             if req.workload_id in self.decided:
@@ -173,6 +177,8 @@ class SchedulingPass:
             if held is not None:
                 return self.unplaced(req, held)
         mode = req.nvlink if c > 1 else _ANYWHERE
+        if req.plan is not None and not req.plan.domains and req.workload_id in self.stopping_for:
+            return self.wait_on_claim(req)
         if req.plan is not None and req.plan.domains and self.profile.planning:
             self.timeline(req.gpu_model)  # seeds every earlier plan's window
             self.unseed(req)
@@ -465,39 +471,67 @@ class SchedulingPass:
 
     def hold_claims(self) -> None:
         """A preemptor whose victims are still stopping keeps the free GPUs of its claim (the
-        rest of its domains' share) from the start of the pass: work arriving in the meantime,
-        whatever its class, does not take them (it would need a second round of notices)."""
-        stopping: dict[str, dict[int, int]] = {}
-        usage = self.usage()
-        for run in self.snapshot.running:
-            if run.preempting and run.claimed_for:
-                per = stopping.setdefault(run.claimed_for, {})
-                for d, x in usage.get(run.workload_id, (0, {}))[1].items():
-                    per[d] = per.get(d, 0) + x
-        self.stopping_for = set(stopping)
-        if not stopping:
+        rest of its gang) from the start of the pass: work arriving in the meantime, whatever its
+        class, does not take them (it would need a second round of notices). Reserved work within
+        its reservation may still use them (``backfill``): it may displace the preemptor's class."""
+        runs = [r for r in self.snapshot.running if r.preempting and r.claimed_for]
+        if not runs:
             return
-        for req in self.planned_queue:
-            freeing = stopping.get(req.workload_id)
+        usage, grace, now = self.usage(), self.snapshot.stop_grace_s, self.snapshot.now
+        by_dom: dict[str, dict[int, int]] = {}
+        for run in runs:
+            wid = run.claimed_for
+            useful, per = usage.get(run.workload_id, (0, {}))
+            mine = by_dom.setdefault(wid, {})
+            for d, x in per.items():
+                mine[d] = mine.get(d, 0) + x
+            self.freeing[wid] = self.freeing.get(wid, 0) + useful
+            ends = max(now, run.noticed_at[-1] + grace) if run.noticed_at else now + grace
+            self.stopping_until[wid] = max(self.stopping_until.get(wid, now), ends)
+        self.stopping_for = set(by_dom)
+        for req in self.queue:
+            freeing = by_dom.get(req.workload_id)
             pool = self.pools.get(req.gpu_model)
-            if freeing is None or pool is None or self.kept_domains(req) is None:
+            if freeing is None or pool is None or req.plan is None:
                 continue
-            assert req.plan is not None and self.dom_index is not None
-            self.timeline(req.gpu_model)  # built first: the map counts the held GPUs free for their claim
             gpus: dict[int, list[str]] = {}
-            doms = [self.dom_index[n] for n in req.plan.domains]
-            left = req.gpu_count
-            for d in doms:
-                want = min(left, pool.dom_size[d]) if len(doms) > 1 else left
-                left -= want
-                take = min(pool.dom_free[d], want - freeing.get(d, 0))
-                part = fit.take_nodes(pool, d, take, None, {}) if take > 0 else None
+            doms: list[int] = []
+            if not req.plan.domains:
+                take = min(pool.free_total, req.gpu_count - self.freeing[req.workload_id])
+                part = fit.spread(pool, take, None) if take > 0 else None
                 for n, ids in pool.take(part, HELD) if part else ():
                     gpus.setdefault(n, []).extend(ids)
+            elif self.kept_domains(req) is not None:
+                assert self.dom_index is not None
+                self.timeline(req.gpu_model)  # built first: the map counts the held GPUs free for their claim
+                doms = [self.dom_index[n] for n in req.plan.domains]
+                left = req.gpu_count
+                for d in doms:
+                    want = min(left, pool.dom_size[d]) if len(doms) > 1 else left
+                    left -= want
+                    take = min(pool.dom_free[d], want - freeing.get(d, 0))
+                    part = fit.take_nodes(pool, d, take, None, {}) if take > 0 else None
+                    for n, ids in pool.take(part, HELD) if part else ():
+                        gpus.setdefault(n, []).extend(ids)
             if gpus:
                 hold = planning.Hold(req.workload_id, req.priority, req.gpu_model, req.plan.start_at, doms, gpus)
                 hold.firm = True
                 self.holds.append(hold)
+
+    def held_for(self, wid: str) -> int:
+        """GPUs held for ``wid`` since the pass began (its claim's free part)."""
+        return sum(sum(map(len, h.gpus.values())) for h in self.holds if h.firm and h.workload_id == wid)
+
+    def wait_on_claim(self, req: WorkloadRequest) -> None:
+        """A preemptor (no NVLink domain asked) whose victims are still stopping waits for them:
+        its free GPUs are held, the rest is theirs once stopped; no search, no new victims."""
+        why = PendingReason(
+            PendingCode.PREEMPTION,
+            f"waiting for {_gpus(req.gpu_count, req.gpu_model)}: {self.held_for(req.workload_id)} held, the rest "
+            "being freed by work already under preemption notice",
+        )
+        until = self.stopping_until[req.workload_id]
+        self.decisions.append(Unplaced(req.workload_id, why.text, why.code, self._planned(req, until, ())))
 
     def start_due(self) -> set[str]:
         """Plans whose start has come and whose domains have their GPUs free (victims released
@@ -645,9 +679,7 @@ class SchedulingPass:
         scope = f" in {len(doms)} NVLink domains" if len(doms) > 1 else " in one NVLink domain" if doms else ""
         if req.workload_id in self.stopping_for:
             # Its claim: the GPUs held for it since the pass began, the rest its victims' once stopped.
-            held += sum(
-                sum(map(len, h.gpus.values())) for h in self.holds if h.firm and h.workload_id == req.workload_id
-            )
+            held += self.held_for(req.workload_id)
             why = PendingReason(
                 PendingCode.PREEMPTION,
                 f"waiting for {_gpus(c, req.gpu_model)}{scope}: {held} held, the rest being freed by work already "

@@ -185,9 +185,13 @@ class SchedulingPass:
             started = self.start_planned(pool, req, mode)
             if started is not None:
                 return None
-            kept = self.kept_domains(req)
-            if kept is not None and self.holds and self.backfill(pool, req, mode, only=kept):
-                return None
+            if req.workload_id not in self.stopping_for:
+                # Earlier elsewhere, where no plan's window breaks: a plan is a "no later than".
+                early = self.start_elsewhere(pool, req, mode)
+                if early is not None:
+                    return None
+                if self.holds and self.backfill(pool, req, mode):
+                    return None
             if self.plan_start(pool, req, mode, kept_only=True):
                 return None
         key = (req.gpu_model, c, mode)
@@ -781,6 +785,32 @@ class SchedulingPass:
             per[pool.node_dom[n]] = per.get(pool.node_dom[n], 0) + x
         if not all(
             tl.fits(d, x, now, duration, rights=rights, claimant=req.workload_id, now=now) for d, x in per.items()
+        ):
+            return None
+        shed = self.permitted(req, c)
+        if shed is None:
+            return False
+        self.commit(pool, req, plan, shed)
+        return True
+
+    def start_elsewhere(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool | None:
+        """A planned request starts now outside its planned domains where the search finds free
+        GPUs and the map has room for its whole window there (no other plan's GPUs are taken):
+        True (placed), False (held by a permit: decided), None (not here)."""
+        c = req.gpu_count
+        failed = self.fit_failed.get((req.gpu_model, c, mode))
+        if failed is not None and failed[0] == pool.version:
+            return None
+        plan = fit.find(pool, c, mode, self.room)
+        if plan is None:
+            return None
+        tl, now = self.timeline(req.gpu_model), self.snapshot.now
+        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
+        rights = preemption.victim_classes(req.priority, within_reservation=self.ledger.within_reservation(req))
+        wid = req.workload_id
+        if not all(
+            tl.fits(d, x, now, duration, rights=rights, claimant=wid, now=now)
+            for d, x in self._per_domain(plan).items()
         ):
             return None
         shed = self.permitted(req, c)

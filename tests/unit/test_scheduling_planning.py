@@ -539,3 +539,39 @@ def test_a_claim_outside_nvlink_keeps_its_free_gpus_while_its_victims_stop() -> 
     later = sim.step() + sim.run(2000, tick=20.0)
     assert [(p.victim_id, p.for_workload_id) for p in later] == [("spot0", "res")]
     assert sim.jobs["od"].start == 1030.0 and sim.jobs["res"].start is not None
+
+
+def test_a_planned_request_starts_earlier_elsewhere_where_no_plan_breaks() -> None:
+    """Planned for d1 in an hour; GPUs of d0 free now that no plan counts on: it starts there now
+    (a planned start is a "no later than"), and not where another plan's window would break."""
+    now = 10_000.0
+    nodes = tuple(
+        NodeView(f"n{d}", f"d{d}", "", tuple(GpuSlot(f"n{d}-g{g}", g, GB, True, d == 1) for g in range(4)))
+        for d in range(2)
+    )
+    gpus = tuple(("n1", f"n1-g{g}") for g in range(4))
+    running = (RunningWorkload("r", "o", OD, gpus, 0.0, GB, ends_by=now + 3600),)
+    plan = PlannedStart(now + 3600, ("d1",), now + 3600, 5.0)
+    ask = WorkloadRequest("w", 4, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=plan)
+    snap = FleetSnapshot(nodes, running=running, now=now)
+    placed = [d for d in schedule(snap, [ask]) if isinstance(d, Placement)]
+    assert [r.node_id for d in placed for r in d.ranks] == ["n0"]
+    # An older plan counts on all of d0 in 30 min (one GPU frees then): a 2-GPU start there now
+    # for an hour would break it, so that request keeps its own plan.
+    busy = tuple(
+        NodeView(
+            n.node_id, n.domain, "", tuple(replace(g, allocated=g.allocated or g.gpu_id == "n0-g0") for g in n.gpus)
+        )
+        for n in nodes
+    )
+    one = RunningWorkload("one", "o", OD, (("n0", "n0-g0"),), 0.0, GB, ends_by=now + 1800)
+    v = WorkloadRequest(
+        "v", 4, GB, NvlinkPolicy.REQUIRED, OD, 0.5, "t", 3600.0, plan=PlannedStart(now + 1800, ("d0",), now + 1800, 1.0)
+    )
+    small = replace(ask, gpu_count=2)
+    decisions = schedule(FleetSnapshot(busy, running=(*running, one), now=now), [v, small])
+    assert not [d for d in decisions if isinstance(d, Placement)]
+    assert {d.workload_id: d.plan.domains for d in decisions if isinstance(d, Unplaced) and d.plan} == {
+        "v": ("d0",),
+        "w": ("d1",),
+    }

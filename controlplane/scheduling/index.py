@@ -16,6 +16,7 @@ Stacks are filled in reverse node order, so ties go to the first node in the sna
 from __future__ import annotations
 
 from collections import Counter
+from operator import attrgetter
 
 from controlplane.scheduling.filters import exclusion
 from controlplane.scheduling.power_budget import node_rack
@@ -45,19 +46,17 @@ class Fleet:
     )
 
     def __init__(self, snapshot: FleetSnapshot) -> None:
-        self.node_ids: list[str] = []
+        nodes = snapshot.nodes
+        self.node_ids: list[str] = [node.node_id for node in nodes]
+        self.draining: list[bool] = [node.nvlink_draining for node in nodes]
+        self.unschedulable: list[bool] = [bool(node.unschedulable) for node in nodes]
         self.node_dom: list[int] = []
         self.node_rack: list[int] = []
-        self.draining: list[bool] = []
-        self.unschedulable: list[bool] = []
         self.dom_names: list[str] = []
         self.rack_names: list[str] = []
         dom_index: dict[str, int] = {}
         rack_index: dict[str, int] = {}
-        for node in snapshot.nodes:
-            self.node_ids.append(node.node_id)
-            self.draining.append(node.nvlink_draining)
-            self.unschedulable.append(bool(node.unschedulable))
+        for node in nodes:
             if node.domain is None:
                 self.node_dom.append(-1)
             else:
@@ -132,7 +131,8 @@ class ModelPool:
         self.doms_with_free = 0
         self.version = 0  # bumped whenever free GPUs change: memoised failures stay valid until then
         # Per usable domain (not draining), its GPUs that could take work at all: free or busy,
-        # healthy, on schedulable nodes (what a planned start may count on).
+        # healthy, on schedulable nodes (what a planned start may count on). Counted for the busy
+        # ones while building; ``finish`` adds the free ones (all of them qualify).
         self.dom_usable = [0] * n_doms
         self.unhealthy: set[str] = set()  # GPU ids of the model that are not healthy
 
@@ -164,6 +164,7 @@ class ModelPool:
                     self.whole.append(d)
         for nodes in self.dom_nodes:
             nodes.reverse()  # pushes go in this order: the first node ends on top
+        self.dom_usable = [u + f for u, f in zip(self.dom_usable, dom_free, strict=True)]
 
     def take(self, plan: list[tuple[int, int]], reason: str = "allocated") -> list[tuple[int, tuple[str, ...]]]:
         """Reserve ``plan`` [(node, count)], first free GPUs by index; returns the GPU ids per node."""
@@ -221,14 +222,19 @@ class ModelPool:
         return [d for d in reversed(st) if self.dom_free[d] == self.dom_size[d]]
 
 
+_BY_INDEX = attrgetter("index")  # a node's GPUs in index order (a C key: 122,400 GPUs per campus pass)
+
+
 def build_pools(snapshot: FleetSnapshot, fleet: Fleet) -> dict[str, ModelPool]:
     pools: dict[str, ModelPool] = {}
     node_dom = fleet.node_dom
     for n, node in enumerate(snapshot.nodes):
         d = node_dom[n]
         p = POOL_NO_DOMAIN if d < 0 else POOL_NVLINK_DRAINING if node.nvlink_draining else POOL_DOMAIN
+        unschedulable = node.unschedulable
+        usable = p == POOL_DOMAIN and not unschedulable
         per_model: dict[str, int] = {}
-        for gpu in sorted(node.gpus, key=lambda g: g.index):
+        for gpu in sorted(node.gpus, key=_BY_INDEX):
             pool = pools.get(gpu.model)
             if pool is None:
                 pool = pools[gpu.model] = ModelPool(gpu.model, fleet)
@@ -236,13 +242,13 @@ def build_pools(snapshot: FleetSnapshot, fleet: Fleet) -> dict[str, ModelPool]:
             per_model[gpu.model] = per_model.get(gpu.model, 0) + 1
             if d >= 0:
                 pool.dom_size[d] += 1
-            why = exclusion(node, gpu)
-            if not gpu.healthy:
-                pool.unhealthy.add(gpu.gpu_id)
-            elif p == POOL_DOMAIN and not node.unschedulable:
-                pool.dom_usable[d] += 1
-            if why:
-                pool.excluded[why] += 1
+            # Most GPUs of a campus are free: ``exclusion`` (the reason) only for the others.
+            if gpu.allocated or unschedulable or not gpu.healthy:
+                pool.excluded[exclusion(node, gpu)] += 1
+                if not gpu.healthy:
+                    pool.unhealthy.add(gpu.gpu_id)
+                elif usable:
+                    pool.dom_usable[d] += 1
                 continue
             pool.free[n].append(gpu.gpu_id)
             pool.k[n] += 1

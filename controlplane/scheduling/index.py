@@ -29,6 +29,7 @@ POOL_NVLINK_DRAINING = 2
 
 HELD = "held for a preemptor"
 HELD_PLAN = "held for a planned start"
+_NO_FREE: list[str] = []  # the free GPU ids of every node without any (see ModelPool.free)
 
 
 class Fleet:
@@ -112,7 +113,9 @@ class ModelPool:
         self.model = model
         self.node_size = 0
         self.dmax = 0
-        self.free: list[list[str]] = [[] for _ in range(n_nodes)]
+        # Free GPU ids per node; nodes with none share one empty list (never appended to: a node
+        # gets its own list at its first free GPU), so a full fleet costs no list per busy node.
+        self.free: list[list[str]] = [_NO_FREE] * n_nodes
         self.k = [0] * n_nodes
         self.pool = [POOL_NONE] * n_nodes
         self.node_dom = fleet.node_dom
@@ -166,16 +169,23 @@ class ModelPool:
             nodes.reverse()  # pushes go in this order: the first node ends on top
         self.dom_usable = [u + f for u, f in zip(self.dom_usable, dom_free, strict=True)]
 
-    def take(self, plan: list[tuple[int, int]], reason: str = "allocated") -> list[tuple[int, tuple[str, ...]]]:
-        """Reserve ``plan`` [(node, count)], first free GPUs by index; returns the GPU ids per node."""
+    def take(
+        self, plan: list[tuple[int, int]], reason: str = "allocated", by_dom: dict[int, int] | None = None
+    ) -> list[tuple[int, tuple[str, ...]]]:
+        """Reserve ``plan`` [(node, count)], first free GPUs by index; returns the GPU ids per node.
+        ``by_dom``: also count into it the GPUs taken per usable NVLink domain (what the planning
+        map needs of a placement, counted here where the domains are touched anyway)."""
         out: list[tuple[int, tuple[str, ...]]] = []
         touched: list[int] = []
+        before: list[int] = []  # each touched domain's free GPUs before
         k, pool, dom = self.k, self.pool, self.node_dom
         total = 0
         for n, c in plan:
             gl = self.free[n]
             out.append((n, tuple(gl[:c])))
-            self.free[n] = gl[c:]
+            # In place: a new list per node taken would be one more object for the collector to
+            # count (and promote), tens of thousands in a campus pass.
+            del gl[:c]
             old = k[n]
             new = old - c
             k[n] = new
@@ -189,6 +199,7 @@ class ModelPool:
                 d = dom[n]
                 if d not in touched:
                     touched.append(d)
+                    before.append(self.dom_free[d])
                 self.dom_free[d] -= c
             elif new:
                 self.ob[p - 1][new].append(n)
@@ -206,6 +217,9 @@ class ModelPool:
                         row[km].append(m)
             else:
                 self.doms_with_free -= 1
+        if by_dom is not None:
+            for d, f in zip(touched, before, strict=True):
+                by_dom[d] = f - self.dom_free[d]
         return out
 
     def largest_domain_free(self) -> int:
@@ -250,7 +264,10 @@ def build_pools(snapshot: FleetSnapshot, fleet: Fleet) -> dict[str, ModelPool]:
                 elif usable:
                     pool.dom_usable[d] += 1
                 continue
-            pool.free[n].append(gpu.gpu_id)
+            ids = pool.free[n]
+            if ids is _NO_FREE:
+                ids = pool.free[n] = []
+            ids.append(gpu.gpu_id)
             pool.k[n] += 1
             pool.pool[n] = p
             pool.free_total += 1

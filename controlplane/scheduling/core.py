@@ -410,7 +410,7 @@ class SchedulingPass:
                 usage=self.usage(),
             )
             # Work placed this pass frees by its max duration: one release per domain, end and class.
-            tl.add_unclaimed(self.placed_early.releases(model))
+            self.placed_early.move_into(model, tl)
             self.seed(model, tl)
         return tl
 

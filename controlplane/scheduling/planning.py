@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from bisect import insort
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.domain.enums import PRIORITY_RANK, NvlinkPolicy, PriorityClass
@@ -310,11 +310,18 @@ class PlacedEarly:
             k = (d, end, rank)  # numbers only: untracked by the collector while kept
             agg[k] = agg.get(k, 0) + x
 
-    def releases(self, model: str) -> Iterator[tuple[int, Release]]:
-        """The model's releases (one per domain, end and class), handed over once: its map is built.
-        One at a time (a generator): no list of thousands of pairs for the collector to count."""
+    def move_into(self, model: str, timeline: Timeline) -> None:
+        """The model's releases (one per domain, end and class) join its map, once: it is built."""
+        by_dom = timeline.releases
         for (d, end, rank), x in self.by_model.pop(model, {}).items():
-            yield d, (end, x, rank, "", 0.0)
+            got = by_dom.get(d)
+            if got is None:
+                by_dom[d] = [(end, x, rank, "", 0.0)]
+            else:
+                got.append((end, x, rank, "", 0.0))
+        timeline.cache.clear()
+        timeline.version.clear()
+        timeline.sweeps.clear()
 
 
 @dataclass(slots=True)

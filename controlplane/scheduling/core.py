@@ -87,7 +87,7 @@ class SchedulingPass:
         self.new_plans = 0
         self.timelines: dict[str, planning.Timeline] = {}
         # Placed this pass before the model's map existed (their releases join it when built).
-        self.placed_early: list[tuple[WorkloadRequest, fit.Plan]] = []
+        self.placed_early = planning.PlacedEarly()
         self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.claimants: frozenset[str] = frozenset()
         # Preemptors whose victims are still stopping (their claims are held for them), the GPUs
@@ -231,12 +231,15 @@ class SchedulingPass:
         """Place ``req`` on ``plan`` (free GPUs), or on ``taken`` (held GPUs it backfills)."""
         within = self.ledger.within_reservation(req)
         if taken is None:
-            taken = pool.take(plan)
-            if self.profile.planning:
-                if self.timelines:
+            if self.profile.planning and req.gpu_model not in self.timelines:
+                by_dom: dict[int, int] = {}
+                taken = pool.take(plan, by_dom=by_dom)
+                if req.max_duration_s is not None:  # work with no bound never frees in a plan
+                    self.placed_early.add(req.gpu_model, self.snapshot.now + req.max_duration_s, req.priority, by_dom)
+            else:
+                taken = pool.take(plan)
+                if self.profile.planning:
                     self.note_placed(req, plan)
-                else:
-                    self.placed_early.append((req, plan))
         node_ids, node_rack = self.fleet.node_ids, self.fleet.node_rack
         per_rack: dict[int, int] = {}
         loose = 0
@@ -424,23 +427,7 @@ class SchedulingPass:
                 usage=self.usage(),
             )
             # Work placed this pass frees by its max duration: one release per domain, end and class.
-            agg: dict[tuple[int, float, PriorityClass], int] = {}
-            node_dom, draining, now = self.fleet.node_dom, self.fleet.draining, self.snapshot.now
-            rest = []
-            for r, p in self.placed_early:
-                if r.gpu_model != model:
-                    rest.append((r, p))
-                    continue
-                if r.max_duration_s is None:
-                    continue
-                end = now + r.max_duration_s
-                for n, x in p:
-                    d = node_dom[n]
-                    if d >= 0 and not draining[n]:
-                        k = (d, end, r.priority)
-                        agg[k] = agg.get(k, 0) + x
-            self.placed_early = rest
-            tl.add_unclaimed((d, planning.Release(end, x, priority)) for (d, end, priority), x in agg.items())
+            self.placed_early.move_into(model, tl)
             self.seed(model, tl)
         return tl
 
@@ -592,11 +579,9 @@ class SchedulingPass:
     def note_placed(self, req: WorkloadRequest, plan: fit.Plan) -> None:
         """Work placed this pass holds its GPUs until its max duration: later plans see that.
         Before the model's map exists its free GPUs already count it out, so only its release
-        joins the map when it is built; after, it occupies the map from now."""
-        tl = self.timelines.get(req.gpu_model)
-        if tl is None:
-            self.placed_early.append((req, plan))
-            return
+        joins the map when it is built (``placed_early``, counted in ``commit``); after, it
+        occupies the map from now."""
+        tl = self.timelines[req.gpu_model]
         now = self.snapshot.now
         end = now + req.max_duration_s if req.max_duration_s is not None else None
         for d, x in self._per_domain(plan).items():

@@ -16,6 +16,7 @@ Stacks are filled in reverse node order, so ties go to the first node in the sna
 from __future__ import annotations
 
 from collections import Counter
+from operator import attrgetter
 
 from controlplane.scheduling.filters import exclusion
 from controlplane.scheduling.power_budget import node_rack
@@ -28,6 +29,7 @@ POOL_NVLINK_DRAINING = 2
 
 HELD = "held for a preemptor"
 HELD_PLAN = "held for a planned start"
+_NO_FREE: list[str] = []  # the free GPU ids of every node without any (see ModelPool.free)
 
 
 class Fleet:
@@ -45,19 +47,17 @@ class Fleet:
     )
 
     def __init__(self, snapshot: FleetSnapshot) -> None:
-        self.node_ids: list[str] = []
+        nodes = snapshot.nodes
+        self.node_ids: list[str] = [node.node_id for node in nodes]
+        self.draining: list[bool] = [node.nvlink_draining for node in nodes]
+        self.unschedulable: list[bool] = [bool(node.unschedulable) for node in nodes]
         self.node_dom: list[int] = []
         self.node_rack: list[int] = []
-        self.draining: list[bool] = []
-        self.unschedulable: list[bool] = []
         self.dom_names: list[str] = []
         self.rack_names: list[str] = []
         dom_index: dict[str, int] = {}
         rack_index: dict[str, int] = {}
-        for node in snapshot.nodes:
-            self.node_ids.append(node.node_id)
-            self.draining.append(node.nvlink_draining)
-            self.unschedulable.append(bool(node.unschedulable))
+        for node in nodes:
             if node.domain is None:
                 self.node_dom.append(-1)
             else:
@@ -113,7 +113,9 @@ class ModelPool:
         self.model = model
         self.node_size = 0
         self.dmax = 0
-        self.free: list[list[str]] = [[] for _ in range(n_nodes)]
+        # Free GPU ids per node; nodes with none share one empty list (never appended to: a node
+        # gets its own list at its first free GPU), so a full fleet costs no list per busy node.
+        self.free: list[list[str]] = [_NO_FREE] * n_nodes
         self.k = [0] * n_nodes
         self.pool = [POOL_NONE] * n_nodes
         self.node_dom = fleet.node_dom
@@ -132,7 +134,8 @@ class ModelPool:
         self.doms_with_free = 0
         self.version = 0  # bumped whenever free GPUs change: memoised failures stay valid until then
         # Per usable domain (not draining), its GPUs that could take work at all: free or busy,
-        # healthy, on schedulable nodes (what a planned start may count on).
+        # healthy, on schedulable nodes (what a planned start may count on). Counted for the busy
+        # ones while building; ``finish`` adds the free ones (all of them qualify).
         self.dom_usable = [0] * n_doms
         self.unhealthy: set[str] = set()  # GPU ids of the model that are not healthy
 
@@ -164,17 +167,25 @@ class ModelPool:
                     self.whole.append(d)
         for nodes in self.dom_nodes:
             nodes.reverse()  # pushes go in this order: the first node ends on top
+        self.dom_usable = [u + f for u, f in zip(self.dom_usable, dom_free, strict=True)]
 
-    def take(self, plan: list[tuple[int, int]], reason: str = "allocated") -> list[tuple[int, tuple[str, ...]]]:
-        """Reserve ``plan`` [(node, count)], first free GPUs by index; returns the GPU ids per node."""
+    def take(
+        self, plan: list[tuple[int, int]], reason: str = "allocated", by_dom: dict[int, int] | None = None
+    ) -> list[tuple[int, tuple[str, ...]]]:
+        """Reserve ``plan`` [(node, count)], first free GPUs by index; returns the GPU ids per node.
+        ``by_dom``: also count into it the GPUs taken per usable NVLink domain (what the planning
+        map needs of a placement, counted here where the domains are touched anyway)."""
         out: list[tuple[int, tuple[str, ...]]] = []
         touched: list[int] = []
+        before: list[int] = []  # each touched domain's free GPUs before
         k, pool, dom = self.k, self.pool, self.node_dom
         total = 0
         for n, c in plan:
             gl = self.free[n]
             out.append((n, tuple(gl[:c])))
-            self.free[n] = gl[c:]
+            # In place: a new list per node taken would be one more object for the collector to
+            # count (and promote), tens of thousands in a campus pass.
+            del gl[:c]
             old = k[n]
             new = old - c
             k[n] = new
@@ -188,6 +199,7 @@ class ModelPool:
                 d = dom[n]
                 if d not in touched:
                     touched.append(d)
+                    before.append(self.dom_free[d])
                 self.dom_free[d] -= c
             elif new:
                 self.ob[p - 1][new].append(n)
@@ -205,6 +217,9 @@ class ModelPool:
                         row[km].append(m)
             else:
                 self.doms_with_free -= 1
+        if by_dom is not None:
+            for d, f in zip(touched, before, strict=True):
+                by_dom[d] = f - self.dom_free[d]
         return out
 
     def largest_domain_free(self) -> int:
@@ -221,14 +236,19 @@ class ModelPool:
         return [d for d in reversed(st) if self.dom_free[d] == self.dom_size[d]]
 
 
+_BY_INDEX = attrgetter("index")  # a node's GPUs in index order (a C key: 122,400 GPUs per campus pass)
+
+
 def build_pools(snapshot: FleetSnapshot, fleet: Fleet) -> dict[str, ModelPool]:
     pools: dict[str, ModelPool] = {}
     node_dom = fleet.node_dom
     for n, node in enumerate(snapshot.nodes):
         d = node_dom[n]
         p = POOL_NO_DOMAIN if d < 0 else POOL_NVLINK_DRAINING if node.nvlink_draining else POOL_DOMAIN
+        unschedulable = node.unschedulable
+        usable = p == POOL_DOMAIN and not unschedulable
         per_model: dict[str, int] = {}
-        for gpu in sorted(node.gpus, key=lambda g: g.index):
+        for gpu in sorted(node.gpus, key=_BY_INDEX):
             pool = pools.get(gpu.model)
             if pool is None:
                 pool = pools[gpu.model] = ModelPool(gpu.model, fleet)
@@ -236,15 +256,18 @@ def build_pools(snapshot: FleetSnapshot, fleet: Fleet) -> dict[str, ModelPool]:
             per_model[gpu.model] = per_model.get(gpu.model, 0) + 1
             if d >= 0:
                 pool.dom_size[d] += 1
-            why = exclusion(node, gpu)
-            if not gpu.healthy:
-                pool.unhealthy.add(gpu.gpu_id)
-            elif p == POOL_DOMAIN and not node.unschedulable:
-                pool.dom_usable[d] += 1
-            if why:
-                pool.excluded[why] += 1
+            # Most GPUs of a campus are free: ``exclusion`` (the reason) only for the others.
+            if gpu.allocated or unschedulable or not gpu.healthy:
+                pool.excluded[exclusion(node, gpu)] += 1
+                if not gpu.healthy:
+                    pool.unhealthy.add(gpu.gpu_id)
+                elif usable:
+                    pool.dom_usable[d] += 1
                 continue
-            pool.free[n].append(gpu.gpu_id)
+            ids = pool.free[n]
+            if ids is _NO_FREE:
+                ids = pool.free[n] = []
+            ids.append(gpu.gpu_id)
             pool.k[n] += 1
             pool.pool[n] = p
             pool.free_total += 1

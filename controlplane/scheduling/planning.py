@@ -28,23 +28,33 @@ from bisect import insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from controlplane.domain.enums import NvlinkPolicy, PriorityClass
+from controlplane.domain.enums import PRIORITY_RANK, NvlinkPolicy, PriorityClass
 from controlplane.scheduling.index import POOL_DOMAIN, Fleet, ModelPool
 from controlplane.scheduling.preemption.candidates import usable_by_dom
 from controlplane.scheduling.snapshot import FleetSnapshot
 
 NEVER = math.inf
 ANYWHERE = -1  # a release or a hold outside any usable NVLink domain
+_RESERVED = PRIORITY_RANK[PriorityClass.RESERVED]
 
 
-@dataclass(slots=True)
-class Release:
-    at: float
-    count: int
-    priority: PriorityClass
-    claimed_for: str = ""
-    # When it may first be preempted (its minimum run over); 0: at once.
-    preemptible_from: float = 0.0
+# GPUs that come free: (at, count, rank, claimed_for, preemptible_from), for running work or work
+# placed this pass. ``rank``: its class's PRIORITY_RANK; ``claimed_for``: the one preemptor they
+# free for ("": anyone); ``preemptible_from``: when its minimum run is over (0: at once). A plain
+# tuple of numbers and a string, not a class: the garbage collector stops tracking exact tuples of
+# such, and a campus map holds thousands (tracked ones kept over a pass bring on full collections).
+Release = tuple[float, int, int, str, float]
+
+
+_RANKS: dict[frozenset[PriorityClass], frozenset[int]] = {}
+
+
+def _ranks(rights: frozenset[PriorityClass]) -> frozenset[int]:
+    """The ranks of the classes in ``rights`` (a release's class is its rank)."""
+    ranks = _RANKS.get(rights)
+    if ranks is None:
+        ranks = _RANKS[rights] = frozenset(PRIORITY_RANK[c] for c in rights)
+    return ranks
 
 
 @dataclass(slots=True)
@@ -74,7 +84,7 @@ class Timeline:
 
     def add(self, dom: int, release: Release) -> None:
         self.releases.setdefault(dom, []).append(release)
-        if release.claimed_for:
+        if release[3]:
             self.claimed.add(dom)
         self._changed(dom)
         self.sweeps.clear()
@@ -99,15 +109,15 @@ class Timeline:
         out = self.sweeps.get(key)
         if out is None:
             out = []
+            ranks = _ranks(rights)
             for dom, releases in self.releases.items():
-                for r in releases:
-                    if r.claimed_for and r.claimed_for != claimant:
+                for at, count, rank, claimed_for, preemptible_from in releases:
+                    if claimed_for and claimed_for != claimant:
                         continue
-                    at = r.at
-                    if r.priority in rights:
-                        at = min(at, max(now, r.preemptible_from))
+                    if rank in ranks:
+                        at = min(at, max(now, preemptible_from))
                     if at < NEVER:
-                        out.append((at, dom, r.count))
+                        out.append((at, dom, count))
             for dom, events in self.events.items():
                 out.extend((at, dom, delta) for at, delta in events if delta > 0)
             out.sort()
@@ -153,14 +163,14 @@ class Timeline:
         self, dom: int, *, rights: frozenset[PriorityClass], claimant: str, now: float
     ) -> list[tuple[float, int]]:
         deltas: list[tuple[float, int]] = list(self.events.get(dom, ()))
-        for r in self.releases.get(dom, ()):
-            if r.claimed_for and r.claimed_for != claimant:
+        ranks = _ranks(rights)
+        for at, count, rank, claimed_for, preemptible_from in self.releases.get(dom, ()):
+            if claimed_for and claimed_for != claimant:
                 continue
-            at = r.at
-            if r.priority in rights:
-                at = min(at, max(now, r.preemptible_from))
+            if rank in ranks:
+                at = min(at, max(now, preemptible_from))
             if at < NEVER:
-                deltas.append((at, r.count))
+                deltas.append((at, count))
         deltas.sort()
         free = self.base.get(dom, 0)
         out: list[tuple[float, int]] = []
@@ -272,16 +282,52 @@ def build_timeline(
             at = max(now, run.noticed_at[-1] + grace) if run.noticed_at else now + grace
             for d, x in per.items():
                 # Reserved stands for "not preemptible" here: these free on their own, after the grace.
-                out.add(d, Release(at, x, PriorityClass.RESERVED, claim))
+                out.add(d, (at, x, _RESERVED, claim, 0.0))
             continue
         at = NEVER if run.ends_by is None else run.ends_by
         start_ok = run.started_at + min_run if churn_limits and run.preemptions else 0.0
         if churn_limits and run.preemptions >= max_preemptions:
             start_ok = NEVER  # it runs to its end (only a reservation's contract overrides that)
-        prio = run.priority
-        unclaimed.extend((d, Release(at, x, prio, "", start_ok)) for d, x in per.items())
+        rank = PRIORITY_RANK[run.priority]
+        unclaimed.extend((d, (at, x, rank, "", start_ok)) for d, x in per.items())
     out.add_unclaimed(unclaimed)
     return out
+
+
+class PlacedEarly:
+    """Work placed this pass before its model's map is built, as the releases it adds to the map
+    when it is: GPUs per (usable domain, end by its max duration, class), per model, in placement
+    order. Counted at each placement instead of keeping the placements: a campus pass places
+    thousands of requests before its first blocked one, and a plan kept alive per placement costs
+    the garbage collector more than the counting does."""
+
+    __slots__ = ("by_model",)
+
+    def __init__(self) -> None:
+        self.by_model: dict[str, dict[tuple[int, float, int], int]] = {}  # (domain, end, rank) -> GPUs
+
+    def add(self, model: str, end: float, priority: PriorityClass, by_dom: Mapping[int, int]) -> None:
+        """``by_dom``: GPUs placed per usable domain (``ModelPool.take``'s count), ending by ``end``."""
+        agg = self.by_model.get(model)
+        if agg is None:
+            agg = self.by_model[model] = {}
+        rank = PRIORITY_RANK[priority]
+        for d, x in by_dom.items():
+            k = (d, end, rank)  # numbers only: untracked by the collector while kept
+            agg[k] = agg.get(k, 0) + x
+
+    def move_into(self, model: str, timeline: Timeline) -> None:
+        """The model's releases (one per domain, end and class) join its map, once: it is built."""
+        by_dom = timeline.releases
+        for (d, end, rank), x in self.by_model.pop(model, {}).items():
+            got = by_dom.get(d)
+            if got is None:
+                by_dom[d] = [(end, x, rank, "", 0.0)]
+            else:
+                got.append((end, x, rank, "", 0.0))
+        timeline.cache.clear()
+        timeline.version.clear()
+        timeline.sweeps.clear()
 
 
 @dataclass(slots=True)

@@ -9,6 +9,8 @@ pass has admitted so far.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import attrgetter
+from typing import Any
 
 from controlplane.domain.enums import PRIORITY_RANK, PriorityClass
 from controlplane.scheduling.snapshot import FleetSnapshot, WorkloadRequest
@@ -64,28 +66,63 @@ def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) 
         if not run.preempting:
             tc = (run.tenant_id, run.priority)
             running[tc] = running.get(tc, 0) + run.gpu_count
-    tenants = snapshot.tenants
-    finish: dict[str, float] = {}
-    used: dict[tuple[str, PriorityClass], int] = {}
-    for w in sorted(items, key=lambda w: (w.submitted_at, w.workload_id)):
-        if w.plan is not None or w.workload_id in within:
-            continue
-        tc = (w.tenant_id, w.priority)
-        total = used.get(tc)
-        if total is None:
-            total = running.get(tc, 0)
-        policy = tenants.get(w.tenant_id)
-        weight = policy.share_weight if policy is not None and policy.share_weight > 0 else 1.0
-        finish[w.workload_id] = total / weight
-        used[tc] = total + w.gpu_count
-
-    def order_key(w: WorkloadRequest) -> tuple[int, int, float, float, str]:
-        rank = PRIORITY_RANK[w.priority]
+    # Buckets per (class, group), group 0 within a reservation, 1 planned, 2 fair share, joined in
+    # order. Each is sorted by stable sorts on one attribute at a time, last key first: no key
+    # tuple per request (ten thousand a campus pass, each one the garbage collector's to count),
+    # ties in the queue's order as one sort by the whole key would leave them.
+    buckets: dict[tuple[int, int], list[WorkloadRequest]] = {}
+    fair: list[WorkloadRequest] = []
+    for w in items:
         if w.workload_id in within:
-            return (rank, 0, w.submitted_at, 0.0, w.workload_id)
-        if w.plan is not None:
-            made = w.plan.planned_at if w.plan.planned_at is not None else w.plan.start_at
-            return (rank, 1, made, w.submitted_at, w.workload_id)
-        return (rank, 2, finish[w.workload_id], w.submitted_at, w.workload_id)
+            buckets.setdefault((PRIORITY_RANK[w.priority], 0), []).append(w)
+        elif w.plan is not None:
+            buckets.setdefault((PRIORITY_RANK[w.priority], 1), []).append(w)
+        else:
+            fair.append(w)
+    # Fair shares in age order; each class's bucket gets its requests in that order, their
+    # shares beside them (a stable sort of positions by share then leaves age order in ties).
+    _by_age(fair)
+    shares: dict[int, list[float]] = {}
+    tenants = snapshot.tenants
+    acc: dict[tuple[str, PriorityClass], list[Any]] = {}  # (tenant, class): [GPUs so far, weight, bucket]
+    for w in fair:
+        tc = (w.tenant_id, w.priority)
+        state = acc.get(tc)
+        if state is None:
+            policy = tenants.get(w.tenant_id)
+            weight = policy.share_weight if policy is not None and policy.share_weight > 0 else 1.0
+            rank = PRIORITY_RANK[w.priority]
+            if rank not in shares:
+                shares[rank] = []
+                buckets[(rank, 2)] = []
+            state = acc[tc] = [running.get(tc, 0), weight, buckets[(rank, 2)], shares[rank]]
+        total = state[0]
+        state[2].append(w)
+        state[3].append(total / state[1])
+        state[0] = total + w.gpu_count
+    out: list[WorkloadRequest] = []
+    for (rank, group), ws in sorted(buckets.items()):
+        if group == 2:
+            share = shares[rank]
+            out += [ws[i] for i in sorted(range(len(ws)), key=share.__getitem__)]
+            continue
+        _by_age(ws)
+        if group == 1:
+            ws.sort(key=_planned_at)
+        out += ws
+    return out
 
-    return sorted(items, key=order_key)
+
+_SUBMITTED_AT = attrgetter("submitted_at")
+_WORKLOAD_ID = attrgetter("workload_id")
+
+
+def _by_age(ws: list[WorkloadRequest]) -> None:
+    """In place, by (submitted_at, workload_id), ties in their order."""
+    ws.sort(key=_WORKLOAD_ID)
+    ws.sort(key=_SUBMITTED_AT)
+
+
+def _planned_at(w: WorkloadRequest) -> float:
+    assert w.plan is not None
+    return w.plan.planned_at if w.plan.planned_at is not None else w.plan.start_at

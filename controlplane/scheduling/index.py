@@ -206,15 +206,15 @@ class ModelPool:
         self.free_total -= total
         self.excluded[reason] += total
         self.version += 1
+        nb = self.nb
         for d in touched:
             f = self.dom_free[d]
             if f:
                 self.db[f].append(d)
-                row = [r[f] for r in self.nb]
                 for m in self.dom_nodes[d]:
                     km = k[m]
                     if km:
-                        row[km].append(m)
+                        nb[km][f].append(m)
             else:
                 self.doms_with_free -= 1
         if by_dom is not None:

@@ -575,3 +575,57 @@ def test_a_planned_request_starts_earlier_elsewhere_where_no_plan_breaks() -> No
         "v": ("d0",),
         "w": ("d1",),
     }
+
+
+def test_the_collector_is_paused_for_a_pass_and_resumed_after() -> None:
+    import gc
+
+    from controlplane.scheduling.framework import FairShare
+
+    seen: list[bool] = []
+
+    class Spy(FairShare):
+        def order(self, queue, snapshot):  # type: ignore[no-untyped-def]
+            seen.append(gc.isenabled())
+            return super().order(queue, snapshot)
+
+    nodes = (NodeView("n0", "d0", "", tuple(GpuSlot(f"n0-g{g}", g, GB, True, False) for g in range(4))),)
+    ask = [WorkloadRequest("w", 4, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0)]
+    profile = replace(DEFAULT_PROFILE, queue_sort=Spy())
+    assert gc.isenabled()
+    assert [d.workload_id for d in schedule(FleetSnapshot(nodes), ask, profile) if isinstance(d, Placement)] == ["w"]
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        schedule(FleetSnapshot(nodes), ask, profile)
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
+
+
+def test_an_early_start_elsewhere_leaves_whole_free_domains_to_gangs_that_need_one() -> None:
+    """A planned 4-GPU request may start early elsewhere, but not by breaking into a whole free
+    domain (a 72-GPU gang's only way in); it waits for its own plan instead."""
+    now = 10_000.0
+    nodes = tuple(
+        NodeView(f"n{d}{i}", f"d{d}", "", tuple(GpuSlot(f"n{d}{i}-g{g}", g, GB, True, d == 1) for g in range(4)))
+        for d in range(2)
+        for i in range(2)
+    )
+    running = (
+        RunningWorkload(
+            "r",
+            "o",
+            OD,
+            tuple((f"n1{i}", f"n1{i}-g{g}") for i in range(2) for g in range(4)),
+            0.0,
+            GB,
+            ends_by=now + 3600,
+        ),
+    )
+    plan = PlannedStart(now + 3600, ("d1",), now + 3600, 5.0)
+    ask = WorkloadRequest("w", 4, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=plan)
+    decisions = schedule(FleetSnapshot(nodes, running=running, now=now), [ask])
+    assert not [d for d in decisions if isinstance(d, Placement)]
+    (wait,) = [d for d in decisions if isinstance(d, Unplaced)]
+    assert wait.plan is not None and wait.plan.domains == ("d1",)

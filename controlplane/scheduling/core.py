@@ -86,6 +86,7 @@ class SchedulingPass:
         # Planned starts made this pass: their held GPUs, the domains they hold, their timelines.
         self.holds: list[planning.Hold] = []
         self.holds_by_start: tuple[int, list[planning.Hold]] = (0, [])  # latest start first, as of len(holds)
+        self.wants_whole: dict[str, bool] = {}  # per model: a planned request needs a whole domain
         self.new_plans = 0
         self.timelines: dict[str, planning.Timeline] = {}
         # Placed this pass before the model's map existed (their releases join it when built).
@@ -805,12 +806,11 @@ class SchedulingPass:
         plan = fit.find(pool, c, mode, self.room)
         if plan is None:
             return None
-        node_dom = pool.node_dom
-        if any(
-            d >= 0 and pool.dom_free[d] == pool.dom_size[d] and c < pool.dom_size[d]
-            for d in (node_dom[n] for n, _ in plan)
-        ):
-            return None  # not into a whole free domain: those are for gangs that need one
+        if self.whole_wanted(req.gpu_model, pool):
+            node_dom = pool.node_dom
+            for d in {node_dom[n] for n, _ in plan}:
+                if d >= 0 and pool.dom_free[d] == pool.dom_size[d] and c < pool.dom_size[d]:
+                    return None  # whole free domains are for the waiting gangs that need one
         tl, now = self.timeline(req.gpu_model), self.snapshot.now
         duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
         rights = preemption.victim_classes(req.priority, within_reservation=self.ledger.within_reservation(req))
@@ -825,6 +825,15 @@ class SchedulingPass:
             return False
         self.commit(pool, req, plan, shed)
         return True
+
+    def whole_wanted(self, model: str, pool: ModelPool) -> bool:
+        """Whether a request waiting with a plan needs a whole NVLink domain (or several) of ``model``."""
+        got = self.wants_whole.get(model)
+        if got is None:
+            got = self.wants_whole[model] = any(
+                r.gpu_model == model and r.gpu_count >= pool.dmax for r in self.planned_queue
+            )
+        return got
 
     def start_on_holds(self, pool: ModelPool, req: WorkloadRequest, doms: list[int]) -> bool | None:
         """Start in its domains on free GPUs and on GPUs held for other plans (several plans'

@@ -605,27 +605,44 @@ def test_the_collector_is_paused_for_a_pass_and_resumed_after() -> None:
 
 def test_an_early_start_elsewhere_leaves_whole_free_domains_to_gangs_that_need_one() -> None:
     """A planned 4-GPU request may start early elsewhere, but not by breaking into a whole free
-    domain (a 72-GPU gang's only way in); it waits for its own plan instead."""
+    domain while a gang that needs a whole domain waits with a plan (a whole domain is its only
+    way in): it waits for its own plan instead. With no such gang waiting it starts there."""
     now = 10_000.0
     nodes = tuple(
-        NodeView(f"n{d}{i}", f"d{d}", "", tuple(GpuSlot(f"n{d}{i}-g{g}", g, GB, True, d == 1) for g in range(4)))
-        for d in range(2)
+        NodeView(f"n{d}{i}", f"d{d}", "", tuple(GpuSlot(f"n{d}{i}-g{g}", g, GB, True, d > 0) for g in range(4)))
+        for d in range(3)
         for i in range(2)
     )
-    running = (
+    running = tuple(
         RunningWorkload(
-            "r",
+            f"r{d}",
             "o",
             OD,
-            tuple((f"n1{i}", f"n1{i}-g{g}") for i in range(2) for g in range(4)),
+            tuple((f"n{d}{i}", f"n{d}{i}-g{g}") for i in range(2) for g in range(4)),
             0.0,
             GB,
             ends_by=now + 3600,
-        ),
+        )
+        for d in (1, 2)
     )
-    plan = PlannedStart(now + 3600, ("d1",), now + 3600, 5.0)
-    ask = WorkloadRequest("w", 4, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=plan)
-    decisions = schedule(FleetSnapshot(nodes, running=running, now=now), [ask])
-    assert not [d for d in decisions if isinstance(d, Placement)]
-    (wait,) = [d for d in decisions if isinstance(d, Unplaced)]
+    ask = WorkloadRequest(
+        "w", 4, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=PlannedStart(now + 3600, ("d1",), now + 3600, 5.0)
+    )
+    big = WorkloadRequest(
+        "big",
+        8,
+        GB,
+        NvlinkPolicy.REQUIRED,
+        OD,
+        2.0,
+        "u",
+        3600.0,
+        plan=PlannedStart(now + 3600, ("d2",), now + 3600, 6.0),
+    )
+    snap = FleetSnapshot(nodes, running=running, now=now)
+    decisions = schedule(snap, [ask, big])
+    assert [d.workload_id for d in decisions if isinstance(d, Placement)] == ["big"]  # big itself moves into d0
+    wait = {d.workload_id: d for d in decisions if isinstance(d, Unplaced)}["w"]
     assert wait.plan is not None and wait.plan.domains == ("d1",)
+    alone = [d for d in schedule(snap, [ask]) if isinstance(d, Placement)]
+    assert [r.node_id for d in alone for r in d.ranks] == ["n00"]

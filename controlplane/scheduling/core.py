@@ -777,19 +777,22 @@ class SchedulingPass:
         if left:
             return None
         # Early (before its planned start) only where the map has room: later plans' windows stay.
-        tl = self.timeline(req.gpu_model)
-        now = self.snapshot.now
-        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
-        within = self.ledger.within_reservation(req)
-        rights = preemption.victim_classes(req.priority, within_reservation=within)
         per: dict[int, int] = {}
         for n, x in plan:
             per[pool.node_dom[n]] = per.get(pool.node_dom[n], 0) + x
-        if not all(
-            tl.fits(d, x, now, duration, rights=rights, claimant=req.workload_id, now=now) for d, x in per.items()
-        ):
+        return self.start_in_map(pool, req, plan, per)
+
+    def start_in_map(self, pool: ModelPool, req: WorkloadRequest, plan: fit.Plan, per: dict[int, int]) -> bool | None:
+        """Start ``req`` now on ``plan`` (``per``: its GPUs per domain) if the resource-time map has
+        room for its whole window in each domain: True (placed), False (held by a permit:
+        decided), None (a plan's window would break)."""
+        tl, now = self.timeline(req.gpu_model), self.snapshot.now
+        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
+        rights = preemption.victim_classes(req.priority, within_reservation=self.ledger.within_reservation(req))
+        wid = req.workload_id
+        if not all(tl.fits(d, x, now, duration, rights=rights, claimant=wid, now=now) for d, x in per.items()):
             return None
-        shed = self.permitted(req, c)
+        shed = self.permitted(req, req.gpu_count)
         if shed is None:
             return False
         self.commit(pool, req, plan, shed)
@@ -811,20 +814,7 @@ class SchedulingPass:
             for d in {node_dom[n] for n, _ in plan}:
                 if d >= 0 and pool.dom_free[d] == pool.dom_size[d] and c < pool.dom_size[d]:
                     return None  # whole free domains are for the waiting gangs that need one
-        tl, now = self.timeline(req.gpu_model), self.snapshot.now
-        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
-        rights = preemption.victim_classes(req.priority, within_reservation=self.ledger.within_reservation(req))
-        wid = req.workload_id
-        if not all(
-            tl.fits(d, x, now, duration, rights=rights, claimant=wid, now=now)
-            for d, x in self._per_domain(plan).items()
-        ):
-            return None
-        shed = self.permitted(req, c)
-        if shed is None:
-            return False
-        self.commit(pool, req, plan, shed)
-        return True
+        return self.start_in_map(pool, req, plan, self._per_domain(plan))
 
     def whole_wanted(self, model: str, pool: ModelPool) -> bool:
         """Whether a request waiting with a plan needs a whole NVLink domain (or several) of ``model``."""

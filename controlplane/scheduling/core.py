@@ -93,10 +93,9 @@ class SchedulingPass:
         self.placed_early = planning.PlacedEarly()
         self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.claimants: frozenset[str] = frozenset()
-        # Preemptors whose victims are still stopping (their claims are held for them), the GPUs
-        # those victims free, and when the last of them has stopped.
+        # Preemptors whose victims are still stopping (their claims are held for them), and when
+        # the last of them has stopped.
         self.stopping_for: set[str] = set()
-        self.freeing: dict[str, int] = {}
         self.stopping_until: dict[str, float] = {}
         self.dom_index: dict[str, int] | None = None
         # Planned requests of earlier passes, and the class (and reservation) phase being decided.
@@ -466,16 +465,11 @@ class SchedulingPass:
                 continue
             start = req.plan.start_at
             end = start + req.max_duration_s if req.max_duration_s is not None else None
-            parts: list[tuple[int, int, float, float | None]] = []
-            left = req.gpu_count
-            for name in req.plan.domains:
-                assert self.dom_index is not None
-                d = self.dom_index[name]
-                want = min(left, pool.dom_size[d])
-                left -= want
-                parts.append((d, want, start, end))
+            assert self.dom_index is not None
+            split, _ = planning.gang_parts(pool.dom_size, req.gpu_count, (self.dom_index[n] for n in req.plan.domains))
+            for d, want in split:
                 tl.occupy(d, want, start, end)
-            self.seeded[req.workload_id] = parts
+            self.seeded[req.workload_id] = [(d, want, start, end) for d, want in split]
 
     def hold_claims(self) -> None:
         """A preemptor whose victims are still stopping keeps the free GPUs of its claim (the
@@ -487,25 +481,26 @@ class SchedulingPass:
             return
         usage, grace, now = self.usage(), self.snapshot.stop_grace_s, self.snapshot.now
         by_dom: dict[str, dict[int, int]] = {}
+        freeing: dict[str, int] = {}  # GPUs its victims free, per preemptor
         for run in runs:
             wid = run.claimed_for
             useful, per = usage.get(run.workload_id, (0, {}))
             mine = by_dom.setdefault(wid, {})
             for d, x in per.items():
                 mine[d] = mine.get(d, 0) + x
-            self.freeing[wid] = self.freeing.get(wid, 0) + useful
+            freeing[wid] = freeing.get(wid, 0) + useful
             ends = max(now, run.noticed_at[-1] + grace) if run.noticed_at else now + grace
             self.stopping_until[wid] = max(self.stopping_until.get(wid, now), ends)
         self.stopping_for = set(by_dom)
         for req in self.queue:
-            freeing = by_dom.get(req.workload_id)
+            per_dom = by_dom.get(req.workload_id)
             pool = self.pools.get(req.gpu_model)
-            if freeing is None or pool is None or req.plan is None:
+            if per_dom is None or pool is None or req.plan is None:
                 continue
             gpus: dict[int, list[str]] = {}
             doms: list[int] = []
             if not req.plan.domains:
-                take = min(pool.free_total, req.gpu_count - self.freeing[req.workload_id])
+                take = min(pool.free_total, req.gpu_count - freeing[req.workload_id])
                 part = fit.spread(pool, take, None) if take > 0 else None
                 for n, ids in pool.take(part, HELD) if part else ():
                     gpus.setdefault(n, []).extend(ids)
@@ -513,18 +508,17 @@ class SchedulingPass:
                 assert self.dom_index is not None
                 self.timeline(req.gpu_model)  # built first: the map counts the held GPUs free for their claim
                 doms = [self.dom_index[n] for n in req.plan.domains]
-                left = req.gpu_count
-                for d in doms:
-                    want = min(left, pool.dom_size[d]) if len(doms) > 1 else left
-                    left -= want
-                    take = min(pool.dom_free[d], want - freeing.get(d, 0))
+                for d, want in planning.gang_parts(pool.dom_size, req.gpu_count, doms)[0]:
+                    take = min(pool.dom_free[d], want - per_dom.get(d, 0))
                     part = fit.take_nodes(pool, d, take, None, {}) if take > 0 else None
                     for n, ids in pool.take(part, HELD) if part else ():
                         gpus.setdefault(n, []).extend(ids)
             if gpus:
-                hold = planning.Hold(req.workload_id, req.priority, req.gpu_model, req.plan.start_at, doms, gpus)
-                hold.firm = True
-                self.holds.append(hold)
+                self.holds.append(
+                    planning.Hold(
+                        req.workload_id, req.priority, req.gpu_model, req.plan.start_at, doms, gpus, firm=True
+                    )
+                )
 
     def held_for(self, wid: str) -> int:
         """GPUs held for ``wid`` since the pass began (its claim's free part)."""
@@ -562,13 +556,10 @@ class SchedulingPass:
             if any(plans_on[req.gpu_model, name] > 1 for name in req.plan.domains):
                 continue
             assert self.dom_index is not None
-            left, short = req.gpu_count, False
-            for name in req.plan.domains:
-                d = self.dom_index[name]
-                want = min(left, pool.dom_size[d]) if len(req.plan.domains) > 1 else left
-                short = short or pool.dom_free[d] < want
-                left -= want
-            if not short and not left:
+            split, left = planning.gang_parts(
+                pool.dom_size, req.gpu_count, (self.dom_index[n] for n in req.plan.domains)
+            )
+            if not left and all(pool.dom_free[d] >= want for d, want in split):
                 due.append(req)
         due.sort(key=lambda r: (r.plan.planned_at or 0.0) if r.plan is not None else 0.0)
         for req in due:
@@ -661,18 +652,13 @@ class SchedulingPass:
         until = start + req.max_duration_s if req.max_duration_s is not None else None
         tl = self.timeline(req.gpu_model)
         if doms:
-            left = c
-            for d in doms:  # whole domains first, the remainder's domain last
-                want = min(left, pool.dom_size[d])
+            for d, want in planning.gang_parts(pool.dom_size, c, doms)[0]:
                 take = min(pool.dom_free[d], want)
-                left -= want
-                got = 0
                 if take:
                     part = fit.take_nodes(pool, d, take, None, {})
                     if part:
                         for n, ids in pool.take(part, HELD_PLAN):
                             gpus.setdefault(n, []).extend(ids)
-                            got += len(ids)
                 # In the map from its start: before it, what it holds may take work that ends
                 # in time (backfill, and plans whose windows close before it).
                 tl.occupy(d, want, start, until)
@@ -711,11 +697,7 @@ class SchedulingPass:
             return start
         tl, now = self.timeline(req.gpu_model), self.snapshot.now
         duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
-        left, parts = req.gpu_count, []
-        for d in doms:
-            want = min(left, pool.dom_size[d])
-            parts.append((d, want))
-            left -= want
+        parts, _ = planning.gang_parts(pool.dom_size, req.gpu_count, doms)
         wid = req.workload_id
         if all(tl.fits(d, x, start, duration, rights=frozenset(), claimant=wid, now=now) for d, x in parts):
             return start  # free by then without preempting anything
@@ -761,21 +743,19 @@ class SchedulingPass:
             return self.start_on_holds(pool, req, doms)
         plan: fit.Plan = []
         used: dict[int, int] = {}
-        left = c
         if len(doms) == 1 and c <= pool.node_size and mode is NvlinkPolicy.REQUIRED:
             node = [(pool.k[n], n) for n in pool.dom_nodes[doms[0]] if pool.k[n] >= c]
             if node:
                 plan = [(min(node)[1], c)]
-                left = 0
-        for d in doms if left else ():
-            want = min(left, pool.dom_size[d]) if len(doms) > 1 else left
-            part = fit.take_nodes(pool, d, want, self.room, used)
-            if part is None:
+        if not plan:
+            split, short = planning.gang_parts(pool.dom_size, c, doms)
+            if short:
                 return None
-            plan += part
-            left -= want
-        if left:
-            return None
+            for d, want in split:
+                part = fit.take_nodes(pool, d, want, self.room, used)
+                if part is None:
+                    return None
+                plan += part
         # Early (before its planned start) only where the map has room: later plans' windows stay.
         per: dict[int, int] = {}
         for n, x in plan:
@@ -836,19 +816,15 @@ class SchedulingPass:
         lenders = [
             h for h in self.holds if h.model == req.gpu_model and (not h.firm or h.workload_id == req.workload_id)
         ]
-        wanted: list[tuple[int, int]] = []
-        left = c
-        for d in doms:
-            want = min(left, pool.dom_size[d]) if len(doms) > 1 else left
+        wanted, left = planning.gang_parts(pool.dom_size, c, doms)
+        if left:
+            return None
+        for d, want in wanted:
             have = pool.dom_free[d] + sum(
                 len(ids) for h in lenders for n, ids in h.gpus.items() if pool.node_dom[n] == d
             )
             if have < want:
                 return None
-            wanted.append((d, want))
-            left -= want
-        if left:
-            return None
         tl = self.timeline(req.gpu_model)
         within = self.ledger.within_reservation(req)
         rights = preemption.victim_classes(req.priority, within_reservation=within)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from bisect import insort
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from controlplane.domain.enums import PRIORITY_RANK, NvlinkPolicy, PriorityClass
@@ -292,6 +292,18 @@ def build_timeline(
         unclaimed.extend((d, (at, x, rank, "", start_ok)) for d, x in per.items())
     out.add_unclaimed(unclaimed)
     return out
+
+
+def gang_parts(dom_size: Sequence[int], count: int, doms: Iterable[int]) -> tuple[list[tuple[int, int]], int]:
+    """A planned gang's GPUs per domain of its plan (whole domains first, the remainder in the
+    last one), and how many the domains leave out (0 unless they are too few or too small)."""
+    parts: list[tuple[int, int]] = []
+    left = count
+    for d in doms:
+        want = min(left, dom_size[d])
+        parts.append((d, want))
+        left -= want
+    return parts, left
 
 
 class PlacedEarly:

@@ -170,6 +170,16 @@ def starving_day(profile: Profile, seed: int) -> Sim:
     return sim
 
 
+def spot_filled(spots: int, profile: Profile = DEFAULT_PROFILE) -> Sim:
+    """Two domains of two 4-GPU nodes, ``spots`` of the nodes running long spot work; at t=1000."""
+    sim = Sim(domains=2, nodes=2, profile=profile)
+    for i in range(spots):
+        sim.submit(Job(f"spot{i}", 4, 90_000.0, 90_000.0, 0.0, priority=SPOT))
+    sim.run(0)
+    sim.now = 1000.0
+    return sim
+
+
 def test_a_large_gang_gets_a_planned_start_and_starts_by_it_where_the_old_core_starves_it() -> None:
     for seed in range(5):
         new = starving_day(DEFAULT_PROFILE, seed)
@@ -251,11 +261,7 @@ def test_held_gpus_take_only_work_that_ends_before_the_start_or_may_be_displaced
 def test_claims_stick_no_second_round_of_notices() -> None:
     """An older request of the same class never takes GPUs freed for a preemptor."""
     for profile, rounds in ((DEFAULT_PROFILE, 1), (LEGACY_PROFILE, 2)):
-        sim = Sim(domains=2, nodes=2, profile=profile)
-        for i in range(4):
-            sim.submit(Job(f"spot{i}", 4, 90_000.0, 90_000.0, 0.0, priority=SPOT))
-        sim.run(0)
-        sim.now = 1000.0
+        sim = spot_filled(4, profile)
         # A gang that fits nowhere but by preemption, and, older than it, one that waits on the
         # same class's GPUs being freed (it arrives as the first notices go out).
         sim.submit(Job("gang", 8, 3600.0, 3600.0, 1000.0))
@@ -353,11 +359,7 @@ def test_a_workload_preempted_the_most_times_runs_to_its_end() -> None:
 def test_gpus_freed_for_a_preemptor_stay_its_own_when_higher_class_work_arrives() -> None:
     """The victims released for an on_demand gang: a reserved request arriving at that moment
     preempts elsewhere rather than take them, so the gang needs no second round of notices."""
-    sim = Sim(domains=2, nodes=2, profile=DEFAULT_PROFILE)
-    for i in range(4):
-        sim.submit(Job(f"spot{i}", 4, 90_000.0, 90_000.0, 0.0, priority=SPOT))
-    sim.run(0)
-    sim.now = 1000.0
+    sim = spot_filled(4)
     sim.submit(Job("gang", 8, 3600.0, 3600.0, 1000.0))
     first = sim.step()
     assert sorted(p.for_workload_id for p in first) == ["gang", "gang"]
@@ -507,11 +509,7 @@ def test_a_claims_free_gpus_stay_its_own_while_its_victims_stop() -> None:
     """A gang claims one free node and a spot victim's node; work of a higher class arriving
     during the victim's grace does not take the free node (the gang would need a second round of
     notices): it preempts elsewhere, and the gang starts when its victim has stopped."""
-    sim = Sim(domains=2, nodes=2, profile=DEFAULT_PROFILE)
-    for i in range(3):
-        sim.submit(Job(f"spot{i}", 4, 90_000.0, 90_000.0, 0.0, priority=SPOT))
-    sim.run(0)
-    sim.now = 1000.0
+    sim = spot_filled(3)
     sim.submit(Job("gang", 8, 3600.0, 3600.0, 1000.0))
     assert [p.for_workload_id for p in sim.step()] == ["gang"]  # one victim: the free node is the rest
     sim.now = 1010.0

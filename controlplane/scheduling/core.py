@@ -100,6 +100,8 @@ class SchedulingPass:
         self.dom_index: dict[str, int] | None = None
         # Planned requests of earlier passes, and the class (and reservation) phase being decided.
         self.planned_queue: list[WorkloadRequest] = []
+        self.spread_claims: list[WorkloadRequest] = []  # plans of no domains: claims anywhere
+        self.plan_domains: dict[str, set[int]] = {}  # per model, the domains of any kept plan
         self.phase: tuple[int, int] = (-1, 0)
         self.decided: set[str] = set()
         self._usage: dict[str, tuple[int, dict[int, int]]] | None = None
@@ -152,17 +154,19 @@ class SchedulingPass:
         if self.profile.sticky_claims and self.snapshot.running:
             self.claimants = frozenset(r.workload_id for r in queue)
         self.queue = queue
-        self.planned_queue = [r for r in queue if r.plan is not None and r.plan.domains]
+        planned = [r for r in queue if r.plan is not None]
+        self.planned_queue = [r for r in planned if r.plan is not None and r.plan.domains]
+        self.spread_claims = [r for r in planned if r.plan is not None and not r.plan.domains]
         ordered = self.profile.queue_sort.order(queue, self.snapshot)
         if self.profile.sticky_claims and self.profile.planning:
             self.hold_claims()
+            self.decided = self.start_due()  # in the map of no phase: nothing seeded yet
         if not self.planned_queue:
             self.phase = (len(PRIORITY_RANK), 1)  # nothing to seed
             for req in ordered:
-                self.decide(req)
+                if req.workload_id not in self.decided:
+                    self.decide(req)
             return self.decisions
-        if self.profile.sticky_claims:
-            self.decided = self.start_due()  # in the map of no phase: nothing seeded yet
         for req in ordered:
             if req.workload_id in self.decided:
                 continue
@@ -214,6 +218,8 @@ class SchedulingPass:
         plan = None
         if failed is None or failed[0] != pool.version:
             plan = fit.find(pool, c, mode, self.room)
+            if plan is not None and self.planned_queue:
+                plan = self.spare_plans(pool, req, mode, plan)
         if plan is None:
             if failed is not None and failed[0] == pool.version:
                 reason = failed[1]
@@ -540,14 +546,22 @@ class SchedulingPass:
         for a preemptor, work drained for a planned start) are decided before anything else: the
         GPUs freed for them are theirs, not the first request's in the queue, whatever its class
         (reserved work within its reservation may still preempt them). Only plans alone on their
-        domains: between plans the queue order decides, in the map of the class phase."""
+        domains: between plans the queue order decides, in the map of the class phase. A claim
+        with no NVLink shape (no domains) is due when its victims have stopped and the fleet has
+        its GPUs free: those are what its victims freed, and the queue would hand them to others."""
         now = self.snapshot.now
+        due = []
+        for req in self.spread_claims:
+            plan, pool = req.plan, self.pools.get(req.gpu_model)
+            if plan is None or plan.domains or plan.start_at > now or pool is None:
+                continue
+            if req.workload_id not in self.stopping_for and 0 < req.gpu_count <= pool.free_total:
+                due.append(req)
         plans_on: dict[tuple[str, str], int] = {}
         for req in self.planned_queue:
             assert req.plan is not None
             for name in req.plan.domains:
                 plans_on[req.gpu_model, name] = plans_on.get((req.gpu_model, name), 0) + 1
-        due = []
         for req in self.planned_queue:
             assert req.plan is not None
             pool = self.pools.get(req.gpu_model)
@@ -761,6 +775,30 @@ class SchedulingPass:
         for n, x in plan:
             per[pool.node_dom[n]] = per.get(pool.node_dom[n], 0) + x
         return self.start_in_map(pool, req, plan, per)
+
+    def spare_plans(self, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, plan: fit.Plan) -> fit.Plan:
+        """Work decided before a plan's turn (higher-class work, reserved work within its
+        reservation) takes the free GPUs of that plan's domains only where it fits nowhere else:
+        best fit would send it to exactly the domains a plan is draining, and break the plan for
+        nothing. Planned requests are decided in their class before the rest of it, so this only
+        steers work that may break them anyway."""
+        node_dom = pool.node_dom
+        planned = self.plan_domains.get(req.gpu_model)
+        if planned is None:
+            planned = self.plan_domains[req.gpu_model] = set()
+            for r in self.planned_queue:
+                if r.gpu_model == req.gpu_model:
+                    planned |= self.kept_domains(r) or set()
+        if not any(node_dom[n] in planned for n, _ in plan):
+            return plan
+        spared: set[int] = set()
+        for r in self.planned_queue:
+            if r.gpu_model == req.gpu_model and r.workload_id not in self.decided and r is not req:
+                spared |= self.kept_domains(r) or set()
+        if not spared or not any(node_dom[n] in spared for n, _ in plan):
+            return plan
+        other = fit.find(pool, req.gpu_count, mode, fit.SparingRoom(self.room, self.fleet.node_rack, node_dom, spared))
+        return other if other is not None else plan
 
     def start_in_map(self, pool: ModelPool, req: WorkloadRequest, plan: fit.Plan, per: dict[int, int]) -> bool | None:
         """Start ``req`` now on ``plan`` (``per``: its GPUs per domain) if the resource-time map has

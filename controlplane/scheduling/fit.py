@@ -42,6 +42,24 @@ class RackRoom:
         return left - used.get(r, 0)
 
 
+class SparingRoom(RackRoom):
+    """A ``RackRoom`` (``base``, None when no rack binds) that also gives no room on the nodes of
+    the ``spared`` NVLink domains: a search with it looks everywhere else first."""
+
+    __slots__ = ("base", "spared", "node_dom")
+
+    def __init__(self, base: RackRoom | None, node_rack: list[int], node_dom: list[int], spared: set[int]) -> None:
+        super().__init__(node_rack, base.left if base is not None else {})
+        self.base = base
+        self.node_dom = node_dom
+        self.spared = spared
+
+    def cap(self, n: int, used: dict[int, int]) -> int:
+        if self.node_dom[n] in self.spared:
+            return 0
+        return self.base.cap(n, used) if self.base is not None else 1 << 30
+
+
 def _clean(st: list[int], valid: Callable[[int], bool]) -> None:
     while st and not valid(st[-1]):
         st.pop()

@@ -23,6 +23,7 @@ only finds windows around them.
 
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import insort
 from collections.abc import Iterable, Mapping, Sequence
@@ -414,8 +415,23 @@ def plan_one_domain(
     return None if best is None else (best[0], [best[2]])
 
 
-# Start times tried for a gang of several whole domains (the earliest windows first).
-MAX_STARTS_TRIED = 64
+def window_starts(steps: list[tuple[float, int]], need: int, duration: float) -> list[tuple[float, float]]:
+    """Every start with ``need`` GPUs free for ``duration``, as intervals [first, last] of start
+    times: each run of steps with enough free, less ``duration`` at its end (the last step's free
+    count lasts for ever)."""
+    out: list[tuple[float, float]] = []
+    run: float | None = None
+    for at, free in steps:
+        if free >= need:
+            if run is None:
+                run = at
+        elif run is not None:
+            if at - run >= duration:
+                out.append((run, at - duration))
+            run = None
+    if run is not None:
+        out.append((run, NEVER))
+    return out
 
 
 def plan_whole_domains(
@@ -431,46 +447,86 @@ def plan_whole_domains(
     only: Iterable[int] | None = None,
 ) -> tuple[float, list[int]] | None:
     """A gang larger than any domain: the earliest start at which enough whole domains (and one
-    more for the remainder) are free for its duration. ``only``: among these domains."""
+    more for the remainder) are free for its duration. ``only``: among these domains.
+
+    Each domain's possible starts are intervals of time (``window_starts``); a sweep over them in
+    time order keeps the domains open at each moment, and the first moment they are enough is
+    the start: exact, however far ahead, in one pass over the domains' steps."""
     dom_size, usable = pool.dom_size, timeline.usable
-    whole: list[tuple[float, int]] = []
+    intervals: list[tuple[float, float, int]] = []
+    first: dict[int, float] = {}
     for d in range(len(dom_size)) if only is None else sorted(only):
         size = dom_size[d]
         if not size or d in excluded or size > c or usable.get(d, 0) < size:
             continue  # a domain with GPUs that cannot take work is never whole
-        at = timeline.earliest(d, size, duration, rights=rights, claimant=claimant, now=now)
-        if at < NEVER:
-            whole.append((at, d))
-    whole.sort()
-    if not whole:
+        steps = timeline.steps(d, rights=rights, claimant=claimant, now=now)
+        ivs = window_starts(steps, size, duration)
+        if ivs:
+            first[d] = ivs[0][0]
+            intervals.extend((a, b, d) for a, b in ivs)
+    if not intervals:
         return None
-    # Any time a domain's free count changes can open a window: the earliest ones, bounded.
-    times = {at for at, _ in whole}
-    for _, d in whole[:MAX_STARTS_TRIED]:
-        times.update(t for t, _ in timeline.steps(d, rights=rights, claimant=claimant, now=now))
-    starts = sorted(t for t in times if t >= whole[0][0])[:MAX_STARTS_TRIED]
-    for start in starts:
+    intervals.sort()
+    dmax = max(dom_size[d] for d in first)
+    open_until: dict[int, float] = {}
+    ends: list[tuple[float, int]] = []
+    open_size = 0
+    best: tuple[float, list[int]] | None = None  # found with a remainder opening after a sweep point
+    whole_sizes = {dom_size[d] for d in first}
+    rest: list[int] | None = None
+    rest_windows: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    i = 0
+    while i < len(intervals):
+        start = intervals[i][0]
+        if best is not None and start >= best[0]:
+            return best
+        while i < len(intervals) and intervals[i][0] == start:
+            _, last, d = intervals[i]
+            open_until[d] = last
+            open_size += dom_size[d]
+            heapq.heappush(ends, (last, d))
+            i += 1
+        while ends and ends[0][0] < start:
+            last, d = heapq.heappop(ends)
+            if open_until.get(d) == last:
+                del open_until[d]
+                open_size -= dom_size[d]
+        if open_size < c - dmax:
+            continue  # not enough whole domains open, whatever the remainder
         chosen: list[int] = []
         left = c
-        for at, d in whole:
-            if at > start:
-                break
-            size = dom_size[d]
-            if size > left or not timeline.fits(d, size, start, duration, rights=rights, claimant=claimant, now=now):
-                continue
-            chosen.append(d)
-            left -= size
-            if not left:
-                return start, chosen
-        if left:
+        for d in sorted(open_until, key=lambda d: (first[d], d)):
+            if dom_size[d] <= left:
+                chosen.append(d)
+                left -= dom_size[d]
+                if not left:
+                    return start, chosen
+        if left and left < c and left not in whole_sizes:
+            # The remainder in part of one more domain: its earliest window from here on while the
+            # whole domains chosen are still open. (A remainder the size of a whole domain is one
+            # more whole domain: the sweep reaches it when it opens.)
+            until = min(open_until[d] for d in chosen)
             taken = set(chosen) | excluded
-            rest = set(timeline.base) | set(timeline.releases) | set(timeline.events) if only is None else set(only)
+            if rest is None:
+                rest = sorted(
+                    set(timeline.base) | set(timeline.releases) | set(timeline.events) if only is None else set(only)
+                )
             for d in rest:
                 if d < 0 or d in taken or usable.get(d, 0) < left:
                     continue
-                if timeline.fits(d, left, start, duration, rights=rights, claimant=claimant, now=now):
-                    return start, [*chosen, d]
-    return None
+                wins = rest_windows.get((d, left))
+                if wins is None:
+                    steps = timeline.steps(d, rights=rights, claimant=claimant, now=now)
+                    wins = rest_windows[d, left] = window_starts(steps, left, duration)
+                for a, b in wins:
+                    at = max(a, start)
+                    if at <= b:
+                        if at <= until and (best is None or at < best[0]):
+                            best = (at, [*chosen, d])
+                        break
+            if best is not None and best[0] == start:
+                return best
+    return best
 
 
 def fit_held(hold: Hold, pool: ModelPool, c: int, nvlink: NvlinkPolicy) -> list[tuple[int, int]] | None:

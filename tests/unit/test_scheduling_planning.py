@@ -16,7 +16,9 @@ import pytest
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode
 from controlplane.scheduling.core import schedule
+from controlplane.scheduling import planning
 from controlplane.scheduling.framework import DEFAULT_PROFILE, LEGACY_PROFILE, Profile
+from controlplane.scheduling.index import Fleet, build_pools
 from controlplane.scheduling.snapshot import (
     FleetSnapshot,
     GpuSlot,
@@ -539,6 +541,60 @@ def test_a_claim_outside_nvlink_keeps_its_free_gpus_while_its_victims_stop() -> 
     assert sim.jobs["od"].start == 1030.0 and sim.jobs["res"].start is not None
 
 
+def test_a_claim_outside_nvlink_gets_what_its_victims_freed_at_their_release() -> None:
+    """At the pass its victim has stopped, a claim with no NVLink shape starts on the GPUs freed
+    for it even when higher-class work arrives in that very pass: the arrival preempts other work
+    for itself, and the claimant needs no second round of notices."""
+    none = NvlinkPolicy.NONE
+    sim = Sim(domains=1, nodes=2, profile=DEFAULT_PROFILE)
+    sim.submit(Job("spot0", 4, 90_000.0, 90_000.0, 0.0, priority=SPOT))
+    sim.submit(Job("spot1", 2, 90_000.0, 90_000.0, 0.0, priority=SPOT))
+    sim.run(0)
+    sim.now = 1000.0
+    sim.submit(Job("od", 4, 3600.0, 3600.0, 1000.0, nvlink=none))
+    assert [(p.victim_id, p.for_workload_id) for p in sim.step()] == [("spot1", "od")]
+    sim.now = 1030.0  # spot1 stops now
+    sim.submit(Job("res", 2, 3600.0, 3600.0, 1030.0, priority=RES, tenant="r", nvlink=none))
+    later = sim.step() + sim.run(2000, tick=20.0)
+    assert [(p.victim_id, p.for_workload_id) for p in later] == [("spot0", "res")]
+    assert sim.jobs["od"].start == 1030.0 and sim.jobs["res"].start is not None
+
+
+def test_higher_class_work_goes_elsewhere_than_a_plans_domain_when_it_fits_there() -> None:
+    """An on_demand gang is planned for all of d0 in 10 minutes (half of it free now, held); a
+    reserved 4-GPU request would best-fit into d0's free node, ahead of the plan in the pass, and
+    break it. It fits on d1 just as well: it goes there, and the plan stands."""
+    now = 10_000.0
+    nodes = tuple(
+        NodeView(f"d{d}-n{n}", f"d{d}", "", tuple(GpuSlot(f"d{d}-n{n}-g{g}", g, GB, True, n == 1) for g in range(4)))
+        for d in range(2)
+        for n in range(2)
+    )
+    running = (
+        RunningWorkload("r0", "o", OD, tuple(("d0-n1", f"d0-n1-g{g}") for g in range(4)), 0.0, GB, ends_by=now + 600),
+        RunningWorkload("r1", "o", OD, tuple(("d1-n1", f"d1-n1-g{g}") for g in range(4)), 0.0, GB, ends_by=now + 9e4),
+    )
+    plan = PlannedStart(now + 600, ("d0",), now + 600, 5.0)
+    gang = WorkloadRequest("gang", 8, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=plan)
+    res = WorkloadRequest("res", 4, GB, NvlinkPolicy.REQUIRED, RES, 9000.0, "r", 3600.0)
+    decisions = schedule(FleetSnapshot(nodes, running=running, now=now), [gang, res])
+    placed = [r.node_id for d in decisions if isinstance(d, Placement) for r in d.ranks]
+    assert placed == ["d1-n0"]
+    (wait,) = [d for d in decisions if isinstance(d, Unplaced)]
+    assert wait.plan is not None and wait.plan.domains == ("d0",) and wait.plan.start_at == now + 600
+    # With d1 full, d0 is the only room: higher-class work still takes it (the plan moves).
+    full = running + (
+        RunningWorkload("r2", "o", OD, tuple(("d1-n0", f"d1-n0-g{g}") for g in range(4)), 0.0, GB, ends_by=now + 9e4),
+    )
+    busy = tuple(
+        NodeView(f"d{d}-n{n}", f"d{d}", "", tuple(GpuSlot(f"d{d}-n{n}-g{g}", g, GB, True, n + d > 0) for g in range(4)))
+        for d in range(2)
+        for n in range(2)
+    )
+    decisions = schedule(FleetSnapshot(busy, running=full, now=now), [gang, res])
+    assert [r.node_id for d in decisions if isinstance(d, Placement) for r in d.ranks] == ["d0-n0"]
+
+
 def test_a_planned_request_starts_earlier_elsewhere_where_no_plan_breaks() -> None:
     """Planned for d1 in an hour; GPUs of d0 free now that no plan counts on: it starts there now
     (a planned start is a "no later than"), and not where another plan's window would break."""
@@ -644,3 +700,30 @@ def test_an_early_start_elsewhere_leaves_whole_free_domains_to_gangs_that_need_o
     assert wait.plan is not None and wait.plan.domains == ("d1",)
     alone = [d for d in schedule(snap, [ask]) if isinstance(d, Placement)]
     assert [r.node_id for d in alone for r in d.ranks] == ["n00"]
+
+
+def test_a_gang_of_whole_domains_finds_its_window_however_many_starts_come_before_it() -> None:
+    """Two 8-GPU domains free in turn for 100 s each, a hundred times (plans and work ending in
+    turn), never both at once until 20,200 s: the gang's plan (60 s) is that start, not none
+    (the search used to try only the first 64 start times, and a gang it found none for lost its
+    plan and its place)."""
+    nodes = tuple(
+        NodeView(f"d{d}-n{n}", f"d{d}", "", tuple(GpuSlot(f"d{d}-n{n}-g{g}", g, GB, True, False) for g in range(4)))
+        for d in range(2)
+        for n in range(2)
+    )
+    snap = FleetSnapshot(nodes, now=0.0)
+    pool = build_pools(snap, Fleet(snap))[GB]
+    tl = planning.Timeline(base={0: 8, 1: 8}, usable={0: 8, 1: 8})
+    for t in range(0, 20_001, 200):
+        tl.occupy(0, 8, float(t), float(t + 100))
+        tl.occupy(1, 8, float(t + 100), float(t + 200))
+    kw = {"rights": frozenset[PriorityClass](), "claimant": "g", "now": 0.0, "excluded": set[int]()}
+    found = planning.plan_whole_domains(pool, tl, 16, 60.0, **kw)  # type: ignore[arg-type]
+    assert found is not None and found[0] == 20_200.0 and sorted(found[1]) == [0, 1]
+    # A remainder in part of another domain: whole d0 once free, 4 GPUs of d1 (half of it is
+    # taken for good from the start).
+    part = planning.Timeline(base={0: 8, 1: 8}, usable={0: 8, 1: 8})
+    part.occupy(0, 8, 0.0, 500.0)
+    part.occupy(1, 4, 0.0, None)
+    assert planning.plan_whole_domains(pool, part, 12, 60.0, **kw) == (500.0, [0, 1])  # type: ignore[arg-type]

@@ -15,8 +15,8 @@ import pytest
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode
-from controlplane.scheduling.core import schedule
 from controlplane.scheduling import planning
+from controlplane.scheduling.core import schedule
 from controlplane.scheduling.framework import DEFAULT_PROFILE, LEGACY_PROFILE, Profile
 from controlplane.scheduling.index import Fleet, build_pools
 from controlplane.scheduling.snapshot import (

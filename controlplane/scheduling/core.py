@@ -359,10 +359,11 @@ class SchedulingPass:
             contractual = within and req.priority is PriorityClass.RESERVED
             with mp.claimed_by(req.workload_id), mp.revealed(contractual):
                 if mode is NvlinkPolicy.REQUIRED:
+                    allowed = self.claim_fits(req, rights) if self.planned_queue and self.profile.planning else None
                     if c <= pool.dmax:
-                        choice = preemption.choose_in_domain(pool, mp, c, rights)
+                        choice = preemption.choose_in_domain(pool, mp, c, rights, allowed)
                     else:
-                        choice = preemption.choose_across_domains(pool, mp, c, rights)
+                        choice = preemption.choose_across_domains(pool, mp, c, rights, allowed)
                 else:
                     choice = preemption.choose_anywhere(pool, mp, c, rights)
                 if choice is not None:
@@ -425,6 +426,21 @@ class SchedulingPass:
         plan = self._planned(req, start, names)
         self.decisions.append(Unplaced(req.workload_id, waiting.text, waiting.code, plan))
         return True
+
+    def claim_fits(self, req: WorkloadRequest, rights: frozenset[PriorityClass]) -> Callable[[int, int], bool]:
+        """Where a preemption for ``req`` may claim GPUs: domains whose map has room for its
+        run from the end of the notice's grace, its victims' GPUs counted free by then. Elsewhere
+        the claim would cut into another plan's window, and at its victims' release the claimant
+        could not start there: a second round of notices."""
+        tl, now = self.timeline(req.gpu_model), self.snapshot.now
+        start = now + self.snapshot.stop_grace_s
+        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
+        wid = req.workload_id
+
+        def fits(d: int, n: int) -> bool:
+            return tl.fits(d, n, start, duration, rights=rights, claimant=wid, now=now)
+
+        return fits
 
     # -- planned starts and backfill -------------------------------------------------------------
 

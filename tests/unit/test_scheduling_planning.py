@@ -595,6 +595,40 @@ def test_higher_class_work_goes_elsewhere_than_a_plans_domain_when_it_fits_there
     assert [r.node_id for d in decisions if isinstance(d, Placement) for r in d.ranks] == ["d0-n0"]
 
 
+def test_a_preemptor_claims_no_gpus_another_plan_counts_on() -> None:
+    """d0 is planned for an 8-GPU gang in 10 minutes (on_demand work ends there then, spot work
+    holds the rest); a 4-GPU on_demand request decided before it preempts spot work for itself.
+    It claims d1's spot node, not d0's (whose spot work would lose the least): a claim in d0 runs
+    into the plan's window, so at its victim's release it could not start there and would need a
+    second round of notices."""
+    now = 10_000.0
+    nodes = tuple(
+        NodeView(f"d{d}-n{n}", f"d{d}", "", tuple(GpuSlot(f"d{d}-n{n}-g{g}", g, GB, True, True) for g in range(4)))
+        for d in range(2)
+        for n in range(2)
+    )
+
+    def on(node: str) -> tuple[tuple[str, str], ...]:
+        return tuple((node, f"{node}-g{g}") for g in range(4))
+
+    running = (
+        RunningWorkload("r0", "o", OD, on("d0-n0"), 0.0, GB, ends_by=now + 600),
+        RunningWorkload("s0", "s", SPOT, on("d0-n1"), now - 1000, GB, ends_by=now + 9e4),  # the least lost
+        RunningWorkload("r1", "o", OD, on("d1-n0"), 0.0, GB, ends_by=now + 9e4),
+        RunningWorkload("s1", "s", SPOT, on("d1-n1"), 0.0, GB, ends_by=now + 9e4),
+    )
+    plan = PlannedStart(now + 600, ("d0",), now + 600, 5.0)
+    gang = WorkloadRequest("gang", 8, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=plan)
+    # Planned before the gang, in a domain gone since: it is decided first, and preempts.
+    gone = PlannedStart(now - 100, ("d9",), now - 100, 1.0)
+    ask = WorkloadRequest("ask", 4, GB, NvlinkPolicy.REQUIRED, OD, 9000.0, "u", 3600.0, plan=gone)
+    decisions = schedule(FleetSnapshot(nodes, running=running, now=now, stop_grace_s=30.0), [gang, ask])
+    assert [(d.victim_id, d.for_workload_id) for d in decisions if isinstance(d, Preempt)] == [("s1", "ask")]
+    plans = {d.workload_id: d.plan for d in decisions if isinstance(d, Unplaced)}
+    assert plans["ask"] is not None and plans["ask"].domains == ("d1",)
+    assert plans["gang"] is not None and plans["gang"].domains == ("d0",) and plans["gang"].start_at <= now + 630
+
+
 def test_a_planned_request_starts_earlier_elsewhere_where_no_plan_breaks() -> None:
     """Planned for d1 in an hour; GPUs of d0 free now that no plan counts on: it starts there now
     (a planned start is a "no later than"), and not where another plan's window would break."""

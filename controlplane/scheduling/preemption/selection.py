@@ -22,6 +22,10 @@ from controlplane.scheduling.preemption.candidates import Choice, ModelPreemptio
 
 _key = _size_key
 
+# ``allowed(d, n)``: whether domain ``d`` may give the gang ``n`` GPUs (the caller's planning map:
+# a choice there must not break another plan's window). None: every domain may.
+Allowed = Callable[[int, int], bool] | None
+
 
 def _reprieve(
     cands: list[tuple[int, Victim]], need: int, order_key: Callable[[tuple[int, Victim]], tuple[int, int, float]]
@@ -63,14 +67,16 @@ def select_victims(
 MAX_DOMAINS_COMPARED = 8
 
 
-def choose_in_domain(pool: ModelPool, mp: ModelPreemption, c: int, rights: frozenset[PriorityClass]) -> Choice | None:
+def choose_in_domain(
+    pool: ModelPool, mp: ModelPreemption, c: int, rights: frozenset[PriorityClass], allowed: Allowed = None
+) -> Choice | None:
     """Waiting (on GPUs being freed) or preempting inside one NVLink domain, whichever costs least."""
     dom_free, dom_size, soon_by_dom = pool.dom_free, pool.dom_size, mp.soon_by_dom
     best: Choice | None = None
     bounds: list[tuple[int, int]] = []
     arr = mp.by_rights(rights, len(dom_free)) if rights else None
     for d in mp.doms:
-        if dom_size[d] < c:
+        if dom_size[d] < c or (allowed is not None and not allowed(d, c)):
             continue
         free = dom_free[d]
         soon = soon_by_dom.get(d, 0)
@@ -110,7 +116,7 @@ def choose_in_domain(pool: ModelPool, mp: ModelPreemption, c: int, rights: froze
 
 
 def choose_across_domains(
-    pool: ModelPool, mp: ModelPreemption, c: int, rights: frozenset[PriorityClass]
+    pool: ModelPool, mp: ModelPreemption, c: int, rights: frozenset[PriorityClass], allowed: Allowed = None
 ) -> Choice | None:
     """A ``required`` gang larger than any domain, shaped as ``fit.whole_domains`` places it.
 
@@ -122,7 +128,7 @@ def choose_across_domains(
     waits: list[tuple[int, int]] = []  # (GPUs being freed used, domain): whole without preempting
     bounds: list[tuple[int, int]] = []  # (GPUs to preempt, domain)
     for d, size in enumerate(dom_size):
-        if not size or size > c:
+        if not size or size > c or (allowed is not None and not allowed(d, size)):
             continue
         lack = size - dom_free[d]
         soon = soon_by_dom.get(d, 0)
@@ -156,7 +162,7 @@ def choose_across_domains(
             break
     if left:
         used = {d for d, _, _ in parts}
-        rest = _remainder(pool, mp, left, rights, used, chosen, chosen_ids)
+        rest = _remainder(pool, mp, left, rights, used, chosen, chosen_ids, allowed)
         if rest is None:
             return None
         parts.append(rest)
@@ -209,6 +215,7 @@ def _remainder(
     used: set[int],
     chosen: list[Victim],
     chosen_ids: set[int],
+    allowed: Allowed = None,
 ) -> tuple[int, int, int] | None:
     """The domain for the last ``want`` GPUs: one needing no new victims if any (fewest GPUs being
     freed used), else the cheapest of a bounded few."""
@@ -216,7 +223,7 @@ def _remainder(
     best_wait: tuple[int, int] | None = None
     bounds: list[tuple[int, int]] = []
     for d, size in enumerate(dom_size):
-        if d in used or size < want:
+        if d in used or size < want or (allowed is not None and not allowed(d, want)):
             continue
         free = dom_free[d]
         have = min(free, want) + sum(v.useful_by_dom.get(d, 0) for v in chosen)

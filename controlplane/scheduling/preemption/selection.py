@@ -76,18 +76,18 @@ def choose_in_domain(
     bounds: list[tuple[int, int]] = []
     arr = mp.by_rights(rights, len(dom_free)) if rights else None
     for d in mp.doms:
-        if dom_size[d] < c or (allowed is not None and not allowed(d, c)):
+        if dom_size[d] < c:
             continue
         free = dom_free[d]
         soon = soon_by_dom.get(d, 0)
         if free + soon >= c:
             used_soon = c - free if c > free else 0
-            if best is None or used_soon < best.soon_used:
+            if (best is None or used_soon < best.soon_used) and (allowed is None or allowed(d, c)):
                 best = Choice([], min(free, c), used_soon, d)
             continue
         if arr is not None and best is None:
             need = c - free - soon
-            if arr[d] >= need:
+            if arr[d] >= need and (allowed is None or allowed(d, c)):
                 bounds.append((need, d))
     if best is not None:
         return best
@@ -128,13 +128,14 @@ def choose_across_domains(
     waits: list[tuple[int, int]] = []  # (GPUs being freed used, domain): whole without preempting
     bounds: list[tuple[int, int]] = []  # (GPUs to preempt, domain)
     for d, size in enumerate(dom_size):
-        if not size or size > c or (allowed is not None and not allowed(d, size)):
+        if not size or size > c:
             continue
         lack = size - dom_free[d]
         soon = soon_by_dom.get(d, 0)
         if lack <= soon:
-            waits.append((max(lack, 0), d))
-        elif arr is not None and arr[d] >= lack - soon:
+            if allowed is None or allowed(d, size):
+                waits.append((max(lack, 0), d))
+        elif arr is not None and arr[d] >= lack - soon and (allowed is None or allowed(d, size)):
             bounds.append((lack - soon, d))
     waits.sort()
     bounds.sort()
@@ -223,18 +224,20 @@ def _remainder(
     best_wait: tuple[int, int] | None = None
     bounds: list[tuple[int, int]] = []
     for d, size in enumerate(dom_size):
-        if d in used or size < want or (allowed is not None and not allowed(d, want)):
+        if d in used or size < want:
             continue
         free = dom_free[d]
         have = min(free, want) + sum(v.useful_by_dom.get(d, 0) for v in chosen)
         soon = soon_by_dom.get(d, 0)
         lack = max(want - have, 0)
         if lack <= soon:
-            if best_wait is None or lack < best_wait[0]:
+            if (best_wait is None or lack < best_wait[0]) and (allowed is None or allowed(d, want)):
                 best_wait = (lack, d)
         elif rights and best_wait is None:
             need = lack - soon
-            if sum(u for u, _ in _dom_cands(mp, d, rights, chosen_ids)) >= need:
+            if sum(u for u, _ in _dom_cands(mp, d, rights, chosen_ids)) >= need and (
+                allowed is None or allowed(d, want)
+            ):
                 bounds.append((need, d))
     if best_wait is not None:
         d = best_wait[1]

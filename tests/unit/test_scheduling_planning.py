@@ -149,11 +149,14 @@ class Sim:
         else:
             j.end = self.now
 
-    def run(self, until: float, tick: float = 60.0) -> list[Preempt]:
+    def run(self, until: float, tick: float = 60.0, *, to_the_end: bool = False) -> list[Preempt]:
+        """Passes every ``tick`` to ``until`` (``to_the_end``: or until every job has ended)."""
         out = []
         while self.now <= until:
             out += self.step()
             self.now += tick
+            if to_the_end and all(j.end is not None for j in self.jobs.values()):
+                break
         return out
 
 
@@ -223,7 +226,7 @@ def test_backfill_never_delays_a_planned_start() -> None:
             gpus = rng.choice([1, 1, 2, 4, 8, 8, 16])
             sim.submit(Job(f"w{i:03d}", gpus, max_s, rng.uniform(0.2, 1.0) * max_s, t))
             t += rng.expovariate(1 / 200)
-        sim.run(120_000)
+        sim.run(120_000, to_the_end=True)
         for j in sim.jobs.values():
             assert j.start is not None, j.wid
             if j.first_plan is not None:

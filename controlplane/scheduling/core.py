@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 
 from controlplane.domain.enums import PRIORITY_RANK, NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode, PendingReason
-from controlplane.scheduling import fit, planning, preemption
-from controlplane.scheduling.filters import describe, plural
+from controlplane.scheduling import claims, fit, planning, preemption
+from controlplane.scheduling.filters import describe, gpus_of, plural
 from controlplane.scheduling.framework import DEFAULT_PROFILE, Profile
 from controlplane.scheduling.index import HELD, HELD_PLAN, Fleet, ModelPool, build_pools
 from controlplane.scheduling.power_budget import PowerBudget
@@ -159,8 +159,8 @@ class SchedulingPass:
         self.spread_claims = [r for r in planned if r.plan is not None and not r.plan.domains]
         ordered = self.profile.queue_sort.order(queue, self.snapshot)
         if self.profile.sticky_claims and self.profile.planning:
-            self.hold_claims()
-            self.decided = self.start_due()  # in the map of no phase: nothing seeded yet
+            claims.hold_claims(self)
+            self.decided = claims.start_due(self)  # in the map of no phase: nothing seeded yet
         if not self.planned_queue:
             self.phase = (len(PRIORITY_RANK), 1)  # nothing to seed
             for req in ordered:
@@ -197,7 +197,7 @@ class SchedulingPass:
                 return self.unplaced(req, held)
         mode = req.nvlink if c > 1 else _ANYWHERE
         if req.plan is not None and not req.plan.domains and req.workload_id in self.stopping_for:
-            return self.wait_on_claim(req)
+            return claims.wait_on_claim(self, req)
         if req.plan is not None and req.plan.domains and self.profile.planning:
             self.timeline(req.gpu_model)  # seeds every earlier plan's window
             self.unseed(req)
@@ -303,25 +303,25 @@ class SchedulingPass:
         free, total = pool.free_total, pool.total
         counts = f"{free}/{total} free ({describe(pool.excluded)})"
         if free < c:
-            return PendingReason(PendingCode.GPUS, f"waiting for {_gpus(c, model)}: {counts}")
+            return PendingReason(PendingCode.GPUS, f"waiting for {gpus_of(c, model)}: {counts}")
         if self.room is not None and fit.find(pool, c, mode, None) is not None:
             racks = [self.power.rack_reason(r) for r in self.room.left if self.room.left[r] < c] if self.power else []
             example = f" (e.g. {racks[0]})" if racks else ""
             return PendingReason(
                 PendingCode.RACK_POWER,
-                f"waiting for rack power for {_gpus(c, model)}: the racks that could hold them are at their caps"
+                f"waiting for rack power for {gpus_of(c, model)}: the racks that could hold them are at their caps"
                 f"{example}",
             )
         if mode is not NvlinkPolicy.REQUIRED:
             return PendingReason(
-                PendingCode.SHAPE, f"waiting for {_gpus(c, model)}: {counts}, none placeable in the shape asked"
+                PendingCode.SHAPE, f"waiting for {gpus_of(c, model)}: {counts}, none placeable in the shape asked"
             )
         nvl_free = pool.free_by_pool[0]
         draining = pool.free_by_pool[2]
         if draining and nvl_free < c:
             return PendingReason(
                 PendingCode.NVLINK_DRAINING,
-                f"waiting for {_gpus(c, model)} on NVLink: {draining} free GPUs are in NVLink domains draining "
+                f"waiting for {gpus_of(c, model)} on NVLink: {draining} free GPUs are in NVLink domains draining "
                 f"their peers ({counts})",
             )
         largest = pool.largest_domain_free()
@@ -329,12 +329,12 @@ class SchedulingPass:
             whole = len(pool.whole_domains())
             return PendingReason(
                 PendingCode.WHOLE_DOMAINS,
-                f"waiting for {_gpus(c, model)} in whole NVLink domains of {pool.dmax}: {counts}, "
+                f"waiting for {gpus_of(c, model)} in whole NVLink domains of {pool.dmax}: {counts}, "
                 f"{plural(whole, 'whole domain')} free, at most {largest} in any one domain",
             )
         return PendingReason(
             PendingCode.NVLINK_DOMAIN,
-            f"waiting for {_gpus(c, model)} in one NVLink domain: {counts}, at most {largest} in any one domain "
+            f"waiting for {gpus_of(c, model)} in one NVLink domain: {counts}, at most {largest} in any one domain "
             f"({plural(pool.doms_with_free, 'domain')} with free GPUs)",
         )
 
@@ -351,15 +351,17 @@ class SchedulingPass:
         if self.preempt is None:
             self.preempt = self._build_preemption()
         mp = self.preempt.get(req.gpu_model)
-        claims = mp is not None and req.workload_id in mp.claims
-        if key in self.preempt_failed and not claims:
+        claiming = mp is not None and req.workload_id in mp.claims
+        if key in self.preempt_failed and not claiming:
             return False
         choice = None
         if mp is not None:
             contractual = within and req.priority is PriorityClass.RESERVED
             with mp.claimed_by(req.workload_id), mp.revealed(contractual):
                 if mode is NvlinkPolicy.REQUIRED:
-                    allowed = self.claim_fits(req, rights) if self.planned_queue and self.profile.planning else None
+                    allowed = (
+                        claims.claim_fits(self, req, rights) if self.planned_queue and self.profile.planning else None
+                    )
                     if c <= pool.dmax:
                         choice = preemption.choose_in_domain(pool, mp, c, rights, allowed)
                     else:
@@ -369,7 +371,7 @@ class SchedulingPass:
                 if choice is not None:
                     preemption.claim(mp, choice)
         if choice is None or mp is None:
-            if not claims:
+            if not claiming:
                 self.preempt_failed.add(key)
             return False
         # Hold what the preemptor will use: its free GPUs, the GPUs being freed, its victims.
@@ -410,7 +412,7 @@ class SchedulingPass:
         if choice.victims:
             parts.append(f"{min(freed, c)} being freed by preempting {_describe_victims(choice, self.snapshot)}")
         waiting = PendingReason(
-            PendingCode.PREEMPTION, f"waiting for {_gpus(c, req.gpu_model)}{scope}: " + ", ".join(parts)
+            PendingCode.PREEMPTION, f"waiting for {gpus_of(c, req.gpu_model)}{scope}: " + ", ".join(parts)
         )
         if not self.profile.planning:
             self.unplaced(req, waiting)
@@ -423,28 +425,13 @@ class SchedulingPass:
         if not choice.victims and req.plan is not None:
             start = max(now, min(start, req.plan.start_at))  # the notices went out before: their end stands
         names = tuple(self.fleet.dom_names[d] for d in doms)
-        plan = self._planned(req, start, names)
+        plan = self.planned_start(req, start, names)
         self.decisions.append(Unplaced(req.workload_id, waiting.text, waiting.code, plan))
         return True
 
-    def claim_fits(self, req: WorkloadRequest, rights: frozenset[PriorityClass]) -> Callable[[int, int], bool]:
-        """Where a preemption for ``req`` may claim GPUs: domains whose map has room for its
-        run from the end of the notice's grace, its victims' GPUs counted free by then. Elsewhere
-        the claim would cut into another plan's window, and at its victims' release the claimant
-        could not start there: a second round of notices."""
-        tl, now = self.timeline(req.gpu_model), self.snapshot.now
-        start = now + self.snapshot.stop_grace_s
-        duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
-        wid = req.workload_id
-
-        def fits(d: int, n: int) -> bool:
-            return tl.fits(d, n, start, duration, rights=rights, claimant=wid, now=now)
-
-        return fits
-
     # -- planned starts and backfill -------------------------------------------------------------
 
-    def _planned(self, req: WorkloadRequest, start_at: float, domains: tuple[str, ...]) -> PlannedStart:
+    def planned_start(self, req: WorkloadRequest, start_at: float, domains: tuple[str, ...]) -> PlannedStart:
         prev = req.plan
         if prev is None:
             return PlannedStart(start_at, domains, start_at, self.snapshot.now)
@@ -492,109 +479,6 @@ class SchedulingPass:
             for d, want in split:
                 tl.occupy(d, want, start, end)
             self.seeded[req.workload_id] = [(d, want, start, end) for d, want in split]
-
-    def hold_claims(self) -> None:
-        """A preemptor whose victims are still stopping keeps the free GPUs of its claim (the
-        rest of its gang) from the start of the pass: work arriving in the meantime, whatever its
-        class, does not take them (it would need a second round of notices). Reserved work within
-        its reservation may still use them (``backfill``): it may displace the preemptor's class."""
-        runs = [r for r in self.snapshot.running if r.preempting and r.claimed_for]
-        if not runs:
-            return
-        usage, grace, now = self.usage(), self.snapshot.stop_grace_s, self.snapshot.now
-        by_dom: dict[str, dict[int, int]] = {}
-        freeing: dict[str, int] = {}  # GPUs its victims free, per preemptor
-        for run in runs:
-            wid = run.claimed_for
-            useful, per = usage.get(run.workload_id, (0, {}))
-            mine = by_dom.setdefault(wid, {})
-            for d, x in per.items():
-                mine[d] = mine.get(d, 0) + x
-            freeing[wid] = freeing.get(wid, 0) + useful
-            ends = max(now, run.noticed_at[-1] + grace) if run.noticed_at else now + grace
-            self.stopping_until[wid] = max(self.stopping_until.get(wid, now), ends)
-        self.stopping_for = set(by_dom)
-        for req in self.queue:
-            per_dom = by_dom.get(req.workload_id)
-            pool = self.pools.get(req.gpu_model)
-            if per_dom is None or pool is None or req.plan is None:
-                continue
-            gpus: dict[int, list[str]] = {}
-            doms: list[int] = []
-            if not req.plan.domains:
-                take = min(pool.free_total, req.gpu_count - freeing[req.workload_id])
-                part = fit.spread(pool, take, None) if take > 0 else None
-                for n, ids in pool.take(part, HELD) if part else ():
-                    gpus.setdefault(n, []).extend(ids)
-            elif self.kept_domains(req) is not None:
-                assert self.dom_index is not None
-                self.timeline(req.gpu_model)  # built first: the map counts the held GPUs free for their claim
-                doms = [self.dom_index[n] for n in req.plan.domains]
-                for d, want in planning.gang_parts(pool.dom_size, req.gpu_count, doms)[0]:
-                    take = min(pool.dom_free[d], want - per_dom.get(d, 0))
-                    part = fit.take_nodes(pool, d, take, None, {}) if take > 0 else None
-                    for n, ids in pool.take(part, HELD) if part else ():
-                        gpus.setdefault(n, []).extend(ids)
-            if gpus:
-                self.holds.append(
-                    planning.Hold(
-                        req.workload_id, req.priority, req.gpu_model, req.plan.start_at, doms, gpus, firm=True
-                    )
-                )
-
-    def held_for(self, wid: str) -> int:
-        """GPUs held for ``wid`` since the pass began (its claim's free part)."""
-        return sum(sum(map(len, h.gpus.values())) for h in self.holds if h.firm and h.workload_id == wid)
-
-    def wait_on_claim(self, req: WorkloadRequest) -> None:
-        """A preemptor (no NVLink domain asked) whose victims are still stopping waits for them:
-        its free GPUs are held, the rest is theirs once stopped; no search, no new victims."""
-        why = PendingReason(
-            PendingCode.PREEMPTION,
-            f"waiting for {_gpus(req.gpu_count, req.gpu_model)}: {self.held_for(req.workload_id)} held, the rest "
-            "being freed by work already under preemption notice",
-        )
-        until = self.stopping_until[req.workload_id]
-        self.decisions.append(Unplaced(req.workload_id, why.text, why.code, self._planned(req, until, ())))
-
-    def start_due(self) -> set[str]:
-        """Plans whose start has come and whose domains have their GPUs free (victims released
-        for a preemptor, work drained for a planned start) are decided before anything else: the
-        GPUs freed for them are theirs, not the first request's in the queue, whatever its class
-        (reserved work within its reservation may still preempt them). Only plans alone on their
-        domains: between plans the queue order decides, in the map of the class phase. A claim
-        with no NVLink shape (no domains) is due when its victims have stopped and the fleet has
-        its GPUs free: those are what its victims freed, and the queue would hand them to others."""
-        now = self.snapshot.now
-        due = []
-        for req in self.spread_claims:
-            plan, pool = req.plan, self.pools.get(req.gpu_model)
-            if plan is None or plan.domains or plan.start_at > now or pool is None:
-                continue
-            if req.workload_id not in self.stopping_for and 0 < req.gpu_count <= pool.free_total:
-                due.append(req)
-        plans_on: dict[tuple[str, str], int] = {}
-        for req in self.planned_queue:
-            assert req.plan is not None
-            for name in req.plan.domains:
-                plans_on[req.gpu_model, name] = plans_on.get((req.gpu_model, name), 0) + 1
-        for req in self.planned_queue:
-            assert req.plan is not None
-            pool = self.pools.get(req.gpu_model)
-            if req.plan.start_at > now or pool is None or self.kept_domains(req) is None:
-                continue
-            if any(plans_on[req.gpu_model, name] > 1 for name in req.plan.domains):
-                continue
-            assert self.dom_index is not None
-            split, left = planning.gang_parts(
-                pool.dom_size, req.gpu_count, (self.dom_index[n] for n in req.plan.domains)
-            )
-            if not left and all(pool.dom_free[d] >= want for d, want in split):
-                due.append(req)
-        due.sort(key=lambda r: (r.plan.planned_at or 0.0) if r.plan is not None else 0.0)
-        for req in due:
-            self.decide(req)
-        return {r.workload_id for r in due}
 
     def unseed(self, req: WorkloadRequest) -> None:
         """Its turn: the window seeded for it leaves the map (what it decides now replaces it)."""
@@ -701,20 +585,20 @@ class SchedulingPass:
         scope = f" in {len(doms)} NVLink domains" if len(doms) > 1 else " in one NVLink domain" if doms else ""
         if req.workload_id in self.stopping_for:
             # Its claim: the GPUs held for it since the pass began, the rest its victims' once stopped.
-            held += self.held_for(req.workload_id)
+            held += claims.held_for(self, req.workload_id)
             why = PendingReason(
                 PendingCode.PREEMPTION,
-                f"waiting for {_gpus(c, req.gpu_model)}{scope}: {held} held, the rest being freed by work already "
+                f"waiting for {gpus_of(c, req.gpu_model)}{scope}: {held} held, the rest being freed by work already "
                 f"under preemption notice (start {_at(start)}, {_in(start - now)})",
             )
         else:
             why = PendingReason(
                 PendingCode.PLANNED,
-                f"planned start {_at(start)} ({_in(start - now)}): {_gpus(c, req.gpu_model)}{scope}, {held} held now, "
-                f"the rest freed by then by running work's max durations"
+                f"planned start {_at(start)} ({_in(start - now)}): {gpus_of(c, req.gpu_model)}{scope}, "
+                f"{held} held now, the rest freed by then by running work's max durations"
                 + (f"; now {blocked.text}" if blocked is not None else ""),
             )
-        self.decisions.append(Unplaced(req.workload_id, why.text, why.code, self._planned(req, start, names)))
+        self.decisions.append(Unplaced(req.workload_id, why.text, why.code, self.planned_start(req, start, names)))
         return True
 
     def with_notice(
@@ -1069,7 +953,3 @@ def place(snapshot: FleetSnapshot, queue: Sequence[WorkloadRequest]) -> list[Pla
             raise ValueError(f"{type(d).__name__} decisions need schedule(), not place()")
         out.append(d)
     return out
-
-
-def _gpus(n: int, model: str) -> str:
-    return f"{n} {model} GPU{'' if n == 1 else 's'}"

@@ -31,5 +31,10 @@ def describe(counts: Counter[str]) -> str:
     return ", ".join(parts) if parts else "none excluded"
 
 
+def gpus_of(n: int, model: str) -> str:
+    """ "8 NVIDIA GB300 GPUs"."""
+    return f"{n} {model} GPU{'' if n == 1 else 's'}"
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"

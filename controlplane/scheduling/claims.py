@@ -1,29 +1,26 @@
 """Claims that stick (issue 10): GPUs freed for a preemptor are its own.
 
-Functions of the pass (``core.SchedulingPass``), called at the points of its run where they
-apply: ``hold_claims`` at the start (the free part of a claim whose victims are still stopping is
-held for it), ``start_due`` before the queue (plans and claims whose GPUs are free now go first),
-``wait_on_claim`` for a claim with no NVLink shape, and ``claim_fits`` while choosing victims
-(only domains the planning map has room in).
+Functions of the pass (``core.SchedulingPass``, seen through ``pass_state.PassState``), called
+at the points of its run where they apply: ``hold_claims`` at the start (the free part of a claim
+whose victims are still stopping is held for it), ``start_due`` before the queue (plans and
+claims whose GPUs are free now go first), ``wait_on_claim`` for a claim with no NVLink shape, and
+``claim_fits`` while choosing victims (only domains the planning map has room in).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from controlplane.domain.enums import PriorityClass
 from controlplane.domain.reasons import PendingCode, PendingReason
 from controlplane.scheduling import fit, planning
 from controlplane.scheduling.filters import gpus_of
 from controlplane.scheduling.index import HELD
+from controlplane.scheduling.pass_state import PassState
 from controlplane.scheduling.snapshot import Unplaced, WorkloadRequest
 
-if TYPE_CHECKING:
-    from controlplane.scheduling.core import SchedulingPass
 
-
-def hold_claims(sp: SchedulingPass) -> None:
+def hold_claims(sp: PassState) -> None:
     """A preemptor whose victims are still stopping keeps the free GPUs of its claim (the
     rest of its gang) from the start of the pass: work arriving in the meantime, whatever its
     class, does not take them (it would need a second round of notices). Reserved work within
@@ -71,12 +68,12 @@ def hold_claims(sp: SchedulingPass) -> None:
             )
 
 
-def held_for(sp: SchedulingPass, wid: str) -> int:
+def held_for(sp: PassState, wid: str) -> int:
     """GPUs held for ``wid`` since the pass began (its claim's free part)."""
     return sum(sum(map(len, h.gpus.values())) for h in sp.holds if h.firm and h.workload_id == wid)
 
 
-def wait_on_claim(sp: SchedulingPass, req: WorkloadRequest) -> None:
+def wait_on_claim(sp: PassState, req: WorkloadRequest) -> None:
     """A preemptor (no NVLink domain asked) whose victims are still stopping waits for them:
     its free GPUs are held, the rest is theirs once stopped; no search, no new victims."""
     why = PendingReason(
@@ -88,7 +85,7 @@ def wait_on_claim(sp: SchedulingPass, req: WorkloadRequest) -> None:
     sp.decisions.append(Unplaced(req.workload_id, why.text, why.code, sp.planned_start(req, until, ())))
 
 
-def start_due(sp: SchedulingPass) -> set[str]:
+def start_due(sp: PassState) -> set[str]:
     """Plans whose start has come and whose domains have their GPUs free (victims released
     for a preemptor, work drained for a planned start) are decided before anything else: the
     GPUs freed for them are theirs, not the first request's in the queue, whatever its class
@@ -126,9 +123,7 @@ def start_due(sp: SchedulingPass) -> set[str]:
     return {r.workload_id for r in due}
 
 
-def claim_fits(
-    sp: SchedulingPass, req: WorkloadRequest, rights: frozenset[PriorityClass]
-) -> Callable[[int, int], bool]:
+def claim_fits(sp: PassState, req: WorkloadRequest, rights: frozenset[PriorityClass]) -> Callable[[int, int], bool]:
     """Where a preemption for ``req`` may claim GPUs: domains whose map has room for its
     run from the end of the notice's grace, its victims' GPUs counted free by then. Elsewhere
     the claim would cut into another plan's window, and at its victims' release the claimant

@@ -114,7 +114,7 @@ class SchedulingPass:
         self.filters = tuple(p for p in profile.filters if p.active(self))
         self.permits = tuple(p for p in profile.permits if p.active(self))
         self._checks = tuple(p.check for p in self.filters)
-        self._permit_calls = tuple(p.permit for p in self.permits)
+        self.permit_calls = tuple(p.permit for p in self.permits)
         reserves: list[Callable[[SchedulingPass, WorkloadRequest, dict[int, int], int], None]] = [
             p.reserve for p in self.filters if p.reserves
         ]
@@ -238,7 +238,7 @@ class SchedulingPass:
                 return None
             return self.unplaced(req, reason)
         shed = 0.0
-        for permit in self._permit_calls:
+        for permit in self.permit_calls:
             verdict = permit(self, req, c)
             if verdict.reason is not None:
                 return self.unplaced(req, verdict.reason)
@@ -353,7 +353,7 @@ class SchedulingPass:
         rights = preemption.victim_classes(req.priority, within_reservation=within)
         key = (req.gpu_model, c, mode, rights)
         if self.preempt is None:
-            self.preempt = self._build_preemption()
+            self.preempt = self.build_preemption()
         mp = self.preempt.get(req.gpu_model)
         claiming = mp is not None and req.workload_id in mp.claims
         if key in self.preempt_failed and not claiming:
@@ -493,7 +493,7 @@ class SchedulingPass:
         for d, want, start, end in parts:
             tl.vacate(d, want, start, end)
 
-    def _per_domain(self, plan: fit.Plan) -> dict[int, int]:
+    def per_domain(self, plan: fit.Plan) -> dict[int, int]:
         per: dict[int, int] = {}
         node_dom, draining = self.fleet.node_dom, self.fleet.draining
         for n, x in plan:
@@ -510,7 +510,7 @@ class SchedulingPass:
         tl = self.timelines[req.gpu_model]
         now = self.snapshot.now
         end = now + req.max_duration_s if req.max_duration_s is not None else None
-        for d, x in self._per_domain(plan).items():
+        for d, x in self.per_domain(plan).items():
             tl.occupy(d, x, now, end)
 
     def kept_domains(self, req: WorkloadRequest) -> set[int] | None:
@@ -522,7 +522,7 @@ class SchedulingPass:
         kept = {self.dom_index[n] for n in req.plan.domains if n in self.dom_index}
         return kept if len(kept) == len(req.plan.domains) else None
 
-    def _build_preemption(self) -> dict[str, preemption.ModelPreemption]:
+    def build_preemption(self) -> dict[str, preemption.ModelPreemption]:
         return preemption.build(
             self.snapshot,
             self.fleet,
@@ -549,7 +549,7 @@ class SchedulingPass:
         """The permits' answer for a placement found: the mining to shed first, or None (held,
         and the request's reason recorded)."""
         shed = 0.0
-        for permit in self._permit_calls:
+        for permit in self.permit_calls:
             verdict = permit(self, req, gpus)
             if verdict.reason is not None:
                 self.unplaced(req, verdict.reason)

@@ -1,4 +1,5 @@
-"""Planned starts and backfill (issue 10), as functions of the pass (``core.SchedulingPass``).
+"""Planned starts and backfill (issue 10), as functions of the pass (``core.SchedulingPass``,
+seen through ``pass_state.PassState``).
 
 A blocked request gets a planned start (``plan_start``: the earliest window of its shape in the
 resource-time map of ``planning``, on domains it is pinned to, the free GPUs there held for it);
@@ -12,21 +13,18 @@ it in time). Work decided before a plan's turn spares its domains when it can (`
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode, PendingReason
 from controlplane.scheduling import claims, fit, planning, preemption
 from controlplane.scheduling.filters import gpus_of
 from controlplane.scheduling.index import HELD_PLAN, ModelPool
+from controlplane.scheduling.pass_state import PassState
 from controlplane.scheduling.snapshot import Unplaced, WorkloadRequest
-
-if TYPE_CHECKING:
-    from controlplane.scheduling.core import SchedulingPass
 
 
 def plan_start(
-    sp: SchedulingPass,
+    sp: PassState,
     pool: ModelPool,
     req: WorkloadRequest,
     mode: NvlinkPolicy,
@@ -119,7 +117,7 @@ def plan_start(
 
 
 def with_notice(
-    sp: SchedulingPass,
+    sp: PassState,
     pool: ModelPool,
     req: WorkloadRequest,
     rights: frozenset[PriorityClass],
@@ -143,7 +141,7 @@ def with_notice(
 
 
 def find_plan(
-    sp: SchedulingPass,
+    sp: PassState,
     pool: ModelPool,
     req: WorkloadRequest,
     rights: frozenset[PriorityClass],
@@ -163,7 +161,7 @@ def find_plan(
     )
 
 
-def start_planned(sp: SchedulingPass, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool | None:
+def start_planned(sp: PassState, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool | None:
     """A request with a kept plan starts in its planned domains only, as soon as they have
     its GPUs: True (placed), False (held by a permit: decided), None (not there yet)."""
     kept = sp.kept_domains(req)
@@ -196,9 +194,7 @@ def start_planned(sp: SchedulingPass, pool: ModelPool, req: WorkloadRequest, mod
     return start_in_map(sp, pool, req, plan, per)
 
 
-def spare_plans(
-    sp: SchedulingPass, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, plan: fit.Plan
-) -> fit.Plan:
+def spare_plans(sp: PassState, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, plan: fit.Plan) -> fit.Plan:
     """Work decided before a plan's turn (higher-class work, reserved work within its
     reservation) takes the free GPUs of that plan's domains only where it fits nowhere else:
     best fit would send it to exactly the domains a plan is draining, and break the plan for
@@ -224,7 +220,7 @@ def spare_plans(
 
 
 def start_in_map(
-    sp: SchedulingPass, pool: ModelPool, req: WorkloadRequest, plan: fit.Plan, per: dict[int, int]
+    sp: PassState, pool: ModelPool, req: WorkloadRequest, plan: fit.Plan, per: dict[int, int]
 ) -> bool | None:
     """Start ``req`` now on ``plan`` (``per``: its GPUs per domain) if the resource-time map has
     room for its whole window in each domain: True (placed), False (held by a permit:
@@ -242,7 +238,7 @@ def start_in_map(
     return True
 
 
-def start_elsewhere(sp: SchedulingPass, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool | None:
+def start_elsewhere(sp: PassState, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy) -> bool | None:
     """A planned request starts now outside its planned domains where the search finds free
     GPUs and the map has room for its whole window there (no other plan's GPUs are taken):
     True (placed), False (held by a permit: decided), None (not here)."""
@@ -258,10 +254,10 @@ def start_elsewhere(sp: SchedulingPass, pool: ModelPool, req: WorkloadRequest, m
         for d in {node_dom[n] for n, _ in plan}:
             if d >= 0 and pool.dom_free[d] == pool.dom_size[d] and c < pool.dom_size[d]:
                 return None  # whole free domains are for the waiting gangs that need one
-    return start_in_map(sp, pool, req, plan, sp._per_domain(plan))
+    return start_in_map(sp, pool, req, plan, sp.per_domain(plan))
 
 
-def whole_wanted(sp: SchedulingPass, model: str, pool: ModelPool) -> bool:
+def whole_wanted(sp: PassState, model: str, pool: ModelPool) -> bool:
     """Whether a request waiting with a plan needs a whole NVLink domain (or several) of ``model``."""
     got = sp.wants_whole.get(model)
     if got is None:
@@ -269,7 +265,7 @@ def whole_wanted(sp: SchedulingPass, model: str, pool: ModelPool) -> bool:
     return got
 
 
-def start_on_holds(sp: SchedulingPass, pool: ModelPool, req: WorkloadRequest, doms: list[int]) -> bool | None:
+def start_on_holds(sp: PassState, pool: ModelPool, req: WorkloadRequest, doms: list[int]) -> bool | None:
     """Start in its domains on free GPUs and on GPUs held for other plans (several plans'
     holds at once, where ``backfill`` takes one's), if the map has room for every window."""
     now, c = sp.snapshot.now, req.gpu_count
@@ -319,10 +315,10 @@ def start_on_holds(sp: SchedulingPass, pool: ModelPool, req: WorkloadRequest, do
     return True
 
 
-def protect_held(sp: SchedulingPass, model: str, doms: list[int]) -> None:
+def protect_held(sp: PassState, model: str, doms: list[int]) -> None:
     """Running work in held domains is the plan's to preempt at its start, not later requests'."""
     if sp.preempt is None:
-        sp.preempt = sp._build_preemption()
+        sp.preempt = sp.build_preemption()
     mp = sp.preempt.get(model)
     if mp is None:
         return
@@ -334,7 +330,7 @@ def protect_held(sp: SchedulingPass, model: str, doms: list[int]) -> None:
 
 
 def backfill(
-    sp: SchedulingPass, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, only: set[int] | None = None
+    sp: PassState, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, only: set[int] | None = None
 ) -> bool:
     """Start ``req`` on GPUs held for a planned start it cannot delay: it ends (by its max
     duration) before that start, or the planned request may displace it with time to spare;
@@ -382,7 +378,7 @@ def backfill(
             if not room(until):
                 continue
         shed = 0.0
-        for permit in sp._permit_calls:
+        for permit in sp.permit_calls:
             verdict = permit(sp, req, c)
             if verdict.reason is not None:
                 return False

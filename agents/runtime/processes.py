@@ -377,7 +377,13 @@ class ProcessRunner:
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         _signal_group(proc.pid, signal.SIGKILL)
         code = proc.wait()
-        self._release(run.uid)  # the leader outlives its namespace: no process holds the uid now
+        if run.uid is not None and self._sandbox is not None:
+            # A SIGKILL to the group ends the leader at once, while the kernel is still tearing
+            # down the namespace its init left (a process that called setsid is killed then, not
+            # by the group signal): the workload has ended, and its uid is free, only when no
+            # process runs as that uid any more.
+            _wait_uid_gone(run.uid, UID_GONE_TIMEOUT_S)
+        self._release(run.uid)  # no process holds the uid now
         finished = self._clock()
         with self._cond:
             if run.timer is not None:
@@ -394,6 +400,40 @@ class ProcessRunner:
         except OSError:
             # A stale entry is harmless: a restarted agent finds the pid gone (or reused) and skips it.
             log.exception("cannot remove pid %d from the process ledger", proc.pid)
+
+
+UID_GONE_TIMEOUT_S = 10.0  # the kernel kills a dead namespace's processes in milliseconds
+
+
+def uid_processes(uid: int, proc: Path = Path("/proc")) -> list[int]:
+    """Pids of live (not zombie) processes whose real uid is ``uid``, in any PID namespace."""
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue  # ended while we looked
+        real = state = ""
+        for line in status.splitlines():
+            if line.startswith("Uid:"):
+                real = line.split()[1]
+            elif line.startswith("State:"):
+                state = line.split()[1]
+        if real == str(uid) and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_uid_gone(uid: int, timeout_s: float) -> None:
+    """Until no process runs as ``uid`` (bounded: a process the kernel cannot end, in D state,
+    is logged and left: the uid is then released anyway, as before)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := uid_processes(uid)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if left:
+        log.warning("uid %d: processes %s still alive %gs after their workload ended", uid, left, timeout_s)
 
 
 def _invalid_exec_input(command: Sequence[str], env: Mapping[str, str]) -> str | None:

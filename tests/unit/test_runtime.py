@@ -14,7 +14,7 @@ import pytest
 
 from agents.protocol import Assignment, AssignmentPhase, AssignmentStatus
 from agents.runtime.orphans import LiveProcess, read_start_ticks
-from agents.runtime.processes import ProcessRunner, inherited_env
+from agents.runtime.processes import ProcessRunner, inherited_env, uid_processes
 
 GPUS = ["GPU-aaaa", "GPU-bbbb"]
 
@@ -255,3 +255,25 @@ def test_a_process_that_cannot_be_recorded_is_stopped(tmp_path: Path) -> None:
     status = wait_for(runner, ended)
     assert status.phase is AssignmentPhase.STOPPED
     assert (status.message or "").startswith("cannot record the process in the agent's state dir")
+
+
+def test_uid_processes_sees_live_processes_of_that_uid_only(tmp_path: Path) -> None:
+    """The wait before a sandbox uid is released (a SIGKILLed leader ends while the kernel still
+    tears its namespace down) counts live processes of the uid: not zombies, not other uids, and
+    a /proc entry that vanishes while read is skipped."""
+
+    def proc(pid: str, uid: int, state: str) -> None:
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "status").write_text(
+            f"Name:\tpython3\nState:\t{state} (x)\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t0\t0\t0\t0\n"
+        )
+
+    proc("10", 60001, "R")
+    proc("11", 60001, "S")
+    proc("12", 60001, "Z")
+    proc("13", 60002, "R")
+    proc("14", 0, "S")
+    (tmp_path / "15").mkdir()  # gone before its status could be read
+    (tmp_path / "self").mkdir()
+    assert sorted(uid_processes(60001, tmp_path)) == [10, 11]
+    assert uid_processes(60003, tmp_path) == []

@@ -526,17 +526,24 @@ def test_a_claims_free_gpus_stay_its_own_while_its_victims_stop() -> None:
     assert sim.jobs["gang"].start == 1030.0 and sim.jobs["res"].start is not None
 
 
-def test_a_claim_outside_nvlink_keeps_its_free_gpus_while_its_victims_stop() -> None:
-    """The same for a request with no NVLink shape: its claim (free GPUs anywhere and a victim's)
-    is held for it during the grace, so a reserved arrival preempts other work instead."""
-    none = NvlinkPolicy.NONE
+def spread_claim() -> Sim:
+    """One 8-GPU domain full of spot work (4 + 2 GPUs, 2 free); at t=1000 a 4-GPU on_demand
+    request with no NVLink shape claims the 2 free GPUs and preempts spot1 (released at 1030)."""
     sim = Sim(domains=1, nodes=2, profile=DEFAULT_PROFILE)
     sim.submit(Job("spot0", 4, 90_000.0, 90_000.0, 0.0, priority=SPOT))
     sim.submit(Job("spot1", 2, 90_000.0, 90_000.0, 0.0, priority=SPOT))
     sim.run(0)
     sim.now = 1000.0
-    sim.submit(Job("od", 4, 3600.0, 3600.0, 1000.0, nvlink=none))
+    sim.submit(Job("od", 4, 3600.0, 3600.0, 1000.0, nvlink=NvlinkPolicy.NONE))
     assert [(p.victim_id, p.for_workload_id) for p in sim.step()] == [("spot1", "od")]
+    return sim
+
+
+def test_a_claim_outside_nvlink_keeps_its_free_gpus_while_its_victims_stop() -> None:
+    """The same for a request with no NVLink shape: its claim (free GPUs anywhere and a victim's)
+    is held for it during the grace, so a reserved arrival preempts other work instead."""
+    none = NvlinkPolicy.NONE
+    sim = spread_claim()
     sim.now = 1010.0
     sim.submit(Job("res", 2, 3600.0, 3600.0, 1010.0, priority=RES, tenant="r", nvlink=none))
     later = sim.step() + sim.run(2000, tick=20.0)
@@ -549,13 +556,7 @@ def test_a_claim_outside_nvlink_gets_what_its_victims_freed_at_their_release() -
     for it even when higher-class work arrives in that very pass: the arrival preempts other work
     for itself, and the claimant needs no second round of notices."""
     none = NvlinkPolicy.NONE
-    sim = Sim(domains=1, nodes=2, profile=DEFAULT_PROFILE)
-    sim.submit(Job("spot0", 4, 90_000.0, 90_000.0, 0.0, priority=SPOT))
-    sim.submit(Job("spot1", 2, 90_000.0, 90_000.0, 0.0, priority=SPOT))
-    sim.run(0)
-    sim.now = 1000.0
-    sim.submit(Job("od", 4, 3600.0, 3600.0, 1000.0, nvlink=none))
-    assert [(p.victim_id, p.for_workload_id) for p in sim.step()] == [("spot1", "od")]
+    sim = spread_claim()
     sim.now = 1030.0  # spot1 stops now
     sim.submit(Job("res", 2, 3600.0, 3600.0, 1030.0, priority=RES, tenant="r", nvlink=none))
     later = sim.step() + sim.run(2000, tick=20.0)

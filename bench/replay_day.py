@@ -110,7 +110,7 @@ from controlplane.scheduling.baseline import FirstFit
 from controlplane.scheduling.core import schedule
 from controlplane.scheduling.fragmentation import fragmentation
 from controlplane.scheduling.framework import LEGACY_PROFILE
-from controlplane.scheduling.queue import queue_order, within_reservation
+from controlplane.scheduling.queue import competing_rank, queue_order, within_reservation
 from controlplane.scheduling.snapshot import (
     Decision,
     FleetSnapshot,
@@ -1222,14 +1222,18 @@ def planned_start_error(result: ReplayResult) -> dict[str, Any]:
         for label, lo, hi in size_buckets(j.gpus for j in result.jobs.values())
         if (xs := [e for j, e in zip(started, errs, strict=True) if lo <= j.gpus <= hi])
     }
+
     # Late starts the issue excuses: higher-class work (a submission or resubmission of a higher
-    # class) arrived between the pass that first planned it and its start. Reserved work within
-    # its tenant's reservation comes before the rest of its class in the core's order, so its
-    # arrival (the first pass at which it is within) excuses a reserved plan beyond it.
-    rank = {c: i for i, c in enumerate(CLASSES)}
+    # class) arrived between the pass that first planned it and its start. Classes as the core
+    # orders them (``queue.competing_rank``): reserved work beyond its tenant's reservation
+    # competes with on_demand work, and reserved work within it comes first, so its arrival
+    # (the first pass at which it is within) excuses any reserved or on_demand plan.
+    def rank(priority: PriorityClass) -> int:
+        return competing_rank(priority, within=False) if priority in CLASSES else len(CLASSES)
+
     arrivals: dict[int, list[float]] = {}
     for j in result.jobs.values():
-        arrivals.setdefault(rank.get(j.priority, len(CLASSES)), []).append(j.submit_s)
+        arrivals.setdefault(rank(j.priority), []).append(j.submit_s)
         if j.eligible_s is not None:
             arrivals.setdefault(-1, []).append(j.eligible_s)
     for xs in arrivals.values():
@@ -1237,7 +1241,7 @@ def planned_start_error(result: ReplayResult) -> dict[str, Any]:
 
     def own_rank(j: Job) -> int:
         within = j.eligible_s is not None and j.eligible_s <= (j.first_planned_at_s or 0.0)
-        return -1 if within else rank.get(j.priority, len(CLASSES))
+        return -1 if within else rank(j.priority)
 
     def higher_arrived(j: Job) -> bool:
         lo, hi = j.first_planned_at_s or 0.0, j.start_s or 0.0

@@ -39,7 +39,7 @@ from controlplane.scheduling.filters import describe, gpus_of, plural
 from controlplane.scheduling.framework import DEFAULT_PROFILE, Profile
 from controlplane.scheduling.index import HELD, Fleet, ModelPool, build_pools
 from controlplane.scheduling.power_budget import PowerBudget
-from controlplane.scheduling.queue import queue_order
+from controlplane.scheduling.queue import competing_rank, queue_order, within_reservation
 from controlplane.scheduling.quota import QuotaLedger
 from controlplane.scheduling.snapshot import (
     Decision,
@@ -154,6 +154,8 @@ class SchedulingPass:
         if self.profile.sticky_claims and self.snapshot.running:
             self.claimants = frozenset(r.workload_id for r in queue)
         self.queue = queue
+        if self.profile.one_reservation_view:
+            self.ledger.eligible = frozenset(within_reservation(queue, self.snapshot))
         with_plan = [r for r in queue if r.plan is not None]
         self.planned_queue = [r for r in with_plan if r.plan is not None and r.plan.domains]
         self.spread_claims = [r for r in with_plan if r.plan is not None and not r.plan.domains]
@@ -170,7 +172,8 @@ class SchedulingPass:
         for req in ordered:
             if req.workload_id in self.decided:
                 continue
-            phase = (PRIORITY_RANK[req.priority], 0 if self.ledger.within_reservation(req) else 1)
+            within = self.ledger.within_reservation(req)
+            phase = (competing_rank(req.priority, within=within), 0 if within else 1)
             if phase != self.phase:
                 self.phase = phase
                 for model, tl in self.timelines.items():
@@ -471,7 +474,7 @@ class SchedulingPass:
         for req in self.planned_queue:
             if req.gpu_model != model or req.workload_id in self.seeded or req.workload_id in self.decided:
                 continue
-            if (PRIORITY_RANK[req.priority], 1) > upto:
+            if (competing_rank(req.priority, within=self.ledger.within_reservation(req)), 1) > upto:
                 continue
             kept = self.kept_domains(req)
             if kept is None or req.plan is None:

@@ -146,7 +146,12 @@ class Profile:
     them, and other work backfills held GPUs only when it ends (or can be displaced) before
     that start. ``sticky_claims``: GPUs freed by a preemption are its preemptor's alone.
     ``churn_limits``: a minimum run and a notice cap per hour before a workload is a victim
-    again, and victims chosen to lose the least work (``snapshot.rules`` sets the figures)."""
+    again, and victims chosen to lose the least work (``snapshot.rules`` sets the figures).
+    ``one_reservation_view``: a reserved request is within its tenant's reservation only if the
+    queue's age-order view says so (``queue.within_reservation``), for its place in the order,
+    its phase and its preemption rights alike; without it, rights follow what the pass has
+    admitted so far, so a younger request could act within the reservation from the on_demand
+    part of the order while an older one waited."""
 
     filters: tuple[Filter, ...] = (QuotaFilter(),)
     permits: tuple[Permit, ...] = (SitePowerPermit(),)
@@ -154,6 +159,7 @@ class Profile:
     planning: bool = True
     sticky_claims: bool = True
     churn_limits: bool = True
+    one_reservation_view: bool = True
 
     def with_filters(self, *extra: Filter) -> Profile:
         return replace(self, filters=self.filters + extra)
@@ -165,4 +171,6 @@ class Profile:
 DEFAULT_PROFILE = Profile()
 # The core as it was before planned starts (issue 10): age order in a class, no plans, claims
 # re-decided each pass, no churn limits. Kept for side-by-side replays.
-LEGACY_PROFILE = Profile(queue_sort=PriorityAge(), planning=False, sticky_claims=False, churn_limits=False)
+LEGACY_PROFILE = Profile(
+    queue_sort=PriorityAge(), planning=False, sticky_claims=False, churn_limits=False, one_reservation_view=False
+)

@@ -4,6 +4,11 @@ Whether a reserved request is within the reservation is decided here from the sn
 tenant's running reserved GPUs plus its older reserved requests, in age order, up to
 ``reserved_gpus``. The core decides preemption rights again at the request's turn, from what the
 pass has admitted so far.
+
+A reservation buys its GPUs, not a class above everyone for whatever else the tenant asks:
+with fair shares (``fair_share_order``), reserved work beyond the reservation competes with
+on_demand work (``competing_rank``), as Kueue's workloads borrowing beyond their nominal quota
+do, and has on_demand's preemption rights (``preemption.policy``). It is still never a victim.
 """
 
 from __future__ import annotations
@@ -36,6 +41,21 @@ def within_reservation(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot
     return within
 
 
+_RESERVED = PRIORITY_RANK[PriorityClass.RESERVED]
+_ON_DEMAND = PRIORITY_RANK[PriorityClass.ON_DEMAND]
+
+
+def competing_rank(priority: PriorityClass, *, within: bool) -> int:
+    """The class rank a request competes in under fair shares: reserved work beyond its
+    tenant's reservation competes with on_demand work; every other request in its own class."""
+    rank = PRIORITY_RANK[priority]
+    return _ON_DEMAND if rank == _RESERVED and not within else rank
+
+
+# Outside a reservation, per class (one lookup per request in the fair-share loop).
+_RANK_OUTSIDE = {p: competing_rank(p, within=False) for p in PriorityClass}
+
+
 def queue_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot | None = None) -> list[WorkloadRequest]:
     items = list(queue)
     within = within_reservation(items, snapshot) if snapshot is not None else set()
@@ -48,7 +68,9 @@ def queue_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot | None
 def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) -> list[WorkloadRequest]:
     """Priority class first, as ``queue_order``; inside a class, planned starts, then fair shares.
 
-    - Reserved work within its tenant's reservation goes first in its class, as before.
+    - Reserved work within its tenant's reservation goes first in its class, as before; reserved
+      work beyond it is ordered with on_demand work (``competing_rank``), its share counting
+      the tenant's reserved GPUs running beyond the reservation.
     - Requests holding a planned start from an earlier pass come next, in the order they were
       planned: the GPUs held for them are theirs before any request of their class planned or
       arrived since, so a plan is met unless higher-class work arrives.
@@ -61,11 +83,18 @@ def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) 
     """
     items = list(queue)
     within = within_reservation(items, snapshot)
-    running: dict[tuple[str, PriorityClass], int] = {}
+    tenants = snapshot.tenants
+    running: dict[tuple[str, int], int] = {}  # (tenant, competing rank) -> GPUs
     for run in snapshot.running:
         if not run.preempting:
-            tc = (run.tenant_id, run.priority)
+            tc = (run.tenant_id, PRIORITY_RANK[run.priority])
             running[tc] = running.get(tc, 0) + run.gpu_count
+    for (tenant, rank), n in list(running.items()):
+        if rank == _RESERVED:
+            policy = tenants.get(tenant)
+            beyond = n - (policy.reserved_gpus if policy is not None else 0)
+            if beyond > 0:
+                running[(tenant, _ON_DEMAND)] = running.get((tenant, _ON_DEMAND), 0) + beyond
     # Buckets per (class, group), group 0 within a reservation, 1 planned, 2 fair share, joined in
     # order. Each is sorted by stable sorts on one attribute at a time, last key first: no key
     # tuple per request (ten thousand a campus pass, each one the garbage collector's to count),
@@ -76,22 +105,21 @@ def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) 
         if w.workload_id in within:
             buckets.setdefault((PRIORITY_RANK[w.priority], 0), []).append(w)
         elif w.plan is not None:
-            buckets.setdefault((PRIORITY_RANK[w.priority], 1), []).append(w)
+            buckets.setdefault((_RANK_OUTSIDE[w.priority], 1), []).append(w)
         else:
             fair.append(w)
     # Fair shares in age order; each class's bucket gets its requests in that order, their
     # shares beside them (a stable sort of positions by share then leaves age order in ties).
     _by_age(fair)
     shares: dict[int, list[float]] = {}
-    tenants = snapshot.tenants
-    acc: dict[tuple[str, PriorityClass], list[Any]] = {}  # (tenant, class): [GPUs so far, weight, bucket]
+    acc: dict[tuple[str, int], list[Any]] = {}  # (tenant, rank): [GPUs so far, weight, bucket]
     for w in fair:
-        tc = (w.tenant_id, w.priority)
+        rank = _RANK_OUTSIDE[w.priority]
+        tc = (w.tenant_id, rank)
         state = acc.get(tc)
         if state is None:
             policy = tenants.get(w.tenant_id)
             weight = policy.share_weight if policy is not None and policy.share_weight > 0 else 1.0
-            rank = PRIORITY_RANK[w.priority]
             if rank not in shares:
                 shares[rank] = []
                 buckets[(rank, 2)] = []

@@ -98,6 +98,9 @@ class QuotaLedger:
 
     policies: dict[str, TenantPolicy]
     usage: dict[str, _Usage] = field(default_factory=dict)
+    # The queue's reserved requests within their reservations (``queue.within_reservation``):
+    # no other request is within this pass, whatever the pass admits (None: not set).
+    eligible: frozenset[str] | None = None
 
     @classmethod
     def from_snapshot(cls, snapshot: FleetSnapshot) -> QuotaLedger:
@@ -144,6 +147,8 @@ class QuotaLedger:
         self.usage.setdefault(tenant_id, _Usage()).reserved_gpus += gpus
 
     def within_reservation(self, request: WorkloadRequest) -> bool:
+        if self.eligible is not None and request.workload_id not in self.eligible:
+            return False
         return request.priority is PriorityClass.RESERVED and self.reserved_in_use(
             request.tenant_id
         ) + request.gpu_count <= self.reservation(request.tenant_id)

@@ -438,6 +438,27 @@ def test_reserved_work_within_its_reservation_excuses_a_late_reserved_plan_beyon
     assert ps["late_with_no_higher_class_arrival"] == 1  # "a", not "beyond"
 
 
+def test_reserved_work_beyond_any_reservation_excuses_no_late_on_demand_plan() -> None:
+    """Reserved work beyond its tenant's reservation competes with on_demand work in the core's
+    order (``queue.competing_rank``): its arrival is no higher-class arrival for an on_demand
+    plan, while reserved work within a reservation still is."""
+    from controlplane.scheduling.snapshot import PlannedStart
+
+    day = [workload("od", 0.0, 8, "on_demand"), workload("beyond", 0.0, 8, "reserved", tenant="other")]
+    replay = rd.Replay(small_site(), day)
+    res = replay.run()
+    replay._carry_plan(res.jobs["od"], PlannedStart(start_at=-600.0))
+    res.jobs["od"].first_planned_at_s = -700.0
+    ps = rd.planned_start_error(res)
+    assert ps["late"] == 1 and ps["late_with_no_higher_class_arrival"] == 1
+    day.append(workload("within", 0.0, 8, "reserved", tenant="acme-ai"))
+    replay = rd.Replay(small_site(), day)
+    res = replay.run()
+    replay._carry_plan(res.jobs["od"], PlannedStart(start_at=-600.0))
+    res.jobs["od"].first_planned_at_s = -700.0
+    assert rd.planned_start_error(res)["late_with_no_higher_class_arrival"] == 0
+
+
 def test_first_fit_without_repeated_failed_shapes_decides_as_first_fit(day_slice: list[dict[str, Any]]) -> None:
     from controlplane.scheduling.baseline import first_fit
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.scheduling.core import place, queue_order
-from controlplane.scheduling.snapshot import FleetSnapshot, GpuSlot, NodeView, Placement, Unplaced, WorkloadRequest
+from controlplane.scheduling.snapshot import (
+    FleetSnapshot,
+    GpuSlot,
+    NodeView,
+    Placement,
+    TenantPolicy,
+    Unplaced,
+    WorkloadRequest,
+)
 
 GB300 = "NVIDIA GB300"
 
@@ -122,10 +130,22 @@ def test_queue_order_is_priority_then_age() -> None:
         request("od-old", 1, at=1),
     ]
     assert [r.workload_id for r in queue_order(reqs)] == ["res", "od-old", "od-new", "spot-old"]
-    fleet = FleetSnapshot((node("a", free=1),))
+    # A tenant with a reservation: its reserved work goes first.
+    contract = {"": TenantPolicy("", reserved_gpus=1)}
+    fleet = FleetSnapshot((node("a", free=1),), tenants=contract)
     decisions = {d.workload_id: d for d in place(fleet, reqs)}
     assert isinstance(decisions["res"], Placement)
     assert all(isinstance(decisions[w], Unplaced) for w in ("od-old", "od-new", "spot-old"))
+
+
+def test_asking_for_class_reserved_without_a_reservation_jumps_no_on_demand_work() -> None:
+    """Any tenant may submit with priority "reserved"; beyond its reservation (here, none) the
+    request competes with on_demand work, so it does not take the one free GPU from older
+    on_demand work (the old core placed it first: a free ride over every on_demand tenant)."""
+    reqs = [request("res", 1, at=9, priority=PriorityClass.RESERVED), request("od-old", 1, at=1)]
+    for tenants in ({}, {"": TenantPolicy("", reserved_gpus=0)}):
+        decisions = {d.workload_id: d for d in place(FleetSnapshot((node("a", free=1),), tenants=tenants), reqs)}
+        assert isinstance(decisions["od-old"], Placement) and isinstance(decisions["res"], Unplaced)
 
 
 def test_whole_rack_request() -> None:

@@ -315,6 +315,25 @@ def test_fair_shares_converge_to_the_weights() -> None:
     assert a + b == 20 and a == 10 and (20 + b) / 3 == a  # 10 a, 30 b in all: the 1:3 weights
 
 
+def test_reserved_work_beyond_the_reservation_shares_with_on_demand_work() -> None:
+    """acme holds 12 reserved GPUs on a reservation of 8; its next reserved requests are beyond
+    the reservation and go by fair share beside b's on_demand work, counting acme's 4 GPUs beyond
+    (as Kueue counts borrowed capacity): b's first four go ahead of them, then the two
+    interleave. The old order put every acme request first, however much it already ran."""
+    from controlplane.scheduling.queue import fair_share_order
+
+    tenants = {"acme": TenantPolicy("acme", reserved_gpus=8), "b": TenantPolicy("b")}
+    running = (RunningWorkload("ra", "acme", RES, tuple(("n", f"g{i}") for i in range(12)), 0.0, GB),)
+    queue = [WorkloadRequest(f"a{i}", 1, GB, NvlinkPolicy.NONE, RES, float(i), "acme") for i in range(6)]
+    queue += [WorkloadRequest(f"b{i}", 1, GB, NvlinkPolicy.NONE, OD, 10.0 + i, "b") for i in range(6)]
+    order = [w.workload_id for w in fair_share_order(queue, FleetSnapshot((), running=running, tenants=tenants))]
+    assert order == ["b0", "b1", "b2", "b3", "a0", "b4", "a1", "b5", "a2", "a3", "a4", "a5"]
+    # Within the reservation (4 running of 8), the first four go first, the rest share.
+    small = (RunningWorkload("ra", "acme", RES, tuple(("n", f"g{i}") for i in range(4)), 0.0, GB),)
+    order = [w.workload_id for w in fair_share_order(queue, FleetSnapshot((), running=small, tenants=tenants))]
+    assert order[:4] == ["a0", "a1", "a2", "a3"] and order[4:] == ["a4", "b0", "a5", "b1", "b2", "b3", "b4", "b5"]
+
+
 def test_churn_limits_notice_cap_and_minimum_run_again() -> None:
     nodes = tuple(
         NodeView(f"n{i}", "d0", "", tuple(GpuSlot(f"n{i}-g{g}", g, GB, True, True) for g in range(4))) for i in range(2)
@@ -566,7 +585,7 @@ def test_a_claim_outside_nvlink_gets_what_its_victims_freed_at_their_release() -
 
 def test_higher_class_work_goes_elsewhere_than_a_plans_domain_when_it_fits_there() -> None:
     """An on_demand gang is planned for all of d0 in 10 minutes (half of it free now, held); a
-    reserved 4-GPU request would best-fit into d0's free node, ahead of the plan in the pass, and
+    reserved 4-GPU request within its reservation would best-fit into d0's free node, ahead of the plan in the pass, and
     break it. It fits on d1 just as well: it goes there, and the plan stands."""
     now = 10_000.0
     nodes = tuple(
@@ -581,7 +600,8 @@ def test_higher_class_work_goes_elsewhere_than_a_plans_domain_when_it_fits_there
     plan = PlannedStart(now + 600, ("d0",), now + 600, 5.0)
     gang = WorkloadRequest("gang", 8, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=plan)
     res = WorkloadRequest("res", 4, GB, NvlinkPolicy.REQUIRED, RES, 9000.0, "r", 3600.0)
-    decisions = schedule(FleetSnapshot(nodes, running=running, now=now), [gang, res])
+    contract = {"r": TenantPolicy("r", reserved_gpus=4)}  # within its reservation: decided first
+    decisions = schedule(FleetSnapshot(nodes, running=running, now=now, tenants=contract), [gang, res])
     placed = [r.node_id for d in decisions if isinstance(d, Placement) for r in d.ranks]
     assert placed == ["d1-n0"]
     (wait,) = [d for d in decisions if isinstance(d, Unplaced)]
@@ -595,7 +615,7 @@ def test_higher_class_work_goes_elsewhere_than_a_plans_domain_when_it_fits_there
         for d in range(2)
         for n in range(2)
     )
-    decisions = schedule(FleetSnapshot(busy, running=full, now=now), [gang, res])
+    decisions = schedule(FleetSnapshot(busy, running=full, now=now, tenants=contract), [gang, res])
     assert [r.node_id for d in decisions if isinstance(d, Placement) for r in d.ranks] == ["d0-n0"]
 
 

@@ -170,6 +170,26 @@ def test_reserved_preempts_on_demand_only_within_its_reservation() -> None:
     assert of(schedule(busy, [req("w", 4, RES, tenant="acme")]), Preempt) == []
 
 
+def test_a_younger_reserved_request_is_not_within_while_an_older_one_waits_on_the_reservation() -> None:
+    """acme's reservation is 8 GPUs and nothing of it runs. Its older 8-GPU request is within
+    (the queue's age order) but cannot be placed: only 4 preemptible GPUs exist. Its younger
+    4-GPU request is beyond the reservation in the queue's order; the old core still gave it
+    within rights at its turn (the pass had admitted nothing), so from the on_demand part of the
+    order it preempted on_demand work. One view: it waits, and on_demand work keeps its GPUs."""
+    base = full_domain_with(
+        running("other", whole("d1-n0") + whole("d1-n1") + whole("d1-n2"), RES, tenant="other"),
+        running("od", whole("d1-n3"), OD),
+        nodes=4,
+    )
+    tenants = {"acme": TenantPolicy("acme", reserved_gpus=8), "other": TenantPolicy("other", reserved_gpus=12)}
+    snap = FleetSnapshot(base.nodes, running=base.running, tenants=tenants)
+    queue = [req("older", 8, RES, NvlinkPolicy.NONE, tenant="acme"), req("younger", 4, RES, at=1, tenant="acme")]
+    assert of(schedule(snap, queue), Preempt) == []
+    # Alone, the younger one is within and preempts on_demand work.
+    [p] = of(schedule(snap, queue[1:]), Preempt)
+    assert p.victim_id == "od" and "(within its reservation)" in p.reason
+
+
 def test_queue_sort_puts_reserved_within_the_reservation_before_reserved_beyond_it() -> None:
     tenants = {"acme": TenantPolicy("acme", reserved_gpus=8), "zed": TenantPolicy("zed")}
     snap = FleetSnapshot((), tenants=tenants)

@@ -2,7 +2,8 @@
 
 Rights: reserved work within its tenant's reservation may displace on_demand, spot and mining;
 reserved work beyond the reservation and on_demand work may displace spot and mining; spot may
-displace mining; mining displaces nothing. Reserved work is never a victim.
+displace mining; mining displaces nothing. Reserved work is never a victim. (In the queue,
+reserved work beyond the reservation competes with on_demand work: ``queue.competing_rank``.)
 
 Grace: a workload stopped for any reason (preemption, cancel, deadline) gets SIGTERM, then
 ``stop_grace_s`` before SIGKILL. The core records it on every preemption and the desired state

@@ -159,7 +159,7 @@ class SchedulingPass:
         with_plan = [r for r in queue if r.plan is not None]
         self.planned_queue = [r for r in with_plan if r.plan is not None and r.plan.domains]
         self.spread_claims = [r for r in with_plan if r.plan is not None and not r.plan.domains]
-        ordered = self.profile.queue_sort.order(queue, self.snapshot)
+        ordered = self.profile.queue_sort.order(queue, self.snapshot, self.ledger.eligible)
         if self.profile.sticky_claims and self.profile.planning:
             claims.hold_claims(self)
             self.decided = claims.start_due(self)  # in the map of no phase: nothing seeded yet

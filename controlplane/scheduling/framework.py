@@ -14,7 +14,7 @@ pending reason, with a bounded code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -118,7 +118,12 @@ class QueueSort(Protocol):
 
     name: str
 
-    def order(self, queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) -> list[WorkloadRequest]: ...
+    def order(
+        self, queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot, within: Collection[str] | None = None
+    ) -> list[WorkloadRequest]:
+        """``within``: the queue's reserved requests within their reservations, when the pass
+        has them (``queue.within_reservation``); None: the sort works them out."""
+        ...
 
 
 class PriorityAge:
@@ -126,8 +131,10 @@ class PriorityAge:
 
     name = "priority-age"
 
-    def order(self, queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) -> list[WorkloadRequest]:
-        return queue_order(queue, snapshot)
+    def order(
+        self, queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot, within: Collection[str] | None = None
+    ) -> list[WorkloadRequest]:
+        return queue_order(queue, snapshot, within)
 
 
 class FairShare:
@@ -136,8 +143,10 @@ class FairShare:
 
     name = "fair-share"
 
-    def order(self, queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) -> list[WorkloadRequest]:
-        return fair_share_order(queue, snapshot)
+    def order(
+        self, queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot, within: Collection[str] | None = None
+    ) -> list[WorkloadRequest]:
+        return fair_share_order(queue, snapshot, within)
 
 
 @dataclass(frozen=True, slots=True)

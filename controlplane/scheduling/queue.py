@@ -13,7 +13,7 @@ do, and has on_demand's preemption rights (``preemption.policy``). It is still n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from operator import attrgetter
 from typing import Any
 
@@ -22,23 +22,28 @@ from controlplane.scheduling.snapshot import FleetSnapshot, WorkloadRequest
 
 
 def within_reservation(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) -> set[str]:
-    reserved = [w for w in queue if w.priority is PriorityClass.RESERVED]
-    if not reserved or not snapshot.tenants:
+    tenants = snapshot.tenants
+    if not tenants:
+        return set()
+    cap = {t: p.reserved_gpus for t, p in tenants.items()}
+    reserved = [w for w in queue if w.priority is _RESERVED_CLASS and w.tenant_id in cap]
+    if not reserved:
         return set()
     used: dict[str, int] = {}
     for run in snapshot.running:
-        if run.priority is PriorityClass.RESERVED:
+        if run.priority is _RESERVED_CLASS:
             used[run.tenant_id] = used.get(run.tenant_id, 0) + run.gpu_count
     within: set[str] = set()
-    for w in sorted(reserved, key=lambda w: (w.submitted_at, w.workload_id)):
-        policy = snapshot.tenants.get(w.tenant_id)
-        if policy is None:
-            continue
+    _by_age(reserved)
+    for w in reserved:
         after = used.get(w.tenant_id, 0) + w.gpu_count
-        if after <= policy.reserved_gpus:
+        if after <= cap[w.tenant_id]:
             used[w.tenant_id] = after
             within.add(w.workload_id)
     return within
+
+
+_RESERVED_CLASS = PriorityClass.RESERVED
 
 
 _RESERVED = PRIORITY_RANK[PriorityClass.RESERVED]
@@ -56,16 +61,22 @@ def competing_rank(priority: PriorityClass, *, within: bool) -> int:
 _RANK_OUTSIDE = {p: competing_rank(p, within=False) for p in PriorityClass}
 
 
-def queue_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot | None = None) -> list[WorkloadRequest]:
+def queue_order(
+    queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot | None = None, within: Collection[str] | None = None
+) -> list[WorkloadRequest]:
+    """``within``: ``within_reservation(queue, snapshot)`` when the caller has it."""
     items = list(queue)
-    within = within_reservation(items, snapshot) if snapshot is not None else set()
+    if within is None:
+        within = within_reservation(items, snapshot) if snapshot is not None else set()
     return sorted(
         items,
         key=lambda w: (PRIORITY_RANK[w.priority], w.workload_id not in within, w.submitted_at, w.workload_id),
     )
 
 
-def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) -> list[WorkloadRequest]:
+def fair_share_order(
+    queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot, within: Collection[str] | None = None
+) -> list[WorkloadRequest]:
     """Priority class first, as ``queue_order``; inside a class, planned starts, then fair shares.
 
     - Reserved work within its tenant's reservation goes first in its class, as before; reserved
@@ -82,7 +93,8 @@ def fair_share_order(queue: Iterable[WorkloadRequest], snapshot: FleetSnapshot) 
       a tenant, age order holds.
     """
     items = list(queue)
-    within = within_reservation(items, snapshot)
+    if within is None:
+        within = within_reservation(items, snapshot)
     tenants = snapshot.tenants
     running: dict[tuple[str, int], int] = {}  # (tenant, competing rank) -> GPUs
     for run in snapshot.running:

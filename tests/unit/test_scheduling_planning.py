@@ -697,9 +697,9 @@ def test_the_collector_is_paused_for_a_pass_and_resumed_after() -> None:
     seen: list[bool] = []
 
     class Spy(FairShare):
-        def order(self, queue, snapshot):  # type: ignore[no-untyped-def]
+        def order(self, queue, snapshot, within=None):  # type: ignore[no-untyped-def]
             seen.append(gc.isenabled())
-            return super().order(queue, snapshot)
+            return super().order(queue, snapshot, within)
 
     nodes = (NodeView("n0", "d0", "", tuple(GpuSlot(f"n0-g{g}", g, GB, True, False) for g in range(4))),)
     ask = [WorkloadRequest("w", 4, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0)]
@@ -785,3 +785,39 @@ def test_a_gang_of_whole_domains_finds_its_window_however_many_starts_come_befor
     part.occupy(0, 8, 0.0, 500.0)
     part.occupy(1, 4, 0.0, None)
     assert planning.plan_whole_domains(pool, part, 12, 60.0, **kw) == (500.0, [0, 1])  # type: ignore[arg-type]
+
+
+def test_a_claim_outside_nvlink_takes_no_victim_another_plan_counts_on() -> None:
+    """An on_demand gang is planned for all of d0 when its on_demand work ends, counting on the
+    spot work on d0's other node as a victim then (a notice at 600 s, its start a grace later). A
+    later 4-GPU on_demand request with no NVLink shape finds no free GPU and preempts: the
+    youngest spot victim is the one on d0, but taking it would hold those GPUs for the
+    claimant's whole run and break the plan. It preempts the spot work on d1 instead, and the
+    plan stands."""
+    now = 10_000.0
+    nodes = tuple(
+        NodeView(f"d{d}-n{n}", f"d{d}", "", tuple(GpuSlot(f"d{d}-n{n}-g{g}", g, GB, True, True) for g in range(4)))
+        for d in range(2)
+        for n in range(2)
+    )
+
+    def on(node: str) -> tuple[tuple[str, str], ...]:
+        return tuple((node, f"{node}-g{g}") for g in range(4))
+
+    running = (
+        RunningWorkload("a", "o", OD, on("d0-n1"), 0.0, GB, ends_by=now + 600),
+        RunningWorkload("s0", "s", SPOT, on("d0-n0"), now - 100, GB, ends_by=now + 9e4),
+        RunningWorkload("s1", "s", SPOT, on("d1-n0"), now - 5000, GB, ends_by=now + 9e4),
+        RunningWorkload("b", "o", OD, on("d1-n1"), 0.0, GB, ends_by=now + 9e4),
+    )
+    snap = FleetSnapshot(nodes, running=running, now=now)
+    plan = PlannedStart(now + 630, ("d0",), now + 630, 5.0)  # a notice to s0 at 600
+    gang = WorkloadRequest("gang", 8, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=plan)
+    od = WorkloadRequest("od", 4, GB, NvlinkPolicy.NONE, OD, 9000.0, "u", 3600.0)
+    decisions = schedule(snap, [gang, od])
+    assert [(d.victim_id, d.for_workload_id) for d in decisions if isinstance(d, Preempt)] == [("s1", "od")]
+    (wait,) = [d for d in decisions if isinstance(d, Unplaced) and d.workload_id == "gang"]
+    assert wait.plan is not None and wait.plan.domains == ("d0",) and wait.plan.start_at == now + 630
+    # Without the plan, the youngest victim is the one chosen, as before.
+    alone = [(d.victim_id, d.for_workload_id) for d in schedule(snap, [od]) if isinstance(d, Preempt)]
+    assert alone == [("s0", "od")]

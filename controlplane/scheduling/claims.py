@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from controlplane.domain.enums import PriorityClass
+from controlplane.domain.enums import NvlinkPolicy, PriorityClass
 from controlplane.domain.reasons import PendingCode, PendingReason
-from controlplane.scheduling import fit, planning
+from controlplane.scheduling import fit, planning, preemption
 from controlplane.scheduling.filters import gpus_of
-from controlplane.scheduling.index import HELD
+from controlplane.scheduling.index import HELD, ModelPool
 from controlplane.scheduling.pass_state import PassState
+from controlplane.scheduling.queue import competing_rank
 from controlplane.scheduling.snapshot import Unplaced, WorkloadRequest
 
 
@@ -118,9 +119,71 @@ def start_due(sp: PassState) -> set[str]:
         if not left and all(pool.dom_free[d] >= want for d, want in split):
             due.append(req)
     due.sort(key=lambda r: (r.plan.planned_at or 0.0) if r.plan is not None else 0.0)
+    sp.due_spread = {r.workload_id for r in due if r.plan is not None and not r.plan.domains}
     for req in due:
         sp.decide(req)
+    sp.due_spread = set()
     return {r.workload_id for r in due}
+
+
+# Searches for a due claim's room elsewhere, each sparing the domains the last one would break.
+_KEEP_TRIES = 4
+
+
+def keep_windows(sp: PassState, pool: ModelPool, req: WorkloadRequest, mode: NvlinkPolicy, plan: fit.Plan) -> fit.Plan:
+    """Where a claim with no NVLink shape starts at its victims' release. It is decided at the
+    head of the pass, before any plan's turn has held its domains' free GPUs, so ``plan`` (the
+    search's best fit) may take GPUs a plan of its class or a higher one counts on, and break
+    it for a request that arrived after it. It starts instead where every such plan's window
+    stays whole in the map, if the fleet has that room; else on ``plan`` (its victims are
+    stopped: no second round of notices)."""
+    now = sp.snapshot.now
+    rank = competing_rank(req.priority, within=sp.ledger.within_reservation(req))
+    windows: dict[int, list[tuple[int, float, float | None]]] = {}
+    for r in sp.planned_queue:
+        if r is req or r.gpu_model != req.gpu_model or r.plan is None:
+            continue
+        if competing_rank(r.priority, within=sp.ledger.within_reservation(r)) > rank:
+            continue  # lower-class plans give way to it anyway
+        if sp.kept_domains(r) is None:
+            continue
+        assert sp.dom_index is not None
+        end = r.plan.start_at + r.max_duration_s if r.max_duration_s is not None else None
+        split, _ = planning.gang_parts(pool.dom_size, r.gpu_count, (sp.dom_index[n] for n in r.plan.domains))
+        for d, want in split:
+            windows.setdefault(d, []).append((want, r.plan.start_at, end))
+    if not any(d in windows for d in sp.per_domain(plan)):
+        return plan
+    tl = sp.timeline(req.gpu_model)
+    duration = req.max_duration_s if req.max_duration_s is not None else planning.NEVER
+    rights = preemption.victim_classes(req.priority, within_reservation=sp.ledger.within_reservation(req))
+
+    def breaks(p: fit.Plan) -> set[int]:
+        out = set()
+        for d, x in sp.per_domain(p).items():
+            ws = windows.get(d)
+            if not ws:
+                continue
+            for want, start, end in ws:
+                tl.occupy(d, want, start, end)
+            if not tl.fits(d, x, now, duration, rights=rights, claimant=req.workload_id, now=now):
+                out.add(d)
+            for want, start, end in ws:
+                tl.vacate(d, want, start, end)
+        return out
+
+    spared = breaks(plan)
+    for _ in range(_KEEP_TRIES):
+        if not spared:
+            return plan
+        other = fit.find(pool, req.gpu_count, mode, fit.SparingRoom(sp.room, sp.fleet.node_rack, pool.node_dom, spared))
+        if other is None:
+            break
+        worse = breaks(other)
+        if not worse:
+            return other
+        spared |= worse
+    return plan
 
 
 def claim_fits(sp: PassState, req: WorkloadRequest, rights: frozenset[PriorityClass]) -> Callable[[int, int], bool]:

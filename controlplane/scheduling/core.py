@@ -91,6 +91,8 @@ class SchedulingPass:
         self.timelines: dict[str, planning.Timeline] = {}
         # Placed this pass before the model's map existed (their releases join it when built).
         self.placed_early = planning.PlacedEarly()
+        # Claims made before a model's map was built: (domain, GPUs, from, until) it counts free.
+        self.claims_early: dict[str, list[tuple[int, int, float, float | None]]] = {}
         self.plan_failed: set[tuple[str, int, NvlinkPolicy, frozenset[PriorityClass]]] = set()
         self.claimants: frozenset[str] = frozenset()
         # Preemptors whose victims are still stopping (their claims are held for them), and when
@@ -101,6 +103,7 @@ class SchedulingPass:
         # Planned requests of earlier passes, and the class (and reservation) phase being decided.
         self.planned_queue: list[WorkloadRequest] = []
         self.spread_claims: list[WorkloadRequest] = []  # plans of no domains: claims anywhere
+        self.due_spread: set[str] = set()  # those starting at the pass's head (``claims.start_due``)
         self.plan_domains: dict[str, set[int]] = {}  # per model, the domains of any kept plan
         self.phase: tuple[int, int] = (-1, 0)
         self.decided: set[str] = set()
@@ -223,6 +226,8 @@ class SchedulingPass:
             plan = fit.find(pool, c, mode, self.room)
             if plan is not None and self.planned_queue:
                 plan = planned.spare_plans(self, pool, req, mode, plan)
+                if req.workload_id in self.due_spread:
+                    plan = claims.keep_windows(self, pool, req, mode, plan)
         if plan is None:
             if failed is not None and failed[0] == pool.version:
                 reason = failed[1]
@@ -382,11 +387,13 @@ class SchedulingPass:
                 self.preempt_failed.add(key)
             return False
         # Hold what the preemptor will use: its free GPUs, the GPUs being freed, its victims.
+        taken: list[fit.Plan] = []
         if choice.parts:
             for d, f, _ in choice.parts:
                 held = fit.take_nodes(pool, d, f, None, {}) if f else None
                 if held:
                     pool.take(held, HELD)
+                    taken.append(held)
         elif choice.free_used:
             if choice.domain >= 0:
                 held = fit.take_nodes(pool, choice.domain, min(choice.free_used, c), None, {})
@@ -394,6 +401,7 @@ class SchedulingPass:
                 held = fit.spread(pool, min(choice.free_used, c), None)
             if held:
                 pool.take(held, HELD)
+                taken.append(held)
         if within:
             self.ledger.hold_reserved(req.tenant_id, c)
         doms = [d for d, _, _ in choice.parts] if choice.parts else [choice.domain] if choice.domain >= 0 else []
@@ -431,10 +439,57 @@ class SchedulingPass:
         start = now + wait
         if not choice.victims and req.plan is not None:
             start = max(now, min(start, req.plan.start_at))  # the notices went out before: their end stands
+        if self.profile.planning:
+            self._occupy_claim(pool, req, choice, doms, taken, start)
         names = tuple(self.fleet.dom_names[d] for d in doms)
         plan = self.planned_start(req, start, names)
         self.decisions.append(Unplaced(req.workload_id, waiting.text, waiting.code, plan))
         return True
+
+    def _occupy_claim(
+        self,
+        pool: ModelPool,
+        req: WorkloadRequest,
+        choice: preemption.Choice,
+        doms: list[int],
+        taken: list[fit.Plan],
+        start: float,
+    ) -> None:
+        """A claim made in this pass, in the map from now until its run ends: the map was built
+        before it and counts what it holds free (its free GPUs, its victims' for work that may
+        displace them), and a later plan of the pass must not count on them. Its domains' share
+        of the gang; with no NVLink shape, the free GPUs it holds and its victims' GPUs. A map
+        built later counts the held free GPUs out already (they are not free then): only the
+        rest joins it."""
+        now, c = self.snapshot.now, req.gpu_count
+        end = start + req.max_duration_s if req.max_duration_s is not None else None
+        held: dict[int, int] = {}
+        for part in taken:
+            for n, x in part:
+                held[pool.node_dom[n]] = held.get(pool.node_dom[n], 0) + x
+        occ: dict[int, int] = {}
+        if doms:
+            occ = dict(planning.gang_parts(pool.dom_size, c, doms)[0]) if choice.parts else {doms[0]: c}
+        else:
+            occ = dict(held)
+            left = c - sum(held.values())
+            for v in choice.victims:
+                for d, x in v.useful_by_dom.items():
+                    y = min(x, left)
+                    if y > 0:
+                        occ[d] = occ.get(d, 0) + y
+                        left -= y
+        tl = self.timelines.get(req.gpu_model)
+        if tl is not None:
+            for d, x in occ.items():
+                if d >= 0 and x > 0:
+                    tl.occupy(d, x, now, end)
+            return
+        early = self.claims_early.setdefault(req.gpu_model, [])
+        for d, x in occ.items():
+            rest = x - held.get(d, 0)
+            if d >= 0 and rest > 0:
+                early.append((d, rest, now, end))
 
     # -- the planning map (the planned path is in ``planned``, claims in ``claims``) ---------------
 
@@ -460,6 +515,8 @@ class SchedulingPass:
             )
             # Work placed this pass frees by its max duration: one release per domain, end and class.
             self.placed_early.move_into(model, tl)
+            for d, x, since, until in self.claims_early.pop(model, ()):
+                tl.occupy(d, x, since, until)
             self.seed(model, tl)
         return tl
 

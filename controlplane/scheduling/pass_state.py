@@ -36,6 +36,7 @@ class PassState(PassView, Protocol):
     dom_index: dict[str, int] | None
     planned_queue: list[WorkloadRequest]
     spread_claims: list[WorkloadRequest]
+    due_spread: set[str]
     plan_domains: dict[str, set[int]]
     decided: set[str]
     queue: Sequence[WorkloadRequest]

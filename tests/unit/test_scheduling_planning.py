@@ -821,3 +821,96 @@ def test_a_claim_outside_nvlink_takes_no_victim_another_plan_counts_on() -> None
     # Without the plan, the youngest victim is the one chosen, as before.
     alone = [(d.victim_id, d.for_workload_id) for d in schedule(snap, [od]) if isinstance(d, Preempt)]
     assert alone == [("s0", "od")]
+
+
+def test_a_claim_outside_nvlink_starting_at_its_release_leaves_other_plans_whole() -> None:
+    """A 4-GPU on_demand claim with no NVLink shape whose victim has just stopped starts at the
+    head of the pass, before any plan's turn. Both domains carry an earlier on_demand plan: the
+    gang planned on d0 in 10 minutes needs d0's 4 free GPUs, the one on d1 starts only when d1's
+    last work ends, after the claim's whole run. Best fit sends the claim to d0 (the fuller
+    domain) and breaks the first plan for a request that came after it (before: the gang lost
+    its plan); it starts on d1 instead, and both plans stand. Found in the overloaded day's trace:
+    a 4-GPU claim took 4 GPUs of a 144-GPU plan's domain 30 s before its start and moved two
+    144-GPU plans by 8-9 h."""
+    now = 10_000.0
+
+    def node(d: int, n: int, busy: int) -> NodeView:
+        return NodeView(
+            f"d{d}-n{n}", f"d{d}", "", tuple(GpuSlot(f"d{d}-n{n}-g{g}", g, GB, True, g < busy) for g in range(4))
+        )
+
+    nodes = (node(0, 0, 0), node(0, 1, 4), node(1, 0, 0), node(1, 1, 2))
+
+    def on(n: str, gs: range) -> tuple[tuple[str, str], ...]:
+        return tuple((n, f"{n}-g{g}") for g in gs)
+
+    running = (
+        RunningWorkload("a", "o", OD, on("d0-n1", range(4)), 0.0, GB, ends_by=now + 600),
+        RunningWorkload("b", "o", OD, on("d1-n1", range(2)), 0.0, GB, ends_by=now + 5000),
+    )
+    snap = FleetSnapshot(nodes, running=running, now=now, stop_grace_s=30.0)
+    first = PlannedStart(now + 600, ("d0",), now + 600, 5.0)
+    second = PlannedStart(now + 5000, ("d1",), now + 5000, 6.0)
+    gang = WorkloadRequest("gang", 8, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=first)
+    later = WorkloadRequest("later", 8, GB, NvlinkPolicy.REQUIRED, OD, 2.0, "t", 3600.0, plan=second)
+    claim = PlannedStart(now, (), now, now - 30)
+    od = WorkloadRequest("od", 4, GB, NvlinkPolicy.NONE, OD, 9000.0, "u", 3600.0, plan=claim)
+    decisions = schedule(snap, [gang, later, od])
+    (placed,) = [d for d in decisions if isinstance(d, Placement)]
+    assert placed.workload_id == "od" and {r.node_id for r in placed.ranks} == {"d1-n0"}
+    plans = {d.workload_id: d.plan for d in decisions if isinstance(d, Unplaced)}
+    assert plans["gang"] == first and plans["later"] == second
+
+
+def test_a_plan_whose_turn_preempts_keeps_its_free_gpus_out_of_later_plans() -> None:
+    """Gang A's plan on d0 starts when spot work there has stopped: at its turn it preempts and
+    holds d0's free node. Gang B is planned on d0 after A's run. The map was built before A's
+    claim and counted A's held GPUs free, so B found d0 'free now', could not start, and lost
+    its plan (it went to the back of the plans at the next pass); now the claim's held GPUs stay
+    out of the map until A's run ends, and B keeps its plan."""
+    now = 10_000.0
+    nodes = tuple(
+        NodeView(f"d0-n{n}", "d0", "", tuple(GpuSlot(f"d0-n{n}-g{g}", g, GB, True, n == 1) for g in range(4)))
+        for n in range(2)
+    )
+    spot = RunningWorkload("s", "s", SPOT, tuple(("d0-n1", f"d0-n1-g{g}") for g in range(4)), now - 5000, GB)
+    snap = FleetSnapshot(nodes, running=(spot,), now=now, stop_grace_s=30.0)
+    a_end = now + 30 + 3600
+    a = WorkloadRequest(
+        "a", 8, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=PlannedStart(now + 30, ("d0",), now + 30, 5.0)
+    )
+    b_plan = PlannedStart(a_end, ("d0",), a_end, 6.0)
+    b = WorkloadRequest("b", 8, GB, NvlinkPolicy.REQUIRED, OD, 2.0, "u", 3600.0, plan=b_plan)
+    decisions = schedule(snap, [a, b])
+    assert [(d.victim_id, d.for_workload_id) for d in decisions if isinstance(d, Preempt)] == [("s", "a")]
+    kept = {d.workload_id: d.plan for d in decisions if isinstance(d, Unplaced)}["b"]
+    # Its place among the plans, its domain, its start (give or take the notice the map still
+    # sees for the spot work A claimed).
+    assert kept is not None and kept.planned_at == 6.0 and kept.domains == ("d0",)
+    assert a_end <= kept.start_at <= a_end + 30
+
+
+def test_a_plan_made_after_a_claim_in_the_same_pass_does_not_count_on_its_victims() -> None:
+    """d0 is full of spot work on two nodes. A 4-GPU request preempts the spot work on one node;
+    a younger 8-GPU gang, decided after it, cannot preempt enough (the claim has that victim)
+    and is planned. The map (built before the claim) counted both nodes' spot GPUs free for it
+    now, so it found no later start and got no plan at all (and at the next pass its plan,
+    made from the claim's GPUs, broke the claim); now the claim is in the map until its run
+    ends, and the gang is planned on d0 from then."""
+    now = 10_000.0
+    nodes = tuple(
+        NodeView(f"d0-n{n}", "d0", "", tuple(GpuSlot(f"d0-n{n}-g{g}", g, GB, True, True) for g in range(4)))
+        for n in range(2)
+    )
+    running = tuple(
+        RunningWorkload(f"s{n}", "s", SPOT, tuple((f"d0-n{n}", f"d0-n{n}-g{g}") for g in range(4)), now - 5000, GB)
+        for n in range(2)
+    )
+    snap = FleetSnapshot(nodes, running=running, now=now, stop_grace_s=30.0)
+    a = WorkloadRequest("a", 4, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0)
+    gang = WorkloadRequest("gang", 8, GB, NvlinkPolicy.REQUIRED, OD, 2.0, "u", 3600.0)
+    decisions = schedule(snap, [a, gang])
+    assert [d.for_workload_id for d in decisions if isinstance(d, Preempt)] == ["a"]
+    plan = {d.workload_id: d.plan for d in decisions if isinstance(d, Unplaced)}["gang"]
+    a_end = now + 30 + 3600
+    assert plan is not None and plan.domains == ("d0",) and a_end <= plan.start_at <= a_end + 30

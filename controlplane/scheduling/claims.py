@@ -141,17 +141,13 @@ def keep_windows(sp: PassState, pool: ModelPool, req: WorkloadRequest, mode: Nvl
     rank = competing_rank(req.priority, within=sp.ledger.within_reservation(req))
     windows: dict[int, list[tuple[int, float, float | None]]] = {}
     for r in sp.planned_queue:
-        if r is req or r.gpu_model != req.gpu_model or r.plan is None:
+        if r is req or r.gpu_model != req.gpu_model or sp.kept_domains(r) is None:
             continue
         if competing_rank(r.priority, within=sp.ledger.within_reservation(r)) > rank:
             continue  # lower-class plans give way to it anyway
-        if sp.kept_domains(r) is None:
-            continue
         assert sp.dom_index is not None
-        end = r.plan.start_at + r.max_duration_s if r.max_duration_s is not None else None
-        split, _ = planning.gang_parts(pool.dom_size, r.gpu_count, (sp.dom_index[n] for n in r.plan.domains))
-        for d, want in split:
-            windows.setdefault(d, []).append((want, r.plan.start_at, end))
+        for d, want, start, end in planning.plan_window(pool.dom_size, sp.dom_index, r):
+            windows.setdefault(d, []).append((want, start, end))
     if not any(d in windows for d in sp.per_domain(plan)):
         return plan
     tl = sp.timeline(req.gpu_model)

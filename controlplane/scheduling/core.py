@@ -467,7 +467,6 @@ class SchedulingPass:
         for part in taken:
             for n, x in part:
                 held[pool.node_dom[n]] = held.get(pool.node_dom[n], 0) + x
-        occ: dict[int, int] = {}
         if doms:
             occ = dict(planning.gang_parts(pool.dom_size, c, doms)[0]) if choice.parts else {doms[0]: c}
         else:
@@ -536,13 +535,11 @@ class SchedulingPass:
             kept = self.kept_domains(req)
             if kept is None or req.plan is None:
                 continue
-            start = req.plan.start_at
-            end = start + req.max_duration_s if req.max_duration_s is not None else None
             assert self.dom_index is not None
-            split, _ = planning.gang_parts(pool.dom_size, req.gpu_count, (self.dom_index[n] for n in req.plan.domains))
-            for d, want in split:
+            window = planning.plan_window(pool.dom_size, self.dom_index, req)
+            for d, want, start, end in window:
                 tl.occupy(d, want, start, end)
-            self.seeded[req.workload_id] = [(d, want, start, end) for d, want in split]
+            self.seeded[req.workload_id] = window
 
     def unseed(self, req: WorkloadRequest) -> None:
         """Its turn: the window seeded for it leaves the map (what it decides now replaces it)."""

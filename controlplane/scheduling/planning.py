@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from controlplane.domain.enums import PRIORITY_RANK, NvlinkPolicy, PriorityClass
 from controlplane.scheduling.index import POOL_DOMAIN, Fleet, ModelPool
 from controlplane.scheduling.preemption.candidates import usable_by_dom
-from controlplane.scheduling.snapshot import FleetSnapshot
+from controlplane.scheduling.snapshot import FleetSnapshot, WorkloadRequest
 
 NEVER = math.inf
 ANYWHERE = -1  # a release or a hold outside any usable NVLink domain
@@ -305,6 +305,18 @@ def gang_parts(dom_size: Sequence[int], count: int, doms: Iterable[int]) -> tupl
         parts.append((d, want))
         left -= want
     return parts, left
+
+
+def plan_window(
+    dom_size: Sequence[int], dom_index: Mapping[str, int], req: WorkloadRequest
+) -> list[tuple[int, int, float, float | None]]:
+    """The window a request's plan of an earlier pass occupies in the map: (domain, GPUs, start,
+    end) per domain of the plan (end None: no max duration, for good)."""
+    assert req.plan is not None
+    start = req.plan.start_at
+    end = start + req.max_duration_s if req.max_duration_s is not None else None
+    split, _ = gang_parts(dom_size, req.gpu_count, (dom_index[n] for n in req.plan.domains))
+    return [(d, want, start, end) for d, want in split]
 
 
 class PlacedEarly:

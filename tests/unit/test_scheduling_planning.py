@@ -619,6 +619,18 @@ def test_higher_class_work_goes_elsewhere_than_a_plans_domain_when_it_fits_there
     assert [r.node_id for d in decisions if isinstance(d, Placement) for r in d.ranks] == ["d0-n0"]
 
 
+def node(d: int, n: int, busy: int = 4) -> NodeView:
+    """Node ``n`` of domain ``d``: 4 GPUs, the first ``busy`` of them allocated."""
+    return NodeView(
+        f"d{d}-n{n}", f"d{d}", "", tuple(GpuSlot(f"d{d}-n{n}-g{g}", g, GB, True, g < busy) for g in range(4))
+    )
+
+
+def on(name: str, gpus: range = range(4)) -> tuple[tuple[str, str], ...]:
+    """GPUs ``gpus`` of node ``name``, as a running workload holds them."""
+    return tuple((name, f"{name}-g{g}") for g in gpus)
+
+
 def test_a_preemptor_claims_no_gpus_another_plan_counts_on() -> None:
     """d0 is planned for an 8-GPU gang in 10 minutes (on_demand work ends there then, spot work
     holds the rest); a 4-GPU on_demand request decided before it preempts spot work for itself.
@@ -626,15 +638,7 @@ def test_a_preemptor_claims_no_gpus_another_plan_counts_on() -> None:
     into the plan's window, so at its victim's release it could not start there and would need a
     second round of notices."""
     now = 10_000.0
-    nodes = tuple(
-        NodeView(f"d{d}-n{n}", f"d{d}", "", tuple(GpuSlot(f"d{d}-n{n}-g{g}", g, GB, True, True) for g in range(4)))
-        for d in range(2)
-        for n in range(2)
-    )
-
-    def on(node: str) -> tuple[tuple[str, str], ...]:
-        return tuple((node, f"{node}-g{g}") for g in range(4))
-
+    nodes = tuple(node(d, n) for d in range(2) for n in range(2))
     running = (
         RunningWorkload("r0", "o", OD, on("d0-n0"), 0.0, GB, ends_by=now + 600),
         RunningWorkload("s0", "s", SPOT, on("d0-n1"), now - 1000, GB, ends_by=now + 9e4),  # the least lost
@@ -795,15 +799,7 @@ def test_a_claim_outside_nvlink_takes_no_victim_another_plan_counts_on() -> None
     claimant's whole run and break the plan. It preempts the spot work on d1 instead, and the
     plan stands."""
     now = 10_000.0
-    nodes = tuple(
-        NodeView(f"d{d}-n{n}", f"d{d}", "", tuple(GpuSlot(f"d{d}-n{n}-g{g}", g, GB, True, True) for g in range(4)))
-        for d in range(2)
-        for n in range(2)
-    )
-
-    def on(node: str) -> tuple[tuple[str, str], ...]:
-        return tuple((node, f"{node}-g{g}") for g in range(4))
-
+    nodes = tuple(node(d, n) for d in range(2) for n in range(2))
     running = (
         RunningWorkload("a", "o", OD, on("d0-n1"), 0.0, GB, ends_by=now + 600),
         RunningWorkload("s0", "s", SPOT, on("d0-n0"), now - 100, GB, ends_by=now + 9e4),
@@ -834,18 +830,9 @@ def test_a_claim_outside_nvlink_starting_at_its_release_leaves_other_plans_whole
     144-GPU plans by 8-9 h."""
     now = 10_000.0
 
-    def node(d: int, n: int, busy: int) -> NodeView:
-        return NodeView(
-            f"d{d}-n{n}", f"d{d}", "", tuple(GpuSlot(f"d{d}-n{n}-g{g}", g, GB, True, g < busy) for g in range(4))
-        )
-
     nodes = (node(0, 0, 0), node(0, 1, 4), node(1, 0, 0), node(1, 1, 2))
-
-    def on(n: str, gs: range) -> tuple[tuple[str, str], ...]:
-        return tuple((n, f"{n}-g{g}") for g in gs)
-
     running = (
-        RunningWorkload("a", "o", OD, on("d0-n1", range(4)), 0.0, GB, ends_by=now + 600),
+        RunningWorkload("a", "o", OD, on("d0-n1"), 0.0, GB, ends_by=now + 600),
         RunningWorkload("b", "o", OD, on("d1-n1", range(2)), 0.0, GB, ends_by=now + 5000),
     )
     snap = FleetSnapshot(nodes, running=running, now=now, stop_grace_s=30.0)
@@ -869,11 +856,8 @@ def test_a_plan_whose_turn_preempts_keeps_its_free_gpus_out_of_later_plans() -> 
     its plan (it went to the back of the plans at the next pass); now the claim's held GPUs stay
     out of the map until A's run ends, and B keeps its plan."""
     now = 10_000.0
-    nodes = tuple(
-        NodeView(f"d0-n{n}", "d0", "", tuple(GpuSlot(f"d0-n{n}-g{g}", g, GB, True, n == 1) for g in range(4)))
-        for n in range(2)
-    )
-    spot = RunningWorkload("s", "s", SPOT, tuple(("d0-n1", f"d0-n1-g{g}") for g in range(4)), now - 5000, GB)
+    nodes = (node(0, 0, 0), node(0, 1))
+    spot = RunningWorkload("s", "s", SPOT, on("d0-n1"), now - 5000, GB)
     snap = FleetSnapshot(nodes, running=(spot,), now=now, stop_grace_s=30.0)
     a_end = now + 30 + 3600
     a = WorkloadRequest(
@@ -898,14 +882,8 @@ def test_a_plan_made_after_a_claim_in_the_same_pass_does_not_count_on_its_victim
     made from the claim's GPUs, broke the claim); now the claim is in the map until its run
     ends, and the gang is planned on d0 from then."""
     now = 10_000.0
-    nodes = tuple(
-        NodeView(f"d0-n{n}", "d0", "", tuple(GpuSlot(f"d0-n{n}-g{g}", g, GB, True, True) for g in range(4)))
-        for n in range(2)
-    )
-    running = tuple(
-        RunningWorkload(f"s{n}", "s", SPOT, tuple((f"d0-n{n}", f"d0-n{n}-g{g}") for g in range(4)), now - 5000, GB)
-        for n in range(2)
-    )
+    nodes = (node(0, 0), node(0, 1))
+    running = tuple(RunningWorkload(f"s{n}", "s", SPOT, on(f"d0-n{n}"), now - 5000, GB) for n in range(2))
     snap = FleetSnapshot(nodes, running=running, now=now, stop_grace_s=30.0)
     a = WorkloadRequest("a", 4, GB, NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0)
     gang = WorkloadRequest("gang", 8, GB, NvlinkPolicy.REQUIRED, OD, 2.0, "u", 3600.0)

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     min_run_s: float = Field(default=_RULES.min_run_s, ge=0, le=7 * 24 * 3600, allow_inf_nan=False)
     notices_per_hour: int = Field(default=_RULES.notices_per_hour, ge=0, le=1000)
     max_preemptions: int = Field(default=_RULES.max_preemptions, ge=0, le=1000)
+    # Planned gangs larger than this plan ahead of their class's smaller plans (0: off).
+    large_gang_gpus: int = Field(default=_RULES.large_gang_gpus, ge=0, le=1_000_000)
 
     # How long an authenticated API key is trusted without a database lookup (0: never cached).
     auth_cache_ttl_s: float = Field(default=5.0, ge=0)
@@ -88,6 +90,7 @@ class Settings(BaseSettings):
             min_run_s=self.min_run_s,
             notices_per_hour=self.notices_per_hour,
             max_preemptions=self.max_preemptions,
+            large_gang_gpus=self.large_gang_gpus,
         )
 
     @property

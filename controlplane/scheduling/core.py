@@ -186,6 +186,34 @@ class SchedulingPass:
         return self.decisions
 
     def decide(self, req: WorkloadRequest) -> None:
+        large = self.snapshot.rules.large_gang_gpus
+        if large and req.gpu_count > large and req.plan is not None and req.plan.domains and self.profile.planning:
+            return self.decide_large(req, large)
+        return self._decide(req)
+
+    def decide_large(self, req: WorkloadRequest, large: int) -> None:
+        """A planned gang larger than ``large`` GPUs decides in a map where the windows of its
+        class's smaller plans (seeded, their turn still to come) have given way: they are
+        planned again around what it takes. Work decided before it (higher classes, reserved
+        work within its reservation) and plans placed this pass stay in the map."""
+        tl = self.timeline(req.gpu_model)
+        rank = competing_rank(req.priority, within=self.ledger.within_reservation(req))
+        ranks: dict[str, int] = {}
+        for r in self.planned_queue:
+            if r.workload_id in self.seeded and r.gpu_count <= large and r.gpu_model == req.gpu_model:
+                ranks[r.workload_id] = competing_rank(r.priority, within=self.ledger.within_reservation(r))
+        away = [self.seeded[wid] for wid, r in ranks.items() if r == rank]
+        for parts in away:
+            for d, want, start, end in parts:
+                tl.vacate(d, want, start, end)
+        try:
+            self._decide(req)
+        finally:
+            for parts in away:
+                for d, want, start, end in parts:
+                    tl.occupy(d, want, start, end)
+
+    def _decide(self, req: WorkloadRequest) -> None:
         pool = self.pools.get(req.gpu_model)
         c = req.gpu_count
         if pool is None:

@@ -84,7 +84,9 @@ def fair_share_order(
       the tenant's reserved GPUs running beyond the reservation.
     - Requests holding a planned start from an earlier pass come next, in the order they were
       planned: the GPUs held for them are theirs before any request of their class planned or
-      arrived since, so a plan is met unless higher-class work arrives.
+      arrived since, so a plan is met unless higher-class work arrives. Gangs larger than
+      ``rules.large_gang_gpus`` come first among them (``core.SchedulingPass.decide`` lets them
+      plan as if the smaller plans gave way).
     - The rest by weighted fair share (start-time fair queueing): a request's key is its
       tenant's GPUs of that class already running plus those of the tenant's older requests of
       the class, over the tenant's share weight (its own size left out, so a large gang is not
@@ -149,6 +151,9 @@ def fair_share_order(
         _by_age(ws)
         if group == 1:
             ws.sort(key=_planned_at)
+            large = snapshot.rules.large_gang_gpus
+            if large:
+                ws.sort(key=lambda w: w.gpu_count <= large)
         out += ws
     return out
 

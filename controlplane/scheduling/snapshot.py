@@ -106,6 +106,12 @@ class PlanningRules:
     # A workload preempted this many times runs to its end unless reserved work within its
     # reservation needs the GPUs (the contract overrides churn limits).
     max_preemptions: int = 2
+    # Planned gangs of more GPUs than this (one GB300 NVL72 domain) come first among their
+    # class's plans and plan as if its smaller plans gave way (Slurm's job-size priority): they
+    # need whole domains at once, which the windows of smaller plans, as long as their max
+    # durations, keep out of reach for hours on a sold-out site. The smaller plans they overlap
+    # are planned again after them. 0: no such priority.
+    large_gang_gpus: int = 72
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,10 @@ class SchedulingPass:
         self.spread_claims: list[WorkloadRequest] = []  # plans of no domains: claims anywhere
         self.due_spread: set[str] = set()  # those starting at the pass's head (``claims.start_due``)
         self.plan_domains: dict[str, set[int]] = {}  # per model, the domains of any kept plan
+        # Planned gangs larger than this decide first, the smaller plans giving way (``decide_large``;
+        # past any gang's size when the rule is off or the profile does not plan).
+        self.large = (snapshot.rules.large_gang_gpus or 1 << 62) if profile.planning else 1 << 62
+        self.giving_way = False
         self.phase: tuple[int, int] = (-1, 0)
         self.decided: set[str] = set()
         self._usage: dict[str, tuple[int, dict[int, int]]] | None = None
@@ -186,34 +190,14 @@ class SchedulingPass:
         return self.decisions
 
     def decide(self, req: WorkloadRequest) -> None:
-        large = self.snapshot.rules.large_gang_gpus
-        if large and req.gpu_count > large and req.plan is not None and req.plan.domains and self.profile.planning:
-            return self.decide_large(req, large)
-        return self._decide(req)
-
-    def decide_large(self, req: WorkloadRequest, large: int) -> None:
-        """A planned gang larger than ``large`` GPUs decides in a map where the windows of its
-        class's smaller plans (seeded, their turn still to come) have given way: they are
-        planned again around what it takes. Work decided before it (higher classes, reserved
-        work within its reservation) and plans placed this pass stay in the map."""
-        tl = self.timeline(req.gpu_model)
-        rank = competing_rank(req.priority, within=self.ledger.within_reservation(req))
-        ranks: dict[str, int] = {}
-        for r in self.planned_queue:
-            if r.workload_id in self.seeded and r.gpu_count <= large and r.gpu_model == req.gpu_model:
-                ranks[r.workload_id] = competing_rank(r.priority, within=self.ledger.within_reservation(r))
-        away = [self.seeded[wid] for wid, r in ranks.items() if r == rank]
-        for parts in away:
-            for d, want, start, end in parts:
-                tl.vacate(d, want, start, end)
-        try:
-            self._decide(req)
-        finally:
-            for parts in away:
-                for d, want, start, end in parts:
-                    tl.occupy(d, want, start, end)
-
-    def _decide(self, req: WorkloadRequest) -> None:
+        if (
+            req.gpu_count > self.large
+            and req.plan is not None
+            and req.plan.domains
+            and not self.giving_way
+            and req.gpu_model in self.pools
+        ):
+            return self.decide_large(req, self.large)
         pool = self.pools.get(req.gpu_model)
         c = req.gpu_count
         if pool is None:
@@ -280,6 +264,30 @@ class SchedulingPass:
                 return self.unplaced(req, verdict.reason)
             shed += verdict.shed_w
         self.commit(pool, req, plan, shed)
+
+    def decide_large(self, req: WorkloadRequest, large: int) -> None:
+        """A planned gang larger than ``large`` GPUs decides in a map where the windows of its
+        class's smaller plans (seeded, their turn still to come) have given way: they are
+        planned again around what it takes. Work decided before it (higher classes, reserved
+        work within its reservation) and plans placed this pass stay in the map."""
+        tl = self.timeline(req.gpu_model)
+        rank = competing_rank(req.priority, within=self.ledger.within_reservation(req))
+        ranks: dict[str, int] = {}
+        for r in self.planned_queue:
+            if r.workload_id in self.seeded and r.gpu_count <= large and r.gpu_model == req.gpu_model:
+                ranks[r.workload_id] = competing_rank(r.priority, within=self.ledger.within_reservation(r))
+        away = [self.seeded[wid] for wid, r in ranks.items() if r == rank]
+        for parts in away:
+            for d, want, start, end in parts:
+                tl.vacate(d, want, start, end)
+        self.giving_way = True
+        try:
+            self.decide(req)
+        finally:
+            self.giving_way = False
+            for parts in away:
+                for d, want, start, end in parts:
+                    tl.occupy(d, want, start, end)
 
     def commit(
         self,

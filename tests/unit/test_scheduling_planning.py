@@ -932,3 +932,14 @@ def test_a_gang_larger_than_a_domain_plans_ahead_of_smaller_plans_of_its_class()
     }
     assert plans["small"] is not None and plans["small"].start_at <= now + 1000  # (it may preempt)
     assert plans["big"] is not None and plans["big"].start_at >= plans["small"].start_at + 36_000
+
+
+def test_a_large_planned_gang_of_a_model_gone_from_the_fleet_is_told_so() -> None:
+    """Its plan's model has no GPUs left (nodes retired): it is unplaced with the reason, and the
+    pass does not fail looking for that model's map to let smaller plans give way."""
+    nodes = tuple(node(d, n, 0) for d in range(2) for n in range(2))
+    plan = PlannedStart(20_000.0, ("d0", "d1"), 20_000.0, 1.0)
+    gone = WorkloadRequest("g", 16, "NVIDIA B200", NvlinkPolicy.REQUIRED, OD, 1.0, "t", 3600.0, plan=plan)
+    snap = FleetSnapshot(nodes, now=10_000.0, rules=PlanningRules(large_gang_gpus=8))
+    (d,) = schedule(snap, [gone])
+    assert isinstance(d, Unplaced) and d.code == PendingCode.NO_SUCH_MODEL

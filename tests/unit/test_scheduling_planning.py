@@ -464,6 +464,8 @@ def test_the_site_sets_its_churn_rules_from_the_environment(monkeypatch: pytest.
     monkeypatch.setenv("SWITCHYARD_MAX_PREEMPTIONS", "3")
     monkeypatch.setenv("SWITCHYARD_NOTICES_PER_HOUR", "1")
     assert Settings().planning_rules == PlanningRules(notices_per_hour=1, max_preemptions=3)
+    monkeypatch.setenv("SWITCHYARD_LARGE_GANG_GPUS", "0")
+    assert Settings().planning_rules == PlanningRules(notices_per_hour=1, max_preemptions=3, large_gang_gpus=0)
     monkeypatch.setenv("SWITCHYARD_MAX_PREEMPTIONS", "-1")
     with pytest.raises(ValidationError, match="max_preemptions"):
         Settings()

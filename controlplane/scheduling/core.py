@@ -197,7 +197,7 @@ class SchedulingPass:
             and not self.giving_way
             and req.gpu_model in self.pools
         ):
-            return self.decide_large(req, self.large)
+            return self.decide_large(req)
         pool = self.pools.get(req.gpu_model)
         c = req.gpu_count
         if pool is None:
@@ -265,18 +265,22 @@ class SchedulingPass:
             shed += verdict.shed_w
         self.commit(pool, req, plan, shed)
 
-    def decide_large(self, req: WorkloadRequest, large: int) -> None:
-        """A planned gang larger than ``large`` GPUs decides in a map where the windows of its
-        class's smaller plans (seeded, their turn still to come) have given way: they are
+    def decide_large(self, req: WorkloadRequest) -> None:
+        """A planned gang larger than ``self.large`` GPUs decides in a map where the windows of
+        its class's smaller plans (seeded, their turn still to come) have given way: they are
         planned again around what it takes. Work decided before it (higher classes, reserved
         work within its reservation) and plans placed this pass stay in the map."""
         tl = self.timeline(req.gpu_model)
-        rank = competing_rank(req.priority, within=self.ledger.within_reservation(req))
-        ranks: dict[str, int] = {}
-        for r in self.planned_queue:
-            if r.workload_id in self.seeded and r.gpu_count <= large and r.gpu_model == req.gpu_model:
-                ranks[r.workload_id] = competing_rank(r.priority, within=self.ledger.within_reservation(r))
-        away = [self.seeded[wid] for wid, r in ranks.items() if r == rank]
+        ledger = self.ledger
+        rank = competing_rank(req.priority, within=ledger.within_reservation(req))
+        away = [
+            self.seeded[r.workload_id]
+            for r in self.planned_queue
+            if r.workload_id in self.seeded
+            and r.gpu_count <= self.large
+            and r.gpu_model == req.gpu_model
+            and competing_rank(r.priority, within=ledger.within_reservation(r)) == rank
+        ]
         for parts in away:
             for d, want, start, end in parts:
                 tl.vacate(d, want, start, end)

@@ -30,6 +30,7 @@ to fit by preemption never can again in this pass.
 from __future__ import annotations
 
 import gc
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from controlplane.domain.enums import PRIORITY_RANK, NvlinkPolicy, PriorityClass
@@ -109,6 +110,8 @@ class SchedulingPass:
         # past any gang's size when the rule is off or the profile does not plan).
         self.large = (snapshot.rules.large_gang_gpus or 1 << 62) if profile.planning else 1 << 62
         self.giving_way = False
+        # Smaller plans whose window a large gang took part of this pass (their reason says so).
+        self.gave_way: set[str] = set()
         self.phase: tuple[int, int] = (-1, 0)
         self.decided: set[str] = set()
         self._usage: dict[str, tuple[int, dict[int, int]]] | None = None
@@ -273,25 +276,39 @@ class SchedulingPass:
         tl = self.timeline(req.gpu_model)
         ledger = self.ledger
         rank = competing_rank(req.priority, within=ledger.within_reservation(req))
-        away = [
-            self.seeded[r.workload_id]
+        ids = [
+            r.workload_id
             for r in self.planned_queue
             if r.workload_id in self.seeded
             and r.gpu_count <= self.large
             and r.gpu_model == req.gpu_model
             and competing_rank(r.priority, within=ledger.within_reservation(r)) == rank
         ]
+        away = [self.seeded[wid] for wid in ids]
         for parts in away:
             for d, want, start, end in parts:
                 tl.vacate(d, want, start, end)
+        touched = {d for parts in away for d, _, _, _ in parts}
+        before = {d: Counter(tl.events.get(d, ())) for d in touched}
         self.giving_way = True
         try:
             self.decide(req)
         finally:
             self.giving_way = False
-            for parts in away:
+            # What it took: the windows it added to those domains (its plan's, or its run's).
+            taken: dict[int, tuple[float, float]] = {}
+            for d in touched:
+                new = Counter(tl.events.get(d, ())) - before[d]
+                if new:
+                    starts = [t for t, c in new if c < 0] or [self.snapshot.now]
+                    ends = [t for t, c in new if c > 0]
+                    taken[d] = (min(starts), max(ends) if ends else planning.NEVER)
+            for wid, parts in zip(ids, away, strict=True):
                 for d, want, start, end in parts:
                     tl.occupy(d, want, start, end)
+                    span = taken.get(d)
+                    if span is not None and start < span[1] and (end is None or end > span[0]):
+                        self.gave_way.add(wid)
 
     def commit(
         self,
@@ -538,7 +555,8 @@ class SchedulingPass:
             return PlannedStart(start_at, domains, start_at, self.snapshot.now)
         first = prev.first_start_at if prev.first_start_at is not None else prev.start_at
         made = prev.planned_at if prev.planned_at is not None else self.snapshot.now
-        return PlannedStart(start_at, domains, first, made)
+        gave_way = start_at > prev.start_at and req.workload_id in self.gave_way
+        return PlannedStart(start_at, domains, first, made, gave_way)
 
     def timeline(self, model: str) -> planning.Timeline:
         tl = self.timelines.get(model)

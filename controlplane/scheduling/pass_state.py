@@ -37,6 +37,7 @@ class PassState(PassView, Protocol):
     planned_queue: list[WorkloadRequest]
     spread_claims: list[WorkloadRequest]
     due_spread: set[str]
+    large: int
     plan_domains: dict[str, set[int]]
     decided: set[str]
     queue: Sequence[WorkloadRequest]

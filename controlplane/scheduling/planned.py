@@ -97,6 +97,7 @@ def plan_start(
     names = tuple(sp.fleet.dom_names[d] for d in doms)
     held = sum(len(ids) for ids in gpus.values())
     scope = f" in {len(doms)} NVLink domains" if len(doms) > 1 else " in one NVLink domain" if doms else ""
+    plan = sp.planned_start(req, start, names)
     if req.workload_id in sp.stopping_for:
         # Its claim: the GPUs held for it since the pass began, the rest its victims' once stopped.
         held += claims.held_for(sp, req.workload_id)
@@ -110,9 +111,15 @@ def plan_start(
             PendingCode.PLANNED,
             f"planned start {_at(start)} ({_in(start - now)}): {gpus_of(c, req.gpu_model)}{scope}, "
             f"{held} held now, the rest freed by then by running work's max durations"
-            + (f"; now {blocked.text}" if blocked is not None else ""),
+            + (f"; now {blocked.text}" if blocked is not None else "")
+            + (
+                f"; later than its plan of the last pass ({_at(req.plan.start_at)}): a gang larger than "
+                f"{sp.large} GPUs of its class plans first and took part of its window"
+                if plan.gave_way and req.plan is not None
+                else ""
+            ),
         )
-    sp.decisions.append(Unplaced(req.workload_id, why.text, why.code, sp.planned_start(req, start, names)))
+    sp.decisions.append(Unplaced(req.workload_id, why.text, why.code, plan))
     return True
 
 

@@ -155,6 +155,9 @@ class PlannedStart:
     # When it was first planned: planned requests of a class are decided in this order, so a
     # plan made later never takes what an earlier one counts on.
     planned_at: float | None = None
+    # Later than its plan of the last pass because a gang larger than ``rules.large_gang_gpus``
+    # of its class planned first and took part of its window (``core.SchedulingPass.decide_large``).
+    gave_way: bool = False
 
 
 @dataclass(frozen=True, slots=True)

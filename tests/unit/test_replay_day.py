@@ -459,6 +459,44 @@ def test_reserved_work_beyond_any_reservation_excuses_no_late_on_demand_plan() -
     assert rd.planned_start_error(res)["late_with_no_higher_class_arrival"] == 0
 
 
+def test_a_plan_moved_behind_a_larger_gang_of_its_class_is_excused_by_rank_not_by_class() -> None:
+    """The core decides a planned gang larger than ``rules.large_gang_gpus`` before the smaller
+    plans of its class and says so in each plan it moves (``PlannedStart.gave_way``, README
+    "Large gangs first"): the replay records it, and such a late plan is excused by rank, not by
+    class. A late plan that never gave way stays unexcused."""
+    from controlplane.scheduling.snapshot import PlannedStart
+
+    day = [workload("moved", 0.0, 8, "on_demand"), workload("not", 0.0, 8, "on_demand")]
+    replay = rd.Replay(small_site(), day)
+    res = replay.run()
+    for wid in ("moved", "not"):
+        replay._carry_plan(res.jobs[wid], PlannedStart(start_at=-600.0))
+        res.jobs[wid].first_planned_at_s = -700.0
+    ps = rd.planned_start_error(res)
+    assert ps["late"] == 2 and ps["late_with_no_higher_class_arrival"] == 2
+    assert ps["late_with_no_higher_rank_work"] == 2
+    res.jobs["moved"].gave_way = True
+    ps = rd.planned_start_error(res)
+    assert ps["late_with_no_higher_class_arrival"] == 2 and ps["late_with_no_higher_rank_work"] == 1
+    assert ps["late_with_no_higher_rank_work_error_s"]["n"] == 1
+
+
+def test_the_replay_records_a_plan_the_core_moved_behind_a_larger_gang() -> None:
+    """The small site's four domains run four 72-GPU gangs until t=3600 (declared up to 8,100-9,900
+    s). A 72-GPU gang arriving at t=10 is planned first; a 288-GPU gang at t=20 is planned behind
+    it, then decides first among the class's plans and takes every domain when they free: the
+    72-GPU plan gives way, the core's plan says so, and the replay records it."""
+    day = [workload(f"f{i}", 0.0, 72, "on_demand") for i in range(4)]
+    day += [workload("small", 10.0, 72, "on_demand"), workload("big", 20.0, 288, "on_demand")]
+    replay = rd.Replay(small_site(), day)
+    res = replay.run()
+    small, big = res.jobs["small"], res.jobs["big"]
+    assert small.first_planned_at_s == 10.0 and big.first_planned_at_s == 20.0
+    assert big.first_plan_s is not None and small.first_plan_s is not None and big.first_plan_s > small.first_plan_s
+    assert big.start_s == 3600.0 and small.start_s is not None and small.start_s >= 3600.0 + 3600.0
+    assert small.gave_way and not big.gave_way
+
+
 def test_first_fit_without_repeated_failed_shapes_decides_as_first_fit(day_slice: list[dict[str, Any]]) -> None:
     from controlplane.scheduling.baseline import first_fit
 

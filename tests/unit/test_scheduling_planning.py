@@ -917,15 +917,22 @@ def test_a_gang_larger_than_a_domain_plans_ahead_of_smaller_plans_of_its_class()
     big = WorkloadRequest(
         "big", 16, GB, NvlinkPolicy.REQUIRED, OD, 2.0, "u", 3600.0, plan=PlannedStart(late, ("d0", "d1"), late, 2.0)
     )
-    plans = {d.workload_id: d.plan for d in schedule(snap, [small, big]) if isinstance(d, Unplaced)}
+    told = {d.workload_id: d for d in schedule(snap, [small, big]) if isinstance(d, Unplaced)}
+    plans = {wid: d.plan for wid, d in told.items()}
     assert plans["big"] is not None and plans["big"].start_at == now + 1000
     assert sorted(plans["big"].domains) == ["d0", "d1"] and plans["big"].planned_at == 2.0
     assert plans["small"] is not None and plans["small"].start_at >= now + 1000 + 3600
     assert plans["small"].planned_at == 1.0  # it keeps its place among the plans of its size
+    # Its tenant is told why its start moved (and nothing of the other tenant's gang but its rank).
+    assert "a gang larger than 8 GPUs of its class plans first" in told["small"].reason
+    assert "later than its plan of the last pass (1970-01-01 03:03:20 UTC)" in told["small"].reason
+    assert "big" not in told["small"].reason and "plans first" not in told["big"].reason
     # Off: the gang waits for the small plan's window.
     off_snap = replace(snap, rules=PlanningRules(large_gang_gpus=0))
-    off = {d.workload_id: d.plan for d in schedule(off_snap, [small, big]) if isinstance(d, Unplaced)}
+    off_told = {d.workload_id: d for d in schedule(off_snap, [small, big]) if isinstance(d, Unplaced)}
+    off = {wid: d.plan for wid, d in off_told.items()}
     assert off["big"] is not None and off["big"].start_at >= late
+    assert "plans first" not in off_told["small"].reason
     # A reserved plan within its reservation (a higher class here) does not give way.
     res = replace(small, priority=RES, tenant_id="r")
     contract = {"r": TenantPolicy("r", reserved_gpus=4)}

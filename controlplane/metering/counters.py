@@ -83,15 +83,11 @@ def readings_in_order(readings: Iterable[Reading]) -> list[Reading]:
 
 def _power_mj(a: Reading, b: Reading) -> int | None:
     """Energy of [a, b] from power samples: trapezoid, or the one sample held; None with none."""
-    dt_us = b.at_us - a.at_us
-    if a.power_w is not None and b.power_w is not None:
-        watts = (a.power_w + b.power_w) / 2.0
-    elif a.power_w is not None or b.power_w is not None:
-        watts = a.power_w if a.power_w is not None else b.power_w  # type: ignore[assignment]
-    else:
+    known = [w for w in (a.power_w, b.power_w) if w is not None]
+    if not known:
         return None
-    assert watts is not None
-    return max(0, round(watts * dt_us / 1000.0))  # W x us / 1000 = mJ
+    watts = sum(known) / len(known)
+    return max(0, round(watts * (b.at_us - a.at_us) / 1000.0))  # W x us / 1000 = mJ
 
 
 def _span(a: Reading, b: Reading) -> tuple[int, bool, bool]:

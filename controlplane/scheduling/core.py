@@ -500,7 +500,8 @@ class SchedulingPass:
             self._occupy_claim(pool, req, choice, doms, taken, start)
         names = tuple(self.fleet.dom_names[d] for d in doms)
         plan = self.planned_start(req, start, names)
-        self.decisions.append(Unplaced(req.workload_id, waiting.text, waiting.code, plan))
+        text = waiting.text + planned.gave_way_note(self, req, plan)
+        self.decisions.append(Unplaced(req.workload_id, text, waiting.code, plan))
         return True
 
     def _occupy_claim(

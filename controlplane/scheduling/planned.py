@@ -20,7 +20,7 @@ from controlplane.scheduling import claims, fit, planning, preemption
 from controlplane.scheduling.filters import gpus_of
 from controlplane.scheduling.index import HELD_PLAN, ModelPool
 from controlplane.scheduling.pass_state import PassState
-from controlplane.scheduling.snapshot import Unplaced, WorkloadRequest
+from controlplane.scheduling.snapshot import PlannedStart, Unplaced, WorkloadRequest
 
 
 def plan_start(
@@ -112,15 +112,20 @@ def plan_start(
             f"planned start {_at(start)} ({_in(start - now)}): {gpus_of(c, req.gpu_model)}{scope}, "
             f"{held} held now, the rest freed by then by running work's max durations"
             + (f"; now {blocked.text}" if blocked is not None else "")
-            + (
-                f"; later than its plan of the last pass ({_at(req.plan.start_at)}): a gang larger than "
-                f"{sp.large} GPUs of its class plans first and took part of its window"
-                if plan.gave_way and req.plan is not None
-                else ""
-            ),
+            + gave_way_note(sp, req, plan),
         )
     sp.decisions.append(Unplaced(req.workload_id, why.text, why.code, plan))
     return True
+
+
+def gave_way_note(sp: PassState, req: WorkloadRequest, plan: PlannedStart) -> str:
+    """What a tenant's reason adds when a larger gang of its class moved its plan (``gave_way``)."""
+    if not plan.gave_way or req.plan is None:
+        return ""
+    return (
+        f"; later than its plan of the last pass ({_at(req.plan.start_at)}): a gang larger than "
+        f"{sp.large} GPUs of its class plans first and took part of its window"
+    )
 
 
 def with_notice(

@@ -14,9 +14,27 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, any_, bindparam, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+
+
+def table_of(model: type[Any]) -> Table:
+    """A model's table, typed as one."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def insert_ignoring(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
+    """INSERT ``rows``, skipping any whose ``keys`` columns (a unique key) match a stored row: on
+    PostgreSQL and SQLite alike, ``ON CONFLICT (keys) DO NOTHING``."""
+    if not rows:
+        return
+    dialect = session.connection().dialect.name
+    insert_of = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert_of(table).on_conflict_do_nothing(index_elements=list(keys)), list(rows))
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

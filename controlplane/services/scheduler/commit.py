@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from controlplane.domain.enums import WorkloadState
@@ -30,7 +30,7 @@ from controlplane.scheduling.snapshot import (
 from controlplane.services.scheduler.mining import rebalance_mining
 from controlplane.services.singleton import advance_fence
 from controlplane.services.workloads import lifecycle
-from controlplane.store.bulk import insert_rows
+from controlplane.store.bulk import insert_rows, table_of
 from controlplane.store.models import (
     Allocation,
     Preemption,
@@ -109,12 +109,6 @@ def commit(
         preempted=preempted,
         mining_w=mining_w,
     )
-
-
-def _table(model: type[Any]) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
 
 
 class _Told(NamedTuple):
@@ -209,10 +203,10 @@ class _Writes:
         session.flush()
         if self.placed:
             # Core statements on the tables (COPY on PostgreSQL), no ORM objects for 100k rows.
-            insert_rows(session, _table(WorkloadRank), self.ranks)
-            insert_rows(session, _table(Allocation), self.allocations)
-            insert_rows(session, _table(WorkloadEvent), self.events)
-            workloads = _table(Workload)
+            insert_rows(session, table_of(WorkloadRank), self.ranks)
+            insert_rows(session, table_of(Allocation), self.allocations)
+            insert_rows(session, table_of(WorkloadEvent), self.events)
+            workloads = table_of(Workload)
             session.execute(
                 update(workloads)
                 .where(workloads.c.id == bindparam("b_id"))
@@ -231,7 +225,7 @@ class _Writes:
                 self.placed,
             )
         if self.reasons:
-            workloads = _table(Workload)
+            workloads = table_of(Workload)
             session.execute(
                 update(workloads)
                 .where(workloads.c.id == bindparam("b_id"))

@@ -1,0 +1,103 @@
+"""GPU energy-counter readings into SQL, and an allocation's usage rows into the ledger.
+
+Both writes are insert-or-ignore on a key from the source (a reading: its GPU and instant; a
+usage row: its allocation, GPU and interval), so a report replayed from a spool, retried, or
+arriving out of order adds nothing twice, and metering an allocation again writes only the
+intervals that have become complete since. The arithmetic is ``controlplane.metering``'s.
+
+Not yet here (issue 11, left for the next session): the ingest path storing each report's
+readings, a periodic task metering live allocations, corrections of rows already written (a late
+reading inside an interval already booked moves energy between intervals, never the total),
+prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controlplane.metering.counters import US_PER_S, Reading, energy_curve
+from controlplane.metering.usage import UsageRow, usage_rows
+from controlplane.store.bulk import insert_ignoring, table_of
+from controlplane.store.models import Allocation, EnergyReading, UsageRecord, Workload
+
+DEFAULT_INTERVAL_US = 60 * US_PER_S
+
+
+def store_readings(session: Session, readings: Sequence[tuple[str, Reading]]) -> None:
+    """(GPU id, reading) pairs; a GPU's reading of an instant already stored adds nothing."""
+    rows = [
+        {
+            "gpu_id": gpu_id,
+            "at_us": r.at_us,
+            "energy_mj": r.energy_mj,
+            "power_mw": None if r.power_w is None else round(r.power_w * 1000),
+        }
+        for gpu_id, r in readings
+    ]
+    insert_ignoring(session, table_of(EnergyReading), rows, ["gpu_id", "at_us"])
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _us(at: datetime) -> int:
+    """Unix microseconds, exactly."""
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def readings_around(session: Session, gpu_id: str, start_us: int, end_us: int | None) -> list[Reading]:
+    """The GPU's readings within [start, end] and the nearest one outside each end (so the
+    curve reaches both ends by interpolation)."""
+    r = EnergyReading
+    cols = (r.at_us, r.energy_mj, r.power_mw)
+    before = session.execute(
+        select(*cols).where(r.gpu_id == gpu_id, r.at_us <= start_us).order_by(r.at_us.desc()).limit(1)
+    ).all()
+    inside = select(*cols).where(r.gpu_id == gpu_id, r.at_us > start_us)
+    if end_us is not None:
+        inside = inside.where(r.at_us < end_us)
+    rows = [*before, *session.execute(inside.order_by(r.at_us)).all()]
+    if end_us is not None:
+        rows += session.execute(
+            select(*cols).where(r.gpu_id == gpu_id, r.at_us >= end_us).order_by(r.at_us).limit(1)
+        ).all()
+    return [Reading(at, mj, None if mw is None else mw / 1000.0) for at, mj, mw in rows]
+
+
+def meter_allocation(
+    session: Session, allocation_id: int, *, pue: Decimal, interval_us: int = DEFAULT_INTERVAL_US
+) -> list[UsageRow]:
+    """Write the allocation's usage rows that are complete (``usage.usage_rows``); those written
+    before add nothing. Returns the rows computed (written now or before)."""
+    alloc, tenant_id = session.execute(
+        select(Allocation, Workload.tenant_id)
+        .join(Workload, Workload.id == Allocation.workload_id)
+        .where(Allocation.id == allocation_id)
+    ).one()
+    start_us = _us(alloc.created_at)
+    end_us = None if alloc.released_at is None else _us(alloc.released_at)
+    points = energy_curve(readings_around(session, alloc.gpu_id, start_us, end_us))
+    rows = usage_rows(alloc.id, alloc.gpu_id, points, start_us, end_us, interval_us=interval_us, pue=pue)
+    records = [
+        {
+            "key": u.key,
+            "tenant_id": tenant_id,
+            "workload_id": alloc.workload_id,
+            "allocation_id": alloc.id,
+            "gpu_id": u.gpu_id,
+            "start_us": u.start_us,
+            "end_us": u.end_us,
+            "gpu_us": u.gpu_us,
+            "it_mj": u.it_mj,
+            "facility_mj": u.facility_mj,
+            "estimated": u.estimated,
+        }
+        for u in rows
+    ]
+    insert_ignoring(session, table_of(UsageRecord), records, ["key"])
+    return rows

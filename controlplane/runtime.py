@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from sqlalchemy.engine import Engine
@@ -15,6 +15,7 @@ from controlplane.live.bus import Bus, connect
 from controlplane.live.keys import Keys
 from controlplane.live.nodes import LiveState
 from controlplane.services.auth import PrincipalCache
+from controlplane.services.metering.record import Checkpoints
 from controlplane.services.uow import unit_of_work
 from controlplane.store.db import make_engine, make_reader_factory, make_session_factory
 from controlplane.store.migrate import check_current
@@ -33,6 +34,8 @@ class Runtime:
     live: LiveState
     pepper: bytes
     principals: PrincipalCache
+    # When agents' reports checkpoint their energy readings into SQL (per process).
+    checkpoints: Checkpoints = field(default_factory=Checkpoints)
 
     @contextmanager
     def uow(self) -> Iterator[Session]:

@@ -297,33 +297,60 @@ def test_control_plane_metrics(client: TestClient, runtime: Runtime, site: str) 
     assert 'switchyard_workloads{priority="on_demand",state="pending"} 1.0' in text
 
 
-def test_unchanged_reports_never_open_a_database_transaction(client: TestClient, runtime: Runtime, site: str) -> None:
-    from sqlalchemy import event
+def test_unchanged_reports_open_no_database_transaction_but_the_meters_once_a_minute(
+    client: TestClient, runtime: Runtime, site: str
+) -> None:
+    """SQL sees state changes, and the energy meter's checkpoint: the first report of each node
+    in each metering minute (by its sample time) stores its readings (issue 11)."""
+    from sqlalchemy import event, func, select
+
+    from controlplane.store.models import EnergyReading
 
     node = register_node(runtime, 1)
+    minute = time.time() // 60 * 60
+
+    def report(seq: int, at: float) -> dict[str, Any]:
+        body = _report(node, seq)
+        body["sent_at"] = at
+        return body
+
     begins: list[int] = []
     event.listen(runtime.engine, "begin", lambda conn: begins.append(1))
-    first = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 1), headers=node.headers)
+    first = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=report(1, minute), headers=node.headers)
     assert first.json()["accepted"] and len(begins) >= 1
     begins.clear()
     for seq in range(2, 12):  # telemetry changes every time; the assignment state does not
-        r = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, seq), headers=node.headers)
+        r = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=report(seq, minute + seq), headers=node.headers)
         assert r.json() == {"accepted": True, "duplicate": False, "generation": first.json()["generation"]}
     assert (
         begins == []
         and runtime.live.gpu_samples([node.node_id])[node.node_id][node.inventory.gpus[0].uuid]["energy_mj"] == 11000
     )
+    # The next minute's first report checkpoints (one transaction), the one after does not.
+    for seq, expected in ((12, 1), (13, 1)):
+        client.post(
+            f"/v1/agent/nodes/{node.node_id}/reports", json=report(seq, minute + 60 + seq), headers=node.headers
+        )
+        assert len(begins) == expected
+    with runtime.sessions() as s:
+        stored = s.scalars(select(EnergyReading.energy_mj).order_by(EnergyReading.at_us)).all()
+        assert s.scalar(select(func.count()).select_from(EnergyReading)) == 2 * len(node.inventory.gpus)
+    assert sorted(set(stored)) == [1000, 12000]
     # A placement bumps the generation: the next report carries it without touching SQL either.
     acme = make_tenant(runtime, "acme")
     client.post("/v1/workloads", json=workload_body(4), headers=acme.headers)
     run_pass(runtime, PlacementEpoch(0, 1))
     begins.clear()
-    r = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 20), headers=node.headers)
+    r = client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=report(20, minute + 90), headers=node.headers)
     assert r.json()["generation"] > first.json()["generation"] and begins == []
     # A report whose assignments changed does reach SQL.
     status = {"workload_id": "wl_x", "epoch": 1, "rank": 0, "phase": "running"}
-    client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=_report(node, 21, [status]), headers=node.headers)
+    body = _report(node, 21, [status])
+    body["sent_at"] = minute + 91
+    client.post(f"/v1/agent/nodes/{node.node_id}/reports", json=body, headers=node.headers)
     assert begins != []
+    with runtime.sessions() as s:  # its readings come with the fold
+        assert 21000 in s.scalars(select(EnergyReading.energy_mj)).all()
 
 
 def test_energy_accumulates_from_counters_across_resets_and_duplicates(

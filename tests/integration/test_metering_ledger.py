@@ -5,14 +5,18 @@ ledger's rows adding up to the counter to the millijoule with none written twice
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from factories import make_site, make_tenant, register_node
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agents.gpu.sim import SimBackend
+from agents.protocol import MAX_BATCH_REPORTS, PROTOCOL_VERSION
 from controlplane.domain.ids import new_id
 from controlplane.metering.counters import US_PER_S, Reading
 from controlplane.runtime import Runtime
@@ -143,3 +147,78 @@ def test_an_allocation_metered_as_its_readings_arrive_adds_up_to_its_counter(run
     assert sum(r[4] for r in ledger) == _mj(at[us(200)]) - _mj(at[us(20)])
     assert all(r[5] == int((r[4] * PUE).to_integral_value()) for r in ledger)
     assert len({r[0] for r in ledger}) == 4
+
+
+def test_redis_flushed_and_an_agent_offline_replaying_its_spool_lose_no_energy(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """Through the agent API: a node's GPU 0 runs a tenant's allocation for 20 minutes at 700 W,
+    reporting every 5 s. Redis is flushed at minute 7 (every key of the control plane's), the agent
+    is offline from minute 10 and replays its spool in batches at the end. The ledger, from the
+    readings SQL kept, bills every millijoule once: 700 W x 1,200 s, 42 kJ a minute."""
+    make_site(runtime)
+    node = register_node(runtime, 1)
+    tenant = make_tenant(runtime, "acme")
+    t0 = time.time() // 60 * 60 - 1200  # 20 minutes ago, on a minute
+    start = datetime.fromtimestamp(t0, UTC)
+    with runtime.uow() as s:
+        gpu = s.scalars(select(Gpu).where(Gpu.node_id == node.node_id, Gpu.index == 0)).one()
+        wl = Workload(
+            id=new_id("wl"),
+            tenant_id=tenant.tenant_id,
+            gpu_count=1,
+            gpu_model="NVIDIA GB300",
+            nvlink="none",
+            priority="on_demand",
+            command=["true"],
+            env={},
+            max_duration_s=3600,
+        )
+        s.add(wl)
+        s.flush()
+        alloc = Allocation(workload_id=wl.id, gpu_id=gpu.id, node_id=node.node_id, rank=0, epoch=1, created_at=start)
+        s.add(alloc)
+        s.flush()
+        alloc_id = alloc.id
+    running = {"workload_id": wl.id, "epoch": 1, "rank": 0, "phase": "running"}
+    watts_mj = 700_000  # mJ per second
+
+    def body(seq: int) -> dict[str, Any]:
+        at = t0 + 5 * seq
+        return {
+            "protocol_version": PROTOCOL_VERSION,
+            "seq": seq + 1,
+            "sent_at": at,
+            "gpus": [
+                {"uuid": g.uuid, "index": g.index, "power_w": 700.0, "energy_mj": 5_000_000 + watts_mj * 5 * seq}
+                for g in node.inventory.gpus
+            ],
+            "assignments": [running],
+        }
+
+    path = f"/v1/agent/nodes/{node.node_id}/reports"
+    spool = []
+    for seq in range(0, 241):  # t0 .. t0 + 1,200 s
+        if seq == 84:  # minute 7: Redis loses everything
+            keys = list(runtime.redis.scan_iter(f"{runtime.settings.redis_prefix}:*"))
+            assert keys
+            runtime.redis.delete(*keys)
+        if seq >= 120:  # minute 10: offline, spooling
+            spool.append(body(seq))
+            continue
+        r = client.post(path, json=body(seq), headers=node.headers)
+        assert r.status_code == 200 and r.json()["accepted"], r.text
+    for i in range(0, len(spool), MAX_BATCH_REPORTS):
+        batch = {"protocol_version": PROTOCOL_VERSION, "reports": spool[i : i + MAX_BATCH_REPORTS]}
+        r = client.post(f"{path}/batch", json=batch, headers=node.headers)
+        assert r.status_code == 200 and all(x["accepted"] for x in r.json()["results"]), r.text
+    with runtime.uow() as s:
+        s.get_one(Allocation, alloc_id).released_at = start + timedelta(seconds=1200)
+    with runtime.uow() as s:
+        meter_allocation(s, alloc_id, pue=PUE)
+    with runtime.sessions() as s:
+        ledger = _ledger(s, alloc_id)
+        per_gpu = s.scalar(select(func.count()).select_from(EnergyReading).where(EnergyReading.gpu_id == gpu.id))
+    assert len(ledger) == 20 and all(r[4] == watts_mj * 60 for r in ledger)
+    assert sum(r[4] for r in ledger) == watts_mj * 1200
+    assert per_gpu is not None and 21 <= per_gpu < 241  # a checkpoint a minute, not every report

@@ -80,6 +80,7 @@ def report(node_id: NodeId, body: ReportRequest, agent: AgentPrincipal, runtime:
         report=body,
         now=time.time(),
         lease_ttl_s=runtime.settings.lease_ttl_s,
+        checkpoints=runtime.checkpoints,
     )
     answer = ReportResponse(accepted=result.accepted, duplicate=result.duplicate, generation=result.generation)
     return for_agent(answer, version=body.protocol_version)
@@ -102,6 +103,7 @@ def report_batch(node_id: NodeId, body: ReportBatch, agent: AgentPrincipal, runt
         batch=body,
         now=time.time(),
         lease_ttl_s=runtime.settings.lease_ttl_s,
+        checkpoints=runtime.checkpoints,
     )
     answer = ReportBatchResponse(results=result.results, generation=result.generation)
     return for_agent(answer, version=body.protocol_version)

@@ -36,6 +36,7 @@ from agents.protocol import SEQ_JUMP_ALLOWANCE, SEQ_JUMP_PER_S, BatchedResult, R
 from controlplane.domain.errors import Conflict, InvalidRequest
 from controlplane.live.nodes import MAX_ENERGY_TOTAL_MJ, Begun, LiveState
 from controlplane.services.agents import desired, gpu_health, reports
+from controlplane.services.metering import record
 from controlplane.services.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,23 @@ def ingest_report(
     report: ReportRequest,
     now: float,
     lease_ttl_s: float,
+    checkpoints: record.Checkpoints | None = None,
 ) -> Ingested:
     if report.inventory is not None:  # rare (a GPU lost or found): refused before any write
         with read() as session:
             gpu_health.check_inventory(session, node_id=node_id, inventory=report.inventory)
     fingerprint = reports.report_fingerprint(report)
     gpus = list(report.gpus)
+    # The meter's source, durable before anything acknowledges the report (insert-or-ignore per
+    # GPU and sample time: a duplicate, a retry or a spool replay adds nothing), at each
+    # checkpoint; a report folded into SQL carries its readings in that fold.
+    stored = False
+    if gpus and (checkpoints is None or checkpoints.due(node_id, report.sent_at)):
+        with uow() as session:
+            record.store_report_readings(session, node_id=node_id, gpus=gpus, sent_at=report.sent_at)
+        stored = True
+        if checkpoints is not None:
+            checkpoints.mark(node_id, report.sent_at)
     begun = live.begin_report(
         node_id=node_id,
         seq=report.seq,
@@ -95,6 +107,8 @@ def ingest_report(
         return Ingested(accepted=True, duplicate=False, generation=begun.generation, folded=False)
     with uow() as session:
         folded = reports.apply_report(session, node_id=node_id, report=report)
+        if gpus and not stored:
+            record.store_report_readings(session, node_id=node_id, gpus=gpus, sent_at=report.sent_at)
     dropped = live.commit_report(
         node_id=node_id,
         seq=report.seq,
@@ -125,6 +139,7 @@ def ingest_batch(
     batch: ReportBatch,
     now: float,
     lease_ttl_s: float,
+    checkpoints: record.Checkpoints | None = None,
 ) -> BatchIngested:
     """Fold a batch's reports in order, exactly as if each had been sent alone."""
     results: list[BatchedResult] = []
@@ -132,7 +147,14 @@ def ingest_batch(
     for report in batch.reports:
         try:
             one = ingest_report(
-                live=live, uow=uow, read=read, node_id=node_id, report=report, now=now, lease_ttl_s=lease_ttl_s
+                live=live,
+                uow=uow,
+                read=read,
+                node_id=node_id,
+                report=report,
+                now=now,
+                lease_ttl_s=lease_ttl_s,
+                checkpoints=checkpoints,
             )
         except (Conflict, InvalidRequest) as exc:
             results.append(

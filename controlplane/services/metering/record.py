@@ -5,10 +5,12 @@ usage row: its allocation, GPU and interval), so a report replayed from a spool,
 arriving out of order adds nothing twice, and metering an allocation again writes only the
 intervals that have become complete since. The arithmetic is ``controlplane.metering``'s.
 
-Not yet here (issue 11, left for the next session): the ingest path storing each report's
-readings, a periodic task metering live allocations, corrections of rows already written (a late
-reading inside an interval already booked moves energy between intervals, never the total),
-prices.
+The ingest path (``agents.ingest``) stores a report's readings at each checkpoint
+(``Checkpoints``) before Redis records the report.
+
+Not yet here (issue 11, left for the next session): a periodic task metering live allocations,
+corrections of rows already written (a late reading inside an interval already booked moves
+energy between intervals, never the total), prices on the rows.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agents.protocol import GpuTelemetry
 from controlplane.metering.counters import US_PER_S, Reading, energy_curve
 from controlplane.metering.usage import UsageRow, usage_rows
 from controlplane.store.bulk import insert_ignoring, table_of
-from controlplane.store.models import Allocation, EnergyReading, UsageRecord, Workload
+from controlplane.store.models import Allocation, EnergyReading, Gpu, UsageRecord, Workload
 
 DEFAULT_INTERVAL_US = 60 * US_PER_S
 
@@ -43,6 +46,44 @@ def store_readings(session: Session, readings: Sequence[tuple[str, Reading]]) ->
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Checkpoints:
+    """When a report's readings go to SQL: the first report of each node in each metering
+    interval (by its sample time), and every report that reaches SQL anyway (its assignments
+    changed: an allocation's ends get readings next to them). Between two checkpoints the
+    counter loses nothing; only the split inside an interval is interpolated from fewer
+    readings. Kept per process (each API process checkpoints on its own: a few more idempotent
+    writes), and marked only once the write committed: a failed write is tried again by the
+    next report, and a process restarted, or Redis flushed, checkpoints at the next report."""
+
+    MAX_NODES = 1 << 18
+
+    def __init__(self, interval_s: float = DEFAULT_INTERVAL_US / US_PER_S) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, int] = {}
+
+    def due(self, node_id: str, sent_at: float) -> bool:
+        return self._last.get(node_id) != int(sent_at // self.interval_s)
+
+    def mark(self, node_id: str, sent_at: float) -> None:
+        if len(self._last) >= self.MAX_NODES:
+            self._last.clear()  # bounded: forgetting only brings a checkpoint forward
+        self._last[node_id] = int(sent_at // self.interval_s)
+
+
+def store_report_readings(session: Session, *, node_id: str, gpus: Sequence[GpuTelemetry], sent_at: float) -> int:
+    """A report's energy-counter and power readings, at its sample time, for the node's own GPUs
+    (a GPU not the node's is left out); returns how many it carried."""
+    ids: dict[str, str] = dict(session.execute(select(Gpu.uuid, Gpu.id).where(Gpu.node_id == node_id)).all())
+    at_us = round(sent_at * US_PER_S)
+    pairs = [
+        (ids[g.uuid], Reading(at_us, g.energy_mj, g.power_w))
+        for g in gpus
+        if g.uuid in ids and (g.energy_mj is not None or g.power_w is not None)
+    ]
+    store_readings(session, pairs)
+    return len(pairs)
 
 
 def _us(at: datetime) -> int:

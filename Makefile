@@ -70,6 +70,7 @@ bench: $(STAMP) services
 	$(PY) bench/bench_agent_cpu.py --seconds 60 --backend nvml --fake-nvml
 	$(PY) bench/bench_scheduler_core.py
 	$(PY) bench/bench_scheduler_commit.py
+	$(PY) bench/bench_ledger.py
 	$(PY) bench/bench_notify_latency.py --samples 300
 	$(PY) bench/replay_day.py
 	SWITCHYARD_SAFETY_EXAMPLES=3000 $(VENV)/bin/pytest -q -p no:randomly tests/integration/test_scheduler_safety.py -k "owners and sqlite"

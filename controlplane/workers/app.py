@@ -30,6 +30,11 @@ def create_celery(settings: Settings) -> Celery:
                 "schedule": settings.sweep_interval_s,
                 "options": {"expires": settings.sweep_interval_s * 2},
             },
+            "meter-usage": {
+                "task": "switchyard.meter_usage",
+                "schedule": 60.0,
+                "options": {"expires": 120.0},
+            },
             "enforce-max-duration": {
                 "task": "switchyard.enforce_max_duration",
                 "schedule": 10.0,

@@ -1,4 +1,4 @@
-"""Celery tasks: thin adapters over the liveness and deadline services (ids in, a service call,
+"""Celery tasks: thin adapters over the liveness, deadline and metering services (ids in, a service call,
 idempotent: a sweep run twice changes nothing the second time)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from celery import shared_task
 from controlplane.config import get_settings
 from controlplane.runtime import Runtime, build_runtime
 from controlplane.services.agents import liveness
+from controlplane.services.metering import record
 from controlplane.services.workloads import deadlines
 from controlplane.store.types import utcnow
 
@@ -54,3 +55,13 @@ def enforce_max_duration() -> None:
         ended = deadlines.enforce_max_duration(session, now=utcnow())
     if ended:
         log.info("ended %d workloads past their max duration", len(ended))
+
+
+@shared_task(name="switchyard.meter_usage")  # type: ignore[untyped-decorator]
+def meter_usage() -> None:
+    """The usage ledger's rows for every interval completed since the last run."""
+    runtime = _runtime()
+    with runtime.uow() as session:
+        written = record.meter_sites(session, now=utcnow())
+    if any(written.values()):
+        log.info("metering: %d usage rows written", sum(written.values()))

@@ -20,8 +20,8 @@ from agents.protocol import MAX_BATCH_REPORTS, PROTOCOL_VERSION
 from controlplane.domain.ids import new_id
 from controlplane.metering.counters import US_PER_S, Reading
 from controlplane.runtime import Runtime
-from controlplane.services.metering.record import meter_allocation, store_readings
-from controlplane.store.models import Allocation, EnergyReading, Gpu, UsageRecord, Workload
+from controlplane.services.metering.record import meter_allocation, meter_sites, store_readings
+from controlplane.store.models import Allocation, EnergyReading, Gpu, Site, UsageRecord, Workload
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 PUE = Decimal("1.25")
@@ -222,3 +222,56 @@ def test_redis_flushed_and_an_agent_offline_replaying_its_spool_lose_no_energy(
     assert len(ledger) == 20 and all(r[4] == watts_mj * 60 for r in ledger)
     assert sum(r[4] for r in ledger) == watts_mj * 1200
     assert per_gpu is not None and 21 <= per_gpu < 241  # a checkpoint a minute, not every report
+
+
+def test_the_periodic_run_meters_every_allocation_of_the_site_once(runtime: Runtime) -> None:
+    """``meter_sites`` (the task beat runs each minute): GPU 0 still running from T0 + 20 s, GPU 1
+    released at T0 + 90 s, GPU 2 allocated at T0 + 1,000 s with no reading from T0 - 1 h to
+    T0 + 1,100 s (the reading before its start is older than the run's window). Each
+    gets exactly the rows ``meter_allocation`` computes for it alone, and a second run writes
+    nothing."""
+    _, gpu0, alloc0 = _setup(runtime)
+    readings = _sim_readings(1300)
+    with runtime.uow() as s:
+        node_id = s.get_one(Gpu, gpu0).node_id
+        gpu1, gpu2 = (s.scalars(select(Gpu.id).where(Gpu.node_id == node_id, Gpu.index == i)).one() for i in (1, 2))
+        wl = s.get_one(Allocation, alloc0).workload_id
+        a1 = Allocation(
+            workload_id=wl,
+            gpu_id=gpu1,
+            node_id=node_id,
+            rank=1,
+            epoch=1,
+            created_at=T0,
+            released_at=T0 + timedelta(seconds=90),
+        )
+        a2 = Allocation(
+            workload_id=wl,
+            gpu_id=gpu2,
+            node_id=node_id,
+            rank=2,
+            epoch=1,
+            created_at=T0 + timedelta(seconds=1000),
+            released_at=T0 + timedelta(seconds=1200),
+        )
+        s.add_all([a1, a2])
+        s.flush()
+        alloc1, alloc2 = a1.id, a2.id
+        store_readings(s, [(gpu0, r) for r in readings if r.at_us <= us(300)])
+        store_readings(s, [(gpu1, r) for r in readings if r.at_us <= us(300)])
+        gap = [Reading(us(-3600), 0, 700.0), *(r for r in readings if r.at_us >= us(1100))]
+        store_readings(s, [(gpu2, r) for r in gap])
+    now = T0 + timedelta(seconds=1300)
+    with runtime.uow() as s:
+        written = meter_sites(s, now=now)
+    assert sum(written.values()) == 5 + 2 + 4  # [20, 60) .. [240, 300); [0, 60), [60, 90); 1,000 .. 1,200
+    with runtime.uow() as s:
+        assert sum(meter_sites(s, now=now).values()) == 0
+    with runtime.sessions() as s:
+        (site_pue,) = s.scalars(select(Site.pue)).all()
+    for alloc_id in (alloc0, alloc1, alloc2):
+        with runtime.sessions() as s:
+            alone = meter_allocation(s, alloc_id, pue=Decimal(str(site_pue)))  # computed, rolled back with the session
+            booked = _ledger(s, alloc_id)
+        assert [(u.key, u.start_us, u.end_us, u.gpu_us, u.it_mj, u.facility_mj) for u in alone] == booked
+    assert {r[4] for r in booked} and all(r[4] > 0 for r in booked)

@@ -92,6 +92,11 @@ def _us(at: datetime) -> int:
     return (at - _EPOCH) // timedelta(microseconds=1)
 
 
+def _reading(at_us: int, energy_mj: int | None, power_mw: int | None) -> Reading:
+    """A stored reading (power in mW) as the meter reads it (W)."""
+    return Reading(at_us, energy_mj, None if power_mw is None else power_mw / 1000.0)
+
+
 def readings_around(session: Session, gpu_id: str, start_us: int, end_us: int | None) -> list[Reading]:
     """The GPU's readings within [start, end] and the nearest one outside each end (so the
     curve reaches both ends by interpolation)."""
@@ -108,7 +113,7 @@ def readings_around(session: Session, gpu_id: str, start_us: int, end_us: int | 
         rows += session.execute(
             select(*cols).where(r.gpu_id == gpu_id, r.at_us >= end_us).order_by(r.at_us).limit(1)
         ).all()
-    return [Reading(at, mj, None if mw is None else mw / 1000.0) for at, mj, mw in rows]
+    return [_reading(at, mj, mw) for at, mj, mw in rows]
 
 
 def _records(tenant_id: str, workload_id: str, rows: list[UsageRow]) -> list[dict[str, Any]]:
@@ -194,7 +199,7 @@ def meter_open(
     for cond in among(session, r.gpu_id, sorted(lo)):
         stmt = select(r.gpu_id, r.at_us, r.energy_mj, r.power_mw).where(cond, r.at_us >= floor_us)
         for gpu_id, at, mj, mw in session.execute(stmt):
-            by_gpu.setdefault(gpu_id, []).append(Reading(at, mj, None if mw is None else mw / 1000.0))
+            by_gpu.setdefault(gpu_id, []).append(_reading(at, mj, mw))
     for gpu_id, start in lo.items():
         got = by_gpu.get(gpu_id, [])
         if not any(x.at_us <= start for x in got):

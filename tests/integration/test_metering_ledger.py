@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from factories import make_site, make_tenant, register_node
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -275,3 +276,58 @@ def test_the_periodic_run_meters_every_allocation_of_the_site_once(runtime: Runt
             booked = _ledger(s, alloc_id)
         assert [(u.key, u.start_us, u.end_us, u.gpu_us, u.it_mj, u.facility_mj) for u in alone] == booked
     assert {r[4] for r in booked} and all(r[4] > 0 for r in booked)
+
+
+def test_a_checkpoint_while_the_database_is_down_is_refused_then_lands_on_retry(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """PostgreSQL stops taking connections (its own switch, every session cut). Reports inside a
+    minute already checkpointed go on through Redis; the next minute's first report, whose
+    readings must be durable before it is acknowledged, gets a 503 problem and is not recorded,
+    and the agent's retry of that same report lands once the database is back: the minute's
+    energy is all there. (SQLite is a file in this process, not a server that can go away.)"""
+    import psycopg
+    from testenv import PG_ADMIN_URL
+
+    url = runtime.settings.database_url
+    if not url.startswith("postgresql"):
+        pytest.skip("an embedded SQLite database cannot be down while its process runs")
+    make_site(runtime)
+    node = register_node(runtime, 1)
+    t0 = time.time() // 60 * 60 - 120
+    path = f"/v1/agent/nodes/{node.node_id}/reports"
+
+    def body(seq: int, at: float) -> dict[str, Any]:
+        gpus = [
+            {"uuid": g.uuid, "index": g.index, "power_w": 500.0, "energy_mj": 500_000 * int(at - t0)}
+            for g in node.inventory.gpus
+        ]
+        return {"protocol_version": PROTOCOL_VERSION, "seq": seq, "sent_at": at, "gpus": gpus}
+
+    assert client.post(path, json=body(1, t0), headers=node.headers).status_code == 200
+    name = url.rsplit("/", 1)[1]
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+    try:
+        inside = client.post(path, json=body(2, t0 + 30), headers=node.headers)
+        assert inside.status_code == 200 and inside.json()["accepted"], inside.text
+        down = client.post(path, json=body(3, t0 + 60), headers=node.headers)
+        assert down.status_code == 503 and down.headers["content-type"].startswith("application/problem+json")
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    retry = client.post(path, json=body(3, t0 + 60), headers=node.headers)
+    assert retry.status_code == 200 and retry.json() == {**retry.json(), "accepted": True, "duplicate": False}
+    with runtime.sessions() as s:
+        gpu = s.scalars(select(Gpu.id).where(Gpu.node_id == node.node_id, Gpu.index == 0)).one()
+        points = [
+            (at, mj)
+            for at, mj in s.execute(
+                select(EnergyReading.at_us, EnergyReading.energy_mj)
+                .where(EnergyReading.gpu_id == gpu)
+                .order_by(EnergyReading.at_us)
+            )
+        ]
+    assert points == [(round(t0 * US_PER_S), 0), (round((t0 + 60) * US_PER_S), 30_000_000)]

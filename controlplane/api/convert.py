@@ -23,6 +23,8 @@ from controlplane.api.schemas import (
     SiteOut,
     SitePowerOut,
     TenantOut,
+    UsageLineOut,
+    UsageOut,
     WorkloadOut,
     WorkloadPage,
 )
@@ -42,6 +44,7 @@ from controlplane.services.audit import AuditPage
 from controlplane.services.fleet.capacity import Offering
 from controlplane.services.fleet.power import SitePower
 from controlplane.services.fleet.views import GpuLive, NodeLive, RackView, SiteView
+from controlplane.services.metering.views import UsageView
 from controlplane.services.workloads.quota import QuotaView
 from controlplane.services.workloads.read import MAX_PAGE, Page
 from controlplane.store.models import ApiKey, BootstrapToken, GpuEvent, Preemption, Tenant
@@ -237,6 +240,30 @@ def quota_out(q: QuotaView) -> QuotaOut:
         gpu_hours_this_month=q.gpu_hours_this_month,
         spend_this_month_usd=q.spend_this_month_usd,
         share_weight=q.share_weight,
+    )
+
+
+def usage_out(v: UsageView) -> UsageOut:
+    return UsageOut(
+        start=v.start.isoformat(),
+        end=v.end.isoformat(),
+        by=v.by,
+        price_usd_per_gpu_hour=v.price_usd_per_gpu_hour,
+        lines=[
+            UsageLineOut(
+                group=x.group,
+                gpu_hours=x.gpu_hours,
+                kwh_it=x.kwh_it,
+                kwh_facility=x.kwh_facility,
+                amount_usd=x.amount_usd,
+                ledger_rows=x.rows,
+                estimated_rows=x.estimated_rows,
+            )
+            for x in v.lines
+        ],
+        total_gpu_hours=v.total_gpu_hours,
+        total_kwh_facility=v.total_kwh_facility,
+        total_usd=v.total_usd,
     )
 
 

@@ -1,12 +1,13 @@
-"""Tenant routes: workloads, their logs, what GPUs are on offer, the tenant's quota, its own API
-keys (list, rotate, revoke) and the audit entries about them.
+"""Tenant routes: workloads, their logs, what GPUs are on offer, the tenant's quota and metered
+usage, its own API keys (list, rotate, revoke) and the audit entries about them.
 
 Thin: parse, open the unit of work, call the service, convert. No SQL, no arithmetic.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import date
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -15,12 +16,21 @@ from controlplane.api.bodies import WORKLOAD_BODY_BYTES, GuardedRoute, body_limi
 from controlplane.api.convert import WorkloadQuery
 from controlplane.api.deps import IdempotencyKey, PathId, RuntimeDep, TenantPrincipal
 from controlplane.api.origin import OriginDep, acting
-from controlplane.api.schemas import CancelRequest, OfferingOut, QuotaOut, WorkloadCreate, WorkloadOut, WorkloadPage
+from controlplane.api.schemas import (
+    CancelRequest,
+    OfferingOut,
+    QuotaOut,
+    UsageOut,
+    WorkloadCreate,
+    WorkloadOut,
+    WorkloadPage,
+)
 from controlplane.api.schemas.credentials import ApiKeyOut, AuditPageOut, KeyPageOut, OwnKeyQuery, PageQuery
 from controlplane.domain.enums import KeyScope, NvlinkPolicy, PriorityClass
 from controlplane.domain.specs import WorkloadSpec
 from controlplane.services import admin, audit
 from controlplane.services.fleet import capacity
+from controlplane.services.metering import views as metering_views
 from controlplane.services.workloads import cancel, quota, read, submit
 
 router = APIRouter(tags=["tenant"], route_class=GuardedRoute)
@@ -138,6 +148,20 @@ def my_quota(tenant: TenantPrincipal, runtime: RuntimeDep) -> QuotaOut:
     """Your reservation, limits, and what you have used of them this month."""
     with runtime.read() as session:
         return convert.quota_out(quota.quota_view(session, tenant_id=_tenant_id(tenant)))
+
+
+@router.get("/usage", response_model=UsageOut)
+def my_usage(
+    tenant: TenantPrincipal,
+    runtime: RuntimeDep,
+    start: Annotated[date, Query(alias="from", description="first UTC day (YYYY-MM-DD), included")],
+    end: Annotated[date, Query(alias="to", description="UTC day after the last (YYYY-MM-DD)")],
+    by: Annotated[Literal["workload", "day"], Query()] = "day",
+) -> UsageOut:
+    """Your metered usage from the usage ledger: GPU-hours, kWh and dollars, by workload or day."""
+    with runtime.read() as session:
+        view = metering_views.usage_view(session, tenant_id=_tenant_id(tenant), start=start, end=end, by=by)
+        return convert.usage_out(view)
 
 
 @router.get("/keys", response_model=KeyPageOut)

@@ -150,3 +150,26 @@ class QuotaOut(BaseModel):
     spend_this_month_usd: Decimal
     # The tenant's fair share among the tenants of its class, in proportion to this weight.
     share_weight: float = 1.0
+
+
+class UsageLineOut(BaseModel):
+    group: str  # a workload id, or a UTC day (YYYY-MM-DD)
+    gpu_hours: Decimal
+    kwh_it: Decimal
+    kwh_facility: Decimal
+    amount_usd: Decimal
+    ledger_rows: int
+    estimated_rows: int  # (partly) from power samples: no energy counter for part of them
+
+
+class UsageOut(BaseModel):
+    """Metered usage from the usage ledger, over [from, to) in UTC days."""
+
+    start: str
+    end: str
+    by: Literal["workload", "day"]
+    price_usd_per_gpu_hour: Decimal
+    lines: list[UsageLineOut]
+    total_gpu_hours: Decimal
+    total_kwh_facility: Decimal
+    total_usd: Decimal

@@ -14,6 +14,7 @@ from controlplane.api.routers import agent, operator, tenant
 from controlplane.api.waker import Waker
 from controlplane.config import Settings
 from controlplane.metrics.collector import FleetCollector
+from controlplane.metrics.metering import MeteringCollector
 from controlplane.runtime import Runtime, build_runtime
 
 API_VERSION = "v1"
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(rt))
+    registry.register(MeteringCollector(rt))
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

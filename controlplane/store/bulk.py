@@ -27,14 +27,39 @@ def table_of(model: type[Any]) -> Table:
     return table
 
 
-def insert_ignoring(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
+def _insert_of(session: Session) -> Any:
+    return postgresql.insert if session.connection().dialect.name == "postgresql" else sqlite.insert
+
+
+def insert_ignoring(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    returning: Sequence[ColumnElement[Any]] = (),
+) -> list[Any]:
     """INSERT ``rows``, skipping any whose ``keys`` columns (a unique key) match a stored row: on
-    PostgreSQL and SQLite alike, ``ON CONFLICT (keys) DO NOTHING``."""
+    PostgreSQL and SQLite alike, ``ON CONFLICT (keys) DO NOTHING``. With ``returning``, those
+    columns of the rows inserted (not the skipped ones)."""
+    if not rows:
+        return []
+    stmt = _insert_of(session)(table).on_conflict_do_nothing(index_elements=list(keys))
+    if returning:
+        return list(session.execute(stmt.returning(*returning), list(rows)).all())
+    session.execute(stmt, list(rows))
+    return []
+
+
+def add_to(
+    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str], sums: Sequence[str]
+) -> None:
+    """Upsert ``rows``: a new key is inserted, an existing one has the ``sums`` columns added to
+    (``ON CONFLICT (keys) DO UPDATE SET c = c + excluded.c``), on PostgreSQL and SQLite alike."""
     if not rows:
         return
-    dialect = session.connection().dialect.name
-    insert_of = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert_of(table).on_conflict_do_nothing(index_elements=list(keys)), list(rows))
+    stmt = _insert_of(session)(table)
+    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: table.c[c] + stmt.excluded[c] for c in sums})
+    session.execute(stmt, list(rows))
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -21,8 +21,8 @@ from agents.protocol import MAX_BATCH_REPORTS, PROTOCOL_VERSION
 from controlplane.domain.ids import new_id
 from controlplane.metering.counters import US_PER_S, Reading
 from controlplane.runtime import Runtime
-from controlplane.services.metering.record import meter_allocation, meter_sites, store_readings
-from controlplane.store.models import Allocation, EnergyReading, Gpu, Site, UsageRecord, Workload
+from controlplane.services.metering.record import meter_allocation, meter_sites, rebuild_hourly, store_readings
+from controlplane.store.models import Allocation, EnergyReading, Gpu, Site, UsageHourly, UsageRecord, Workload
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 PUE = Decimal("1.25")
@@ -101,6 +101,15 @@ def _ledger(session: Session, alloc_id: int) -> list[tuple[str, int, int, int, i
         .order_by(UsageRecord.start_us)
     ).all()
     return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def _hourly(session: Session) -> list[tuple[str, int, int, int, int]]:
+    rows = session.execute(
+        select(
+            UsageHourly.tenant_id, UsageHourly.hour_us, UsageHourly.gpu_us, UsageHourly.it_mj, UsageHourly.rows
+        ).order_by(UsageHourly.tenant_id, UsageHourly.hour_us)
+    ).all()
+    return [(t, h, g, i, n) for t, h, g, i, n in rows]
 
 
 def test_an_allocation_metered_as_its_readings_arrive_adds_up_to_its_counter(runtime: Runtime) -> None:
@@ -222,6 +231,13 @@ def test_redis_flushed_and_an_agent_offline_replaying_its_spool_lose_no_energy(
         per_gpu = s.scalar(select(func.count()).select_from(EnergyReading).where(EnergyReading.gpu_id == gpu.id))
     assert len(ledger) == 20 and all(r[4] == watts_mj * 60 for r in ledger)
     assert sum(r[4] for r in ledger) == watts_mj * 1200
+    with runtime.sessions() as s:
+        hourly = _hourly(s)
+    assert sum(h[3] for h in hourly) == watts_mj * 1200 and sum(h[4] for h in hourly) == 20
+    # Prometheus sees the same, per tenant: 1,200 GPU-seconds, 840 kJ IT (x the PUE at the facility).
+    text = client.get("/metrics").text
+    assert f'switchyard_metered_gpu_seconds_total{{tenant="{tenant.tenant_id}"}} 1200.0' in text
+    assert f'switchyard_metered_energy_joules_total{{basis="it",tenant="{tenant.tenant_id}"}} 840000.0' in text
     assert per_gpu is not None and 21 <= per_gpu < 241  # a checkpoint a minute, not every report
 
 
@@ -276,6 +292,13 @@ def test_the_periodic_run_meters_every_allocation_of_the_site_once(runtime: Runt
             booked = _ledger(s, alloc_id)
         assert [(u.key, u.start_us, u.end_us, u.gpu_us, u.it_mj, u.facility_mj) for u in alone] == booked
     assert {r[4] for r in booked} and all(r[4] > 0 for r in booked)
+    # The hourly sums kept beside the ledger are the ledger's sums (rebuilt from it alone).
+    with runtime.sessions() as s:
+        kept = _hourly(s)
+        rebuild_hourly(s)
+        assert _hourly(s) == kept and sum(h[4] for h in kept) == 11
+        total = s.execute(select(func.sum(UsageRecord.it_mj), func.sum(UsageRecord.gpu_us))).one()
+        assert (sum(h[3] for h in kept), sum(h[2] for h in kept)) == tuple(total)
 
 
 def test_a_checkpoint_while_the_database_is_down_is_refused_then_lands_on_retry(

@@ -20,16 +20,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from agents.protocol import GpuTelemetry
 from controlplane.metering.counters import US_PER_S, Reading, energy_curve
 from controlplane.metering.usage import UsageRow, usage_rows
-from controlplane.store.bulk import among, insert_ignoring, table_of
-from controlplane.store.models import Allocation, EnergyReading, Gpu, Node, Site, UsageRecord, Workload
+from controlplane.store.bulk import add_to, among, insert_ignoring, table_of
+from controlplane.store.models import Allocation, EnergyReading, Gpu, Node, Site, UsageHourly, UsageRecord, Workload
 
 DEFAULT_INTERVAL_US = 60 * US_PER_S
+US_PER_HOUR = 3600 * US_PER_S
 
 
 def store_readings(session: Session, readings: Sequence[tuple[str, Reading]]) -> None:
@@ -135,6 +136,32 @@ def _records(tenant_id: str, workload_id: str, rows: list[UsageRow]) -> list[dic
     ]
 
 
+def book(session: Session, tenant_id: str, workload_id: str, rows: list[UsageRow]) -> int:
+    """Append the rows to the ledger (those already there add nothing) and add the ones new to
+    the tenant's hourly sums, in the caller's transaction; returns how many were new."""
+    u = table_of(UsageRecord)
+    new = insert_ignoring(
+        session,
+        u,
+        _records(tenant_id, workload_id, rows),
+        ["key"],
+        returning=(u.c.start_us, u.c.gpu_us, u.c.it_mj, u.c.facility_mj),
+    )
+    hours: dict[int, list[int]] = {}
+    for start_us, gpu_us, it_mj, facility_mj in new:
+        acc = hours.setdefault(start_us - start_us % US_PER_HOUR, [0, 0, 0, 0])
+        acc[0] += gpu_us
+        acc[1] += it_mj
+        acc[2] += facility_mj
+        acc[3] += 1
+    sums = [
+        {"tenant_id": tenant_id, "hour_us": h, "gpu_us": g, "it_mj": i, "facility_mj": f, "rows": n}
+        for h, (g, i, f, n) in sorted(hours.items())
+    ]
+    add_to(session, table_of(UsageHourly), sums, ["tenant_id", "hour_us"], ["gpu_us", "it_mj", "facility_mj", "rows"])
+    return len(new)
+
+
 def meter_allocation(
     session: Session, allocation_id: int, *, pue: Decimal, interval_us: int = DEFAULT_INTERVAL_US
 ) -> list[UsageRow]:
@@ -149,7 +176,7 @@ def meter_allocation(
     end_us = None if alloc.released_at is None else _us(alloc.released_at)
     points = energy_curve(readings_around(session, alloc.gpu_id, start_us, end_us))
     rows = usage_rows(alloc.id, alloc.gpu_id, points, start_us, end_us, interval_us=interval_us, pue=pue)
-    insert_ignoring(session, table_of(UsageRecord), _records(tenant_id, alloc.workload_id, rows), ["key"])
+    book(session, tenant_id, alloc.workload_id, rows)
     return rows
 
 
@@ -214,8 +241,7 @@ def meter_open(
             a.id, a.gpu_id, energy_curve(readings), starts[a.id], end_us, interval_us=interval_us, pue=pue
         )
         if rows:
-            insert_ignoring(session, table_of(UsageRecord), _records(a.tenant_id, a.workload_id, rows), ["key"])
-            written += len(rows)
+            written += book(session, a.tenant_id, a.workload_id, rows)
     return written
 
 
@@ -225,3 +251,25 @@ def meter_sites(session: Session, *, now: datetime, settle_s: float = 3600.0) ->
     return {
         sid: meter_open(session, site_id=sid, now=now, pue=Decimal(str(pue)), settle_s=settle_s) for sid, pue in sites
     }
+
+
+def rebuild_hourly(session: Session) -> None:
+    """The hourly sums again from the ledger alone (they are derived: this is their definition)."""
+    u = UsageRecord
+    hour = u.start_us - u.start_us % US_PER_HOUR
+    session.execute(delete(UsageHourly))
+    sums = session.execute(
+        select(
+            u.tenant_id, hour, func.sum(u.gpu_us), func.sum(u.it_mj), func.sum(u.facility_mj), func.count()
+        ).group_by(u.tenant_id, hour)
+    ).all()
+    add_to(
+        session,
+        table_of(UsageHourly),
+        [
+            {"tenant_id": t, "hour_us": h, "gpu_us": g, "it_mj": i, "facility_mj": f, "rows": n}
+            for t, h, g, i, f, n in sums
+        ],
+        ["tenant_id", "hour_us"],
+        ["gpu_us", "it_mj", "facility_mj", "rows"],
+    )

@@ -8,11 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controlplane.domain.errors import InvalidRequest, NotFound
 from controlplane.domain.money import ZERO, cents
-from controlplane.store.models import Tenant
+from controlplane.store.models import Tenant, UsageHourly
 from controlplane.store.queries.usage import usage_sums
 
 MAX_DAYS = 366
@@ -85,3 +86,23 @@ def usage_view(
         sum((x.kwh_facility for x in lines), ZERO),
         sum((x.amount_usd for x in lines), ZERO),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantTotal:
+    tenant_id: str
+    gpu_us: int
+    it_mj: int
+    facility_mj: int
+
+
+def tenant_totals(session: Session) -> list[TenantTotal]:
+    """Every tenant's metered totals since metering began, from the hourly sums (one statement
+    over tenants x hours, never the ledger's rows): the Prometheus counters."""
+    h = UsageHourly
+    rows = session.execute(
+        select(h.tenant_id, func.sum(h.gpu_us), func.sum(h.it_mj), func.sum(h.facility_mj))
+        .group_by(h.tenant_id)
+        .order_by(h.tenant_id)
+    ).all()
+    return [TenantTotal(t, int(g), int(i), int(f)) for t, g, i, f in rows]

@@ -7,7 +7,7 @@ SQL holds state changes only; heartbeats and telemetry live in Redis (DESIGN.md 
 from controlplane.store.models.audit import AuditEntry, CredentialAddress
 from controlplane.store.models.base import NAMING, Base
 from controlplane.store.models.fleet import Gpu, GpuEvent, Node, Rack, Site
-from controlplane.store.models.metering import EnergyReading, UsageRecord
+from controlplane.store.models.metering import EnergyReading, UsageHourly, UsageRecord
 from controlplane.store.models.power import MiningEvent
 from controlplane.store.models.scheduling import LeaderFence, Preemption
 from controlplane.store.models.tenancy import ApiKey, BootstrapToken, Tenant
@@ -31,6 +31,7 @@ __all__ = [
     "Rack",
     "Site",
     "Tenant",
+    "UsageHourly",
     "UsageRecord",
     "Workload",
     "WorkloadEvent",

@@ -53,3 +53,17 @@ class UsageRecord(Base):
     facility_mj: Mapped[int] = mapped_column(BigInteger)
     estimated: Mapped[bool] = mapped_column(Boolean)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsageHourly(Base):
+    """The ledger summed per tenant and UTC hour (by interval start), kept in the transaction
+    that writes the ledger rows: what dashboards, usage views and quotas read instead of the
+    rows. It can always be rebuilt from the ledger (``services/metering/record.rebuild_hourly``)."""
+
+    __tablename__ = "usage_hourly"
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    hour_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # unix microseconds, on the hour
+    gpu_us: Mapped[int] = mapped_column(BigInteger)
+    it_mj: Mapped[int] = mapped_column(BigInteger)
+    facility_mj: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(BigInteger)

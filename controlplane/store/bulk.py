@@ -31,23 +31,12 @@ def _insert_of(session: Session) -> Any:
     return postgresql.insert if session.connection().dialect.name == "postgresql" else sqlite.insert
 
 
-def insert_ignoring(
-    session: Session,
-    table: Table,
-    rows: Sequence[Mapping[str, Any]],
-    keys: Sequence[str],
-    returning: Sequence[ColumnElement[Any]] = (),
-) -> list[Any]:
+def insert_ignoring(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
     """INSERT ``rows``, skipping any whose ``keys`` columns (a unique key) match a stored row: on
-    PostgreSQL and SQLite alike, ``ON CONFLICT (keys) DO NOTHING``. With ``returning``, those
-    columns of the rows inserted (not the skipped ones)."""
+    PostgreSQL and SQLite alike, ``ON CONFLICT (keys) DO NOTHING``."""
     if not rows:
-        return []
-    stmt = _insert_of(session)(table).on_conflict_do_nothing(index_elements=list(keys))
-    if returning:
-        return list(session.execute(stmt.returning(*returning), list(rows)).all())
-    session.execute(stmt, list(rows))
-    return []
+        return
+    session.execute(_insert_of(session)(table).on_conflict_do_nothing(index_elements=list(keys)), list(rows))
 
 
 def add_to(

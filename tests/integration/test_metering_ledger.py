@@ -20,8 +20,9 @@ from agents.gpu.sim import SimBackend
 from agents.protocol import MAX_BATCH_REPORTS, PROTOCOL_VERSION
 from controlplane.domain.ids import new_id
 from controlplane.metering.counters import US_PER_S, Reading
+from controlplane.metering.usage import UsageRow
 from controlplane.runtime import Runtime
-from controlplane.services.metering.record import meter_allocation, meter_sites, rebuild_hourly, store_readings
+from controlplane.services.metering.record import book, meter_allocation, meter_sites, rebuild_hourly, store_readings
 from controlplane.store.models import Allocation, EnergyReading, Gpu, Site, UsageHourly, UsageRecord, Workload
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -354,3 +355,41 @@ def test_a_checkpoint_while_the_database_is_down_is_refused_then_lands_on_retry(
             )
         ]
     assert points == [(round(t0 * US_PER_S), 0), (round((t0 + 60) * US_PER_S), 30_000_000)]
+
+
+def test_two_bookings_of_the_same_rows_at_once_count_them_once(runtime: Runtime) -> None:
+    """Two metering transactions book the same allocation's rows concurrently (two workers, a
+    run overlapping the next): the second waits for the first (PostgreSQL's advisory lock,
+    SQLite's single writer), then finds the rows booked. The ledger and the hourly sums hold them
+    once."""
+    import threading
+
+    _, gpu_id, alloc_id = _setup(runtime)
+    readings = _sim_readings(300)
+    with runtime.uow() as s:
+        store_readings(s, [(gpu_id, r) for r in readings])
+        s.get_one(Allocation, alloc_id).released_at = T0 + timedelta(seconds=200)
+    second: list[int] = []
+    started = threading.Event()
+    with runtime.sessions() as s:
+        tenant_id, workload_id = s.execute(
+            select(Workload.tenant_id, Workload.id).join(Allocation, Allocation.workload_id == Workload.id)
+        ).one()
+
+    def other(rows: list[UsageRow]) -> None:
+        started.set()
+        with runtime.uow() as s2:
+            second.append(book(s2, [(tenant_id, workload_id, rows)]))
+
+    with runtime.uow() as s:
+        rows = meter_allocation(s, alloc_id, pue=PUE)
+        t = threading.Thread(target=other, args=(rows,))
+        t.start()
+        started.wait()
+        t.join(timeout=1.0)
+        assert t.is_alive()  # waiting on the first booking's transaction
+    t.join(timeout=30)
+    assert not t.is_alive() and second == [0]
+    with runtime.sessions() as s:
+        assert len(_ledger(s, alloc_id)) == len(rows) == 4
+        assert sum(h[4] for h in _hourly(s)) == 4

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from agents.protocol import GpuTelemetry
@@ -136,27 +136,36 @@ def _records(tenant_id: str, workload_id: str, rows: list[UsageRow]) -> list[dic
     ]
 
 
-def book(session: Session, tenant_id: str, workload_id: str, rows: list[UsageRow]) -> int:
-    """Append the rows to the ledger (those already there add nothing) and add the ones new to
-    the tenant's hourly sums, in the caller's transaction; returns how many were new."""
-    u = table_of(UsageRecord)
-    new = insert_ignoring(
-        session,
-        u,
-        _records(tenant_id, workload_id, rows),
-        ["key"],
-        returning=(u.c.start_us, u.c.gpu_us, u.c.it_mj, u.c.facility_mj),
-    )
-    hours: dict[int, list[int]] = {}
-    for start_us, gpu_us, it_mj, facility_mj in new:
-        acc = hours.setdefault(start_us - start_us % US_PER_HOUR, [0, 0, 0, 0])
-        acc[0] += gpu_us
-        acc[1] += it_mj
-        acc[2] += facility_mj
+# One booking transaction at a time (PostgreSQL; SQLite's writers queue anyway): which rows are
+# new is read before they are written, and two bookings of one row must not both count it.
+_BOOKING_LOCK = 0x5359_4C45_4447_4552  # "SYLEDGER"
+
+
+def book(session: Session, batches: Sequence[tuple[str, str, list[UsageRow]]]) -> int:
+    """Append (tenant, workload, rows) batches to the ledger (rows already there add nothing) and
+    add the new ones to their tenants' hourly sums, in the caller's transaction; returns how many
+    rows were new."""
+    records = [r for tenant_id, workload_id, rows in batches for r in _records(tenant_id, workload_id, rows)]
+    if not records:
+        return 0
+    if session.connection().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BOOKING_LOCK})
+    keys = [r["key"] for r in records]
+    seen: set[str] = set()
+    for cond in among(session, UsageRecord.key, keys):
+        seen.update(session.scalars(select(UsageRecord.key).where(cond)))
+    new = [r for r in records if r["key"] not in seen]
+    insert_ignoring(session, table_of(UsageRecord), new, ["key"])
+    hours: dict[tuple[str, int], list[int]] = {}
+    for r in new:
+        acc = hours.setdefault((r["tenant_id"], r["start_us"] - r["start_us"] % US_PER_HOUR), [0, 0, 0, 0])
+        acc[0] += r["gpu_us"]
+        acc[1] += r["it_mj"]
+        acc[2] += r["facility_mj"]
         acc[3] += 1
     sums = [
-        {"tenant_id": tenant_id, "hour_us": h, "gpu_us": g, "it_mj": i, "facility_mj": f, "rows": n}
-        for h, (g, i, f, n) in sorted(hours.items())
+        {"tenant_id": t, "hour_us": h, "gpu_us": g, "it_mj": i, "facility_mj": f, "rows": n}
+        for (t, h), (g, i, f, n) in sorted(hours.items())
     ]
     add_to(session, table_of(UsageHourly), sums, ["tenant_id", "hour_us"], ["gpu_us", "it_mj", "facility_mj", "rows"])
     return len(new)
@@ -176,7 +185,7 @@ def meter_allocation(
     end_us = None if alloc.released_at is None else _us(alloc.released_at)
     points = energy_curve(readings_around(session, alloc.gpu_id, start_us, end_us))
     rows = usage_rows(alloc.id, alloc.gpu_id, points, start_us, end_us, interval_us=interval_us, pue=pue)
-    book(session, tenant_id, alloc.workload_id, rows)
+    book(session, [(tenant_id, alloc.workload_id, rows)])
     return rows
 
 
@@ -233,7 +242,7 @@ def meter_open(
             # No reading at or before its start in the window (a long gap): the one before it,
             # however old, or energy across the gap would be counted in no row.
             by_gpu[gpu_id] = readings_around(session, gpu_id, start, None)
-    written = 0
+    batches = []
     for a in allocs:
         readings = by_gpu.get(a.gpu_id, [])
         end_us = None if a.released_at is None else _us(a.released_at)
@@ -241,8 +250,8 @@ def meter_open(
             a.id, a.gpu_id, energy_curve(readings), starts[a.id], end_us, interval_us=interval_us, pue=pue
         )
         if rows:
-            written += book(session, a.tenant_id, a.workload_id, rows)
-    return written
+            batches.append((a.tenant_id, a.workload_id, rows))
+    return book(session, batches)
 
 
 def meter_sites(session: Session, *, now: datetime, settle_s: float = 3600.0) -> dict[str, int]:

@@ -40,7 +40,7 @@ def main() -> int:
 
     from controlplane.metering.counters import US_PER_S, Reading, energy_curve
     from controlplane.metering.usage import UsageRow, usage_rows
-    from controlplane.services.metering.record import book
+    from controlplane.services.metering.record import Owner, book
     from controlplane.store.bulk import insert_ignoring, table_of
     from controlplane.store.db import make_engine, make_session_factory, transaction
     from controlplane.store.migrate import upgrade
@@ -71,6 +71,8 @@ def main() -> int:
                         "key": u.key,
                         "tenant_id": f"tn-{g % 7}",
                         "workload_id": f"wl-{g}",
+                        "priority": "on_demand",
+                        "gpu_model": "NVIDIA GB300",
                         "allocation_id": u.allocation_id,
                         "gpu_id": u.gpu_id,
                         "start_us": u.start_us,
@@ -123,12 +125,13 @@ def main() -> int:
                 )
             )
         groups = list(by_gpu.values())
+        owner = Owner("tn-0", "wl-0", "on_demand", "NVIDIA GB300")
         per_tx = max(1, args.batch // max(1, len(groups[0])))
         wall = time.perf_counter()
         booked = 0
         for i in range(0, len(groups), per_tx):
             with transaction(sessions) as session:
-                booked += book(session, [("tn-0", "wl-0", rows) for rows in groups[i : i + per_tx]])
+                booked += book(session, [(owner, rows) for rows in groups[i : i + per_tx]])
         book_wall = time.perf_counter() - wall
         assert booked == len(records)
         with engine.connect() as conn:

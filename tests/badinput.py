@@ -90,6 +90,7 @@ class World:
             "key_id": self.operator_key_id if operator else self.key_id,
             "token_id": self.rotated_token_id if route_path.endswith("/rotate") else self.token_id,
             "site_id": self.site_id,
+            "month": "2026-11",
         }[name]
 
     def headers(self, scope: KeyScope | None) -> dict[str, str]:

@@ -29,7 +29,7 @@ QUANTITY = Decimal("0.000001")
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """What an invoice reads of a usage row."""
+    """What an invoice reads of a usage row, or of the rows of one hour summed (``rows`` of them)."""
 
     key: str
     workload_id: str
@@ -39,7 +39,8 @@ class LedgerEntry:
     gpu_us: int
     it_mj: int
     facility_mj: int
-    estimated: bool
+    estimated_rows: int  # of them, (partly) from power samples
+    rows: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class Invoice:
     rows: int  # ledger rows read
     estimated_rows: int  # of which (partly) from power samples, not counters
     unpriced_gpu_hours: Decimal  # GPU time no plan prices (shown, not billed)
+    status: str = "open"  # "final" once the period and its grace window are over
 
 
 def _months(start: datetime, end: datetime) -> int:
@@ -161,8 +163,8 @@ def build_invoice(
         period_end,
         tuple(lines),
         sum((line.amount for line in lines), ZERO),
-        len(rows),
-        sum(1 for e in rows if e.estimated),
+        sum(e.rows for e in rows),
+        sum(e.estimated_rows for e in rows),
         (Decimal(unpriced_us) / US_PER_HOUR).quantize(QUANTITY),
     )
 
@@ -171,6 +173,7 @@ def invoice_json(invoice: Invoice) -> str:
     """The invoice as JSON: keys sorted, amounts as strings, one trailing newline."""
     doc = {
         "tenant_id": invoice.tenant_id,
+        "status": invoice.status,
         "currency": "USD",
         "period": {"start": invoice.period_start.isoformat(), "end": invoice.period_end.isoformat()},
         "lines": [

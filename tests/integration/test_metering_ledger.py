@@ -22,7 +22,14 @@ from controlplane.domain.ids import new_id
 from controlplane.metering.counters import US_PER_S, Reading
 from controlplane.metering.usage import UsageRow
 from controlplane.runtime import Runtime
-from controlplane.services.metering.record import book, meter_allocation, meter_sites, rebuild_hourly, store_readings
+from controlplane.services.metering.record import (
+    Owner,
+    book,
+    meter_allocation,
+    meter_sites,
+    rebuild_hourly,
+    store_readings,
+)
 from controlplane.store.models import Allocation, EnergyReading, Gpu, Site, UsageHourly, UsageRecord, Workload
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -372,14 +379,18 @@ def test_two_bookings_of_the_same_rows_at_once_count_them_once(runtime: Runtime)
     second: list[int] = []
     started = threading.Event()
     with runtime.sessions() as s:
-        tenant_id, workload_id = s.execute(
-            select(Workload.tenant_id, Workload.id).join(Allocation, Allocation.workload_id == Workload.id)
-        ).one()
+        owner = Owner(
+            *s.execute(
+                select(Workload.tenant_id, Workload.id, Workload.priority, Workload.gpu_model).join(
+                    Allocation, Allocation.workload_id == Workload.id
+                )
+            ).one()
+        )
 
     def other(rows: list[UsageRow]) -> None:
         started.set()
         with runtime.uow() as s2:
-            second.append(book(s2, [(tenant_id, workload_id, rows)]))
+            second.append(book(s2, [(owner, rows)]))
 
     with runtime.uow() as s:
         rows = meter_allocation(s, alloc_id, pue=PUE)

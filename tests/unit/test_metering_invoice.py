@@ -34,7 +34,7 @@ COLO = PricePlan("colo-140kw", contracted_kw=Decimal(140), usd_per_kw_month=Deci
 
 
 def entry(n: int, priority: PriorityClass, gpu_us: int, facility_mj: int, hour: int = 0) -> LedgerEntry:
-    return LedgerEntry(f"u/{n}", "wl-1", priority, GB, T0 + hour * H, gpu_us, facility_mj * 4 // 5, facility_mj, False)
+    return LedgerEntry(f"u/{n}", "wl-1", priority, GB, T0 + hour * H, gpu_us, facility_mj * 4 // 5, facility_mj, 0)
 
 
 ROWS = [

@@ -6,10 +6,11 @@ Thin: parse, open the unit of work, call the service, convert. No SQL, no arithm
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi import Path as FastPath
 
 from controlplane.api import convert
 from controlplane.api.bodies import WORKLOAD_BODY_BYTES, GuardedRoute, body_limit
@@ -28,8 +29,10 @@ from controlplane.api.schemas import (
 from controlplane.api.schemas.credentials import ApiKeyOut, AuditPageOut, KeyPageOut, OwnKeyQuery, PageQuery
 from controlplane.domain.enums import KeyScope, NvlinkPolicy, PriorityClass
 from controlplane.domain.specs import WorkloadSpec
+from controlplane.metering.invoice import invoice_csv, invoice_json
 from controlplane.services import admin, audit
 from controlplane.services.fleet import capacity
+from controlplane.services.metering import invoices
 from controlplane.services.metering import views as metering_views
 from controlplane.services.workloads import cancel, quota, read, submit
 
@@ -162,6 +165,22 @@ def my_usage(
     with runtime.read() as session:
         view = metering_views.usage_view(session, tenant_id=_tenant_id(tenant), start=start, end=end, by=by)
         return convert.usage_out(view)
+
+
+@router.get("/invoices/{month}", response_class=Response)
+def my_invoice(
+    tenant: TenantPrincipal,
+    runtime: RuntimeDep,
+    month: Annotated[str, FastPath(pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM (UTC)")],
+    fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+) -> Response:
+    """Your invoice for a calendar month, from the usage ledger: JSON or CSV, the same bytes every
+    time from the same ledger; "status" is "final" once the month and an hour's grace are over."""
+    with runtime.read() as session:
+        invoice = invoices.monthly_invoice(session, tenant_id=_tenant_id(tenant), month=month, now=datetime.now(UTC))
+    if fmt == "csv":
+        return Response(invoice_csv(invoice), media_type="text/csv; charset=utf-8")
+    return Response(invoice_json(invoice), media_type="application/json")
 
 
 @router.get("/keys", response_model=KeyPageOut)

@@ -16,11 +16,12 @@ energy between intervals, never the total), prices on the rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import case, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from agents.protocol import GpuTelemetry
@@ -117,12 +118,24 @@ def readings_around(session: Session, gpu_id: str, start_us: int, end_us: int | 
     return [_reading(at, mj, mw) for at, mj, mw in rows]
 
 
-def _records(tenant_id: str, workload_id: str, rows: list[UsageRow]) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose an allocation's rows are, and what prices them."""
+
+    tenant_id: str
+    workload_id: str
+    priority: str
+    gpu_model: str
+
+
+def _records(owner: Owner, rows: list[UsageRow]) -> list[dict[str, Any]]:
     return [
         {
             "key": u.key,
-            "tenant_id": tenant_id,
-            "workload_id": workload_id,
+            "tenant_id": owner.tenant_id,
+            "workload_id": owner.workload_id,
+            "priority": owner.priority,
+            "gpu_model": owner.gpu_model,
             "allocation_id": u.allocation_id,
             "gpu_id": u.gpu_id,
             "start_us": u.start_us,
@@ -139,13 +152,25 @@ def _records(tenant_id: str, workload_id: str, rows: list[UsageRow]) -> list[dic
 # One booking transaction at a time (PostgreSQL; SQLite's writers queue anyway): which rows are
 # new is read before they are written, and two bookings of one row must not both count it.
 _BOOKING_LOCK = 0x5359_4C45_4447_4552  # "SYLEDGER"
+_HOURLY_KEY = ["tenant_id", "hour_us", "priority", "gpu_model"]
+_HOURLY_SUMS = ["gpu_us", "it_mj", "facility_mj", "rows", "estimated_rows"]
 
 
-def book(session: Session, batches: Sequence[tuple[str, str, list[UsageRow]]]) -> int:
-    """Append (tenant, workload, rows) batches to the ledger (rows already there add nothing) and
-    add the new ones to their tenants' hourly sums, in the caller's transaction; returns how many
-    rows were new."""
-    records = [r for tenant_id, workload_id, rows in batches for r in _records(tenant_id, workload_id, rows)]
+def _add_hourly(session: Session, sums: dict[tuple[str, int, str, str], list[int]]) -> None:
+    add_to(
+        session,
+        table_of(UsageHourly),
+        [dict(zip(_HOURLY_KEY + _HOURLY_SUMS, (*k, *v), strict=True)) for k, v in sorted(sums.items())],
+        _HOURLY_KEY,
+        _HOURLY_SUMS,
+    )
+
+
+def book(session: Session, batches: Sequence[tuple[Owner, list[UsageRow]]]) -> int:
+    """Append (owner, rows) batches to the ledger (rows already there add nothing) and add the
+    new ones to their tenants' hourly sums, in the caller's transaction; returns how many rows
+    were new."""
+    records = [r for owner, rows in batches for r in _records(owner, rows)]
     if not records:
         return 0
     if session.connection().dialect.name == "postgresql":
@@ -156,18 +181,16 @@ def book(session: Session, batches: Sequence[tuple[str, str, list[UsageRow]]]) -
         seen.update(session.scalars(select(UsageRecord.key).where(cond)))
     new = [r for r in records if r["key"] not in seen]
     insert_ignoring(session, table_of(UsageRecord), new, ["key"])
-    hours: dict[tuple[str, int], list[int]] = {}
+    hours: dict[tuple[str, int, str, str], list[int]] = {}
     for r in new:
-        acc = hours.setdefault((r["tenant_id"], r["start_us"] - r["start_us"] % US_PER_HOUR), [0, 0, 0, 0])
+        k = (r["tenant_id"], r["start_us"] - r["start_us"] % US_PER_HOUR, r["priority"], r["gpu_model"])
+        acc = hours.setdefault(k, [0, 0, 0, 0, 0])
         acc[0] += r["gpu_us"]
         acc[1] += r["it_mj"]
         acc[2] += r["facility_mj"]
         acc[3] += 1
-    sums = [
-        {"tenant_id": t, "hour_us": h, "gpu_us": g, "it_mj": i, "facility_mj": f, "rows": n}
-        for (t, h), (g, i, f, n) in sorted(hours.items())
-    ]
-    add_to(session, table_of(UsageHourly), sums, ["tenant_id", "hour_us"], ["gpu_us", "it_mj", "facility_mj", "rows"])
+        acc[4] += r["estimated"]
+    _add_hourly(session, hours)
     return len(new)
 
 
@@ -176,8 +199,8 @@ def meter_allocation(
 ) -> list[UsageRow]:
     """Write the allocation's usage rows that are complete (``usage.usage_rows``); those written
     before add nothing. Returns the rows computed (written now or before)."""
-    alloc, tenant_id = session.execute(
-        select(Allocation, Workload.tenant_id)
+    alloc, tenant_id, priority, gpu_model = session.execute(
+        select(Allocation, Workload.tenant_id, Workload.priority, Workload.gpu_model)
         .join(Workload, Workload.id == Allocation.workload_id)
         .where(Allocation.id == allocation_id)
     ).one()
@@ -185,7 +208,7 @@ def meter_allocation(
     end_us = None if alloc.released_at is None else _us(alloc.released_at)
     points = energy_curve(readings_around(session, alloc.gpu_id, start_us, end_us))
     rows = usage_rows(alloc.id, alloc.gpu_id, points, start_us, end_us, interval_us=interval_us, pue=pue)
-    book(session, [(tenant_id, alloc.workload_id, rows)])
+    book(session, [(Owner(tenant_id, alloc.workload_id, priority, gpu_model), rows)])
     return rows
 
 
@@ -211,6 +234,8 @@ def meter_open(
             Allocation.created_at,
             Allocation.released_at,
             Workload.tenant_id,
+            Workload.priority,
+            Workload.gpu_model,
         )
         .join(Workload, Workload.id == Allocation.workload_id)
         .join(Node, Node.id == Allocation.node_id)
@@ -250,7 +275,7 @@ def meter_open(
             a.id, a.gpu_id, energy_curve(readings), starts[a.id], end_us, interval_us=interval_us, pue=pue
         )
         if rows:
-            batches.append((a.tenant_id, a.workload_id, rows))
+            batches.append((Owner(a.tenant_id, a.workload_id, a.priority, a.gpu_model), rows))
     return book(session, batches)
 
 
@@ -269,16 +294,15 @@ def rebuild_hourly(session: Session) -> None:
     session.execute(delete(UsageHourly))
     sums = session.execute(
         select(
-            u.tenant_id, hour, func.sum(u.gpu_us), func.sum(u.it_mj), func.sum(u.facility_mj), func.count()
-        ).group_by(u.tenant_id, hour)
+            u.tenant_id,
+            hour,
+            u.priority,
+            u.gpu_model,
+            func.sum(u.gpu_us),
+            func.sum(u.it_mj),
+            func.sum(u.facility_mj),
+            func.count(),
+            func.sum(case((u.estimated, 1), else_=0)),
+        ).group_by(u.tenant_id, hour, u.priority, u.gpu_model)
     ).all()
-    add_to(
-        session,
-        table_of(UsageHourly),
-        [
-            {"tenant_id": t, "hour_us": h, "gpu_us": g, "it_mj": i, "facility_mj": f, "rows": n}
-            for t, h, g, i, f, n in sums
-        ],
-        ["tenant_id", "hour_us"],
-        ["gpu_us", "it_mj", "facility_mj", "rows"],
-    )
+    _add_hourly(session, {(t, h, p, m): [g, i, f, n, e] for t, h, p, m, g, i, f, n, e in sums})

@@ -44,6 +44,8 @@ class UsageRecord(Base):
     # Plain ids, no foreign keys: the books outlive the rows they were computed from.
     tenant_id: Mapped[str] = mapped_column(String(40))
     workload_id: Mapped[str] = mapped_column(String(40))
+    priority: Mapped[str] = mapped_column(String(16))  # the workload's class: what prices its GPU time
+    gpu_model: Mapped[str] = mapped_column(String(96))
     allocation_id: Mapped[int] = mapped_column(BigInteger)
     gpu_id: Mapped[str] = mapped_column(String(40))
     start_us: Mapped[int] = mapped_column(BigInteger)
@@ -56,14 +58,17 @@ class UsageRecord(Base):
 
 
 class UsageHourly(Base):
-    """The ledger summed per tenant and UTC hour (by interval start), kept in the transaction
+    """The ledger summed per tenant, UTC hour (by interval start), class and GPU model, kept in the transaction
     that writes the ledger rows: what dashboards, usage views and quotas read instead of the
     rows. It can always be rebuilt from the ledger (``services/metering/record.rebuild_hourly``)."""
 
     __tablename__ = "usage_hourly"
     tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     hour_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # unix microseconds, on the hour
+    priority: Mapped[str] = mapped_column(String(16), primary_key=True)
+    gpu_model: Mapped[str] = mapped_column(String(96), primary_key=True)
     gpu_us: Mapped[int] = mapped_column(BigInteger)
     it_mj: Mapped[int] = mapped_column(BigInteger)
     facility_mj: Mapped[int] = mapped_column(BigInteger)
     rows: Mapped[int] = mapped_column(BigInteger)
+    estimated_rows: Mapped[int] = mapped_column(BigInteger)

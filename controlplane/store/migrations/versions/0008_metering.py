@@ -36,6 +36,8 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=200), nullable=False),
         sa.Column("tenant_id", sa.String(length=40), nullable=False),
         sa.Column("workload_id", sa.String(length=40), nullable=False),
+        sa.Column("priority", sa.String(length=16), nullable=False),
+        sa.Column("gpu_model", sa.String(length=96), nullable=False),
         sa.Column("allocation_id", sa.BigInteger(), nullable=False),
         sa.Column("gpu_id", sa.String(length=40), nullable=False),
         sa.Column("start_us", sa.BigInteger(), nullable=False),

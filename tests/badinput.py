@@ -282,6 +282,8 @@ def valid_request(route: APIRoute, w: World) -> Request:
     model = body_model(route)
     body = _dumps(EXAMPLES[model](w)) if model is not None else None
     params: dict[str, Any] = {"wait": 0, "protocol": PROTOCOL_VERSION} if route.path.endswith("/desired") else {}
+    if route.path == "/usage":  # its window is required
+        params = {"from": "2026-11-01", "to": "2026-12-01"}
     scope = deps.required_scope(route.dependant)
     other = KeyScope.OPERATOR if scope is KeyScope.TENANT else KeyScope.TENANT
     return Request(method(route), path, params, w.headers(scope), body, other_key=w.headers(other))

@@ -404,3 +404,61 @@ def test_two_bookings_of_the_same_rows_at_once_count_them_once(runtime: Runtime)
     with runtime.sessions() as s:
         assert len(_ledger(s, alloc_id)) == len(rows) == 4
         assert sum(h[4] for h in _hourly(s)) == 4
+
+
+def test_a_driver_reload_mid_allocation_through_the_api_loses_nothing(client: TestClient, runtime: Runtime) -> None:
+    """A GPU at a steady 700 W reports every 5 s for 10 minutes; the driver reloads at 302.5 s and
+    its counter restarts from 0. Only each minute's first report is a checkpoint, so the reset
+    falls in [300 s, 360 s): the counter holds 57.5 s of it, the power samples all 60 s, and the
+    span is filled from them and flagged estimated. The ledger bills 700 W x 600 s exactly."""
+    make_site(runtime)
+    node = register_node(runtime, 1)
+    tenant = make_tenant(runtime, "acme")
+    t0 = time.time() // 60 * 60 - 600
+    start = datetime.fromtimestamp(t0, UTC)
+    with runtime.uow() as s:
+        gpu = s.scalars(select(Gpu).where(Gpu.node_id == node.node_id, Gpu.index == 0)).one()
+        wl = Workload(
+            id=new_id("wl"),
+            tenant_id=tenant.tenant_id,
+            gpu_count=1,
+            gpu_model="NVIDIA GB300",
+            nvlink="none",
+            priority="on_demand",
+            command=["true"],
+            env={},
+            max_duration_s=3600,
+        )
+        s.add(wl)
+        s.flush()
+        alloc = Allocation(workload_id=wl.id, gpu_id=gpu.id, node_id=node.node_id, rank=0, epoch=1, created_at=start)
+        s.add(alloc)
+        s.flush()
+        alloc_id = alloc.id
+    running = {"workload_id": wl.id, "epoch": 1, "rank": 0, "phase": "running"}
+    path = f"/v1/agent/nodes/{node.node_id}/reports"
+    for seq in range(0, 121):
+        at = 5 * seq
+        energy = 700_000 * at if at < 302.5 else round(700_000 * (at - 302.5))
+        body = {
+            "protocol_version": PROTOCOL_VERSION,
+            "seq": seq + 1,
+            "sent_at": t0 + at,
+            "gpus": [
+                {"uuid": g.uuid, "index": g.index, "power_w": 700.0, "energy_mj": energy} for g in node.inventory.gpus
+            ],
+            "assignments": [running],
+        }
+        r = client.post(path, json=body, headers=node.headers)
+        assert r.status_code == 200 and r.json()["accepted"], r.text
+    with runtime.uow() as s:
+        s.get_one(Allocation, alloc_id).released_at = start + timedelta(seconds=600)
+    with runtime.uow() as s:
+        meter_allocation(s, alloc_id, pue=PUE)
+    with runtime.sessions() as s:
+        ledger = _ledger(s, alloc_id)
+        flags = s.scalars(
+            select(UsageRecord.estimated).where(UsageRecord.allocation_id == alloc_id).order_by(UsageRecord.start_us)
+        ).all()
+    assert len(ledger) == 10 and sum(r[4] for r in ledger) == 700_000 * 600
+    assert flags == [False] * 5 + [True] + [False] * 4
